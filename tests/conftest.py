@@ -1,0 +1,83 @@
+"""Session-wide real services on 127.0.0.1, started once and shared by every test.
+
+PostgreSQL (Debian's packages), osmem-server (Elasticsearch/OpenSearch REST
+API) behind a counting proxy, a moto DMS server with a failure hook, and a
+local Slack API server. Each test resets what it uses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers.moto_dms import MotoDms
+from tests.servers.postgres import LocalPostgres
+from tests.servers.search import CountingProxy, start_search
+from tests.servers.slack_api import SlackServer
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    pg = LocalPostgres.create()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def pg_db(postgres: LocalPostgres) -> Iterator[str]:
+    """A fresh database for one test; yields its DSN."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f"create database {name}")
+    yield postgres.dsn_for(name)
+    postgres.psql(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def search_server() -> Iterator[object]:
+    server = start_search()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def search(search_server: object) -> Iterator[CountingProxy]:
+    """A clone of the (empty) search cluster behind a request-counting proxy."""
+    clone = search_server.clone()  # type: ignore[attr-defined]
+    proxy = CountingProxy(clone.url)
+    yield proxy
+    proxy.close()
+    clone.close()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoDms]:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(key, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = MotoDms()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def moto(moto_server: MotoDms) -> Iterator[MotoDms]:
+    moto_server.reset()
+    yield moto_server
+    moto_server.reset()
+
+
+@pytest.fixture(scope="session")
+def slack_server() -> Iterator[SlackServer]:
+    server = SlackServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def slack(slack_server: SlackServer) -> Iterator[SlackServer]:
+    slack_server.reset()
+    yield slack_server
+    slack_server.reset()

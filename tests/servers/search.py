@@ -1,0 +1,85 @@
+"""osmem-server (an in-memory server speaking the Elasticsearch/OpenSearch REST API), with a request counter.
+
+A small counting proxy sits in front of it so tests and benchmarks can assert
+how many requests watchdog made (e.g. one ``_msearch`` per tick).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from osmem_server import OsmemServer
+
+
+class CountingProxy:
+    """Forwards HTTP requests to ``upstream`` and counts them by method and path."""
+
+    def __init__(self, upstream: str):
+        parsed = urllib.parse.urlsplit(upstream)
+        self.upstream_host = parsed.hostname or "127.0.0.1"
+        self.upstream_port = parsed.port or 80
+        self.counts: Counter[str] = Counter()
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+        self.down = False  # when True, answers 503 as if the cluster were unavailable
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    proxy.counts[f"{self.command} {self.path.split('?')[0]}"] += 1
+                    proxy.paths.append(f"{self.command} {self.path}")
+                if proxy.down:
+                    self.close_connection = True
+                    self.send_error(503)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for key, value in resp.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.paths.clear()
+
+    def total(self, prefix: str = "") -> int:
+        with self.lock:
+            return sum(n for key, n in self.counts.items() if key.startswith(prefix) or prefix in key)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_search() -> OsmemServer:
+    """Start osmem-server with no seed data, English analysis only."""
+    return OsmemServer.start(japanese=False)

@@ -1,0 +1,114 @@
+"""A local Slack API server: the Web API methods watchdog uses and an incoming-webhook path.
+
+It records every request and can be told to answer the next requests with
+429 and Retry-After, a 500, or ``{"ok": false, "error": ...}``. Tests drive it
+in-process; a daemon under test reaches it over HTTP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class SlackRequest:
+    method: str  # e.g. chat.postMessage, or "webhook"
+    body: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+
+class SlackServer:
+    def __init__(self) -> None:
+        self.requests: list[SlackRequest] = []
+        self.failures: list[dict[str, Any]] = []  # scripted answers for the next requests
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
+        self.lock = threading.Lock()
+        self._ts = itertools.count(1)
+        slack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode() if length else ""
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    body = json.loads(raw or "{}")
+                else:
+                    body = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                    for key in ("blocks", "attachments"):
+                        if isinstance(body.get(key), str):
+                            body[key] = json.loads(body[key])
+                method = "webhook" if self.path.startswith("/services/") else self.path.rsplit("/", 1)[-1]
+                status, headers, answer = slack.answer(method, body, self.headers.get("Authorization", ""))
+                data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "text/plain" if isinstance(answer, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        port = self.server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{port}/api/"
+        self.webhook_url = f"http://127.0.0.1:{port}/services/T000/B000/XXXX"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail_next(self, *answers: dict[str, Any]) -> None:
+        """Script the next answers: ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"error": "invalid_auth"}``."""
+        with self.lock:
+            self.failures.extend(answers)
+
+    def answer(self, method: str, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], Any]:
+        with self.lock:
+            self.requests.append(SlackRequest(method, body))
+            if self.failures:
+                failure = self.failures.pop(0)
+                if "status" in failure:
+                    headers = {"Retry-After": str(failure["retry_after"])} if "retry_after" in failure else {}
+                    return failure["status"], headers, {"ok": False, "error": "ratelimited" if failure["status"] == 429 else "internal_error"}
+                return 200, {}, ("invalid_token" if method == "webhook" else {"ok": False, "error": failure["error"]})
+            if method == "webhook":
+                return 200, {}, "ok"
+            if method == "chat.postMessage":
+                ts = f"{int(time.time())}.{next(self._ts):06d}"
+                channel = body.get("channel", "")
+                self.messages[(channel, ts)] = dict(body)
+                return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
+            if method == "chat.update":
+                key = (body.get("channel", ""), body.get("ts", ""))
+                if key not in self.messages:
+                    return 200, {}, {"ok": False, "error": "message_not_found"}
+                self.messages[key] = dict(body)
+                return 200, {}, {"ok": True, "channel": key[0], "ts": key[1]}
+            if method == "auth.test":
+                return 200, {}, {"ok": True, "user_id": "U0WATCHDOG", "team": "test"}
+            return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def calls(self, method: str | None = None) -> list[SlackRequest]:
+        with self.lock:
+            return [r for r in self.requests if method is None or r.method == method]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.failures.clear()
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

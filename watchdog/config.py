@@ -1,0 +1,208 @@
+"""The config file (``watchdog.yaml``): loaded, interpolated, validated, typed.
+
+Given a path, ``load_config`` returns a frozen Config or raises
+InvalidFileError with every problem found; nothing half-loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from watchdog import schema, yamlfile
+from watchdog.durations import parse_duration
+from watchdog.interpolation import interpolate
+from watchdog.problems import InvalidFileError, Problem, display_path
+from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERITY, Schedule, Severity
+
+DEFAULT_CONFIG_PATH = "/etc/watchdog/watchdog.yaml"
+CONFIG_ENV = "WATCHDOG_CONFIG"
+DEFAULT_RULES_DIR = "rules"
+DEFAULT_STATE_FILE = "watchdog-state.db"
+DEFAULT_SEARCH_TIMEOUT = timedelta(seconds=10)
+DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
+DEFAULT_STATEMENT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_WORKERS = 4
+DEFAULT_RULE_TIMEOUT = timedelta(seconds=60)
+DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
+class SearchSource:
+    name: str
+    hosts: tuple[str, ...]
+    aws_region: str | None = None
+    aws_service: str = "es"
+    aws_profile: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    verify_certs: bool = True
+    ca_certs: str | None = None
+    timeout: timedelta = DEFAULT_SEARCH_TIMEOUT
+    dashboards_url: str | None = None
+    flavor: str = "auto"
+    type: str = "search"
+
+
+@dataclass(frozen=True)
+class PostgresSource:
+    name: str
+    dsn: str = field(default="", repr=False)
+    params: Mapping[str, Any] = field(default_factory=dict, repr=False)  # host, port, dbname, user, password, sslmode
+    connect_timeout: timedelta = DEFAULT_CONNECT_TIMEOUT
+    statement_timeout: timedelta = DEFAULT_STATEMENT_TIMEOUT
+    type: str = "postgres"
+
+
+@dataclass(frozen=True)
+class DmsSource:
+    name: str
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    type: str = "dms"
+
+
+SourceConfig = SearchSource | PostgresSource | DmsSource
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    token: str | None = field(default=None, repr=False)
+    webhook_url: str | None = field(default=None, repr=False)
+    channel: str | None = None
+    base_url: str = DEFAULT_SLACK_BASE_URL
+    mention_critical: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleDefaults:
+    schedule: Schedule = DEFAULT_SCHEDULE
+    repeat_every: timedelta = DEFAULT_REPEAT_EVERY
+    severity: Severity = DEFAULT_SEVERITY
+    for_: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    rules_dir: str
+    state_path: str
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    slack: SlackConfig | None = None
+    defaults: RuleDefaults = RuleDefaults()
+    workers: int = DEFAULT_WORKERS
+    rule_timeout: timedelta = DEFAULT_RULE_TIMEOUT
+    log_level: str = "info"
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def parse_schedule(data: Mapping[str, Any]) -> Schedule:
+    if "every" in data:
+        return Schedule(every=parse_duration(data["every"]))
+    return Schedule(cron=data["cron"], timezone=data.get("timezone", "UTC"))
+
+
+def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
+    """Replace every ``X_file: path`` with ``X: <contents>`` (after validation)."""
+    found: list[Problem] = []
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> None:
+        if not isinstance(value, dict):
+            return
+        for key in list(value):
+            if isinstance(key, str) and key.endswith("_file") and isinstance(value[key], str):
+                target = os.path.join(base_dir, value[key])
+                try:
+                    with open(target, encoding="utf-8") as fh:
+                        value[key[: -len("_file")]] = fh.read().strip()
+                except OSError as exc:
+                    found.append(Problem.at(doc, path + (key,), f"cannot read {target}: {exc.strerror}"))
+                del value[key]
+            else:
+                walk(value[key], path + (key,))
+
+    walk(doc.data, ())
+    return found
+
+
+def _source(name: str, raw: Mapping[str, Any], base_dir: str) -> SourceConfig:
+    kind = raw["type"]
+    if kind == "search":
+        sigv4 = raw.get("aws_sigv4") or {}
+        basic = raw.get("basic_auth") or {}
+        return SearchSource(
+            name=name, hosts=tuple(raw["hosts"]),
+            aws_region=sigv4.get("region"), aws_service=sigv4.get("service", "es"), aws_profile=sigv4.get("profile"),
+            username=basic.get("username"), password=basic.get("password"), api_key=raw.get("api_key"),
+            verify_certs=raw.get("verify_certs", True),
+            ca_certs=os.path.join(base_dir, raw["ca_certs"]) if "ca_certs" in raw else None,
+            timeout=parse_duration(raw.get("timeout", "10s")),
+            dashboards_url=raw.get("dashboards_url"), flavor=raw.get("flavor", "auto"),
+        )
+    if kind == "postgres":
+        params = {k: raw[k] for k in ("host", "port", "dbname", "user", "password", "sslmode") if k in raw}
+        return PostgresSource(
+            name=name, dsn=raw.get("dsn", ""), params=params,
+            connect_timeout=parse_duration(raw.get("connect_timeout", "10s")),
+            statement_timeout=parse_duration(raw.get("statement_timeout", "30s")),
+        )
+    return DmsSource(name=name, region=raw.get("region"), profile=raw.get("profile"), endpoint_url=raw.get("endpoint_url"))
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the config file at ``path``.
+
+    Raises InvalidFileError listing every problem (file, line, key path).
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        doc = yamlfile.load(path, display_path(path))
+    except OSError as exc:
+        raise InvalidFileError([Problem.whole_file(display_path(path), f"cannot read config file: {exc.strerror}")]) from None
+    except yamlfile.YamlError as exc:
+        raise InvalidFileError([Problem.from_yaml_error(exc)]) from None
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise InvalidFileError([Problem.whole_file(doc.filename, "the config file must be a mapping of keys")])
+    problems = interpolate(doc, environ)
+    problems += schema.problems(doc, "config.schema.json")
+    base_dir = os.path.dirname(os.path.abspath(path))
+    if not problems:
+        problems += _read_secret_files(doc, base_dir)
+    if problems:
+        raise InvalidFileError(sorted(problems))
+    data: dict[str, Any] = doc.data
+    raw_defaults = data.get("defaults", {})
+    defaults = RuleDefaults(
+        schedule=parse_schedule(raw_defaults["schedule"]) if "schedule" in raw_defaults else DEFAULT_SCHEDULE,
+        repeat_every=parse_duration(raw_defaults.get("repeat_every", "4h")),
+        severity=Severity(raw_defaults.get("severity", DEFAULT_SEVERITY.value)),
+        for_=parse_duration(raw_defaults.get("for", "0s")),
+    )
+    slack = None
+    if "slack" in data:
+        raw = data["slack"]
+        slack = SlackConfig(token=raw.get("token"), webhook_url=raw.get("webhook_url"), channel=raw.get("channel"),
+                            base_url=raw.get("base_url", DEFAULT_SLACK_BASE_URL), mention_critical=raw.get("mention_critical"))
+    state_dir = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    default_state = os.path.join(state_dir, "state.db") if state_dir else os.path.join(os.getcwd(), DEFAULT_STATE_FILE)
+    return Config(
+        path=os.path.abspath(path),
+        rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),
+        state_path=os.path.join(base_dir, data["state_path"]) if "state_path" in data else default_state,
+        sources={name: _source(name, raw, base_dir) for name, raw in data.get("sources", {}).items()},
+        slack=slack, defaults=defaults,
+        workers=int(data.get("workers", DEFAULT_WORKERS)),
+        rule_timeout=parse_duration(data.get("rule_timeout", "60s")),
+        log_level=data.get("log_level", "info"),
+    )

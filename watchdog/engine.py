@@ -1,0 +1,211 @@
+"""The engine: which rules are due, batching them per source, and applying results.
+
+Evaluation produces findings; ``lifecycle.step`` turns them into transitions
+and notices; notices are rendered and written to the outbox in the same
+transaction as the new state. The engine never talks to Slack.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from watchdog import lifecycle, schedule
+from watchdog.logfmt import log
+from watchdog.notify.render import render
+from watchdog.rule import Rule
+from watchdog.ruletypes import RULE_TYPES
+from watchdog.ruletypes.base import EvalContext, Evaluation, RuleType
+from watchdog.runner import Batch, Finished, Runner
+from watchdog.state import StateStore
+from watchdog.times import utcnow
+
+logger = logging.getLogger("watchdog.engine")
+
+
+
+@dataclass
+class Applied:
+    """What one evaluation changed (returned for logging and tests)."""
+
+    rule: str
+    transitions: tuple[lifecycle.Transition, ...]
+    notices: tuple[lifecycle.Notice, ...]
+    error: str | None
+
+
+def _describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if ":" in text or not str(exc) else f"{type(exc).__name__}: {text}"
+
+
+class Engine:
+    def __init__(self, rules: Sequence[Rule], store: StateStore, sources: Any, *, workers: int = 4,
+                 timeout: timedelta = timedelta(seconds=60), clock: Callable[[], datetime] = utcnow,
+                 rule_types: Mapping[str, type[RuleType]] = RULE_TYPES,
+                 on_notify: Callable[[], None] | None = None):
+        self.store = store
+        self.sources = sources
+        self.clock = clock
+        self.rule_types = rule_types
+        self.on_notify = on_notify or (lambda: None)
+        self.wake = threading.Event()
+        self.runner = Runner(workers, timeout.total_seconds(), self.wake)
+        self.rules: dict[str, Rule] = {}
+        self.next_run: dict[str, datetime] = {}
+        self.set_rules(rules)
+
+    def set_rules(self, rules: Sequence[Rule]) -> list[str]:
+        """Replace the rule set; returns the names of removed rules (their alerts are resolved)."""
+        now = self.clock()
+        records = self.store.rule_records()
+        new = {r.name: r for r in rules if r.enabled}
+        removed = [name for name in self.rules if name not in new]
+        for name in removed:
+            self._resolve_removed(self.rules[name], now)
+            self.next_run.pop(name, None)
+        for name, rule in new.items():
+            old = self.rules.get(name)
+            if old is None or old.schedule != rule.schedule or name not in self.next_run:
+                stored = records[name].next_run if name in records else None
+                self.next_run[name] = schedule.first_run(name, rule.schedule, now, stored)
+        self.rules = new
+        return removed
+
+    def _resolve_removed(self, rule: Rule, now: datetime) -> None:
+        applied = self._apply(rule, Evaluation(), now, now, 0.0)
+        self.store.forget_rule(rule.name)
+        log(logger, logging.INFO, "rule removed", rule=rule.name, resolved=len(applied.transitions))
+
+    # --- scheduling ------------------------------------------------------------------
+
+    def due(self, now: datetime) -> list[Rule]:
+        busy = self.runner.busy()
+        return [r for name, r in self.rules.items() if self.next_run[name] <= now and name not in busy]
+
+    def dispatch(self, rules: Sequence[Rule], now: datetime) -> None:
+        """Hand the rules to the runner, one batch per (rule type, source)."""
+        batches: dict[tuple[str, str], list[Rule]] = defaultdict(list)
+        for rule in rules:
+            batches[(rule.type, rule.source)].append(rule)
+        known = self.store.groups()
+        for (type_name, source_name), batch in batches.items():
+            rule_type = self.rule_types[type_name]
+            ctx = EvalContext(now=now, known_groups={r.name: frozenset(known.get(r.name, {})) for r in batch})
+            planned = {r.name: self.next_run[r.name] for r in batch}
+
+            def work(rule_type: type[RuleType] = rule_type, batch: list[Rule] = batch, source_name: str = source_name,
+                     ctx: EvalContext = ctx) -> Mapping[str, Any]:
+                return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
+
+            self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
+
+    def collect(self) -> list[Applied]:
+        """Apply every finished evaluation; returns what changed."""
+        applied: list[Applied] = []
+        for finished in self.runner.collect():
+            applied.extend(self._apply_batch(finished))
+        return applied
+
+    def _apply_batch(self, finished: Finished) -> list[Applied]:
+        ran_at, planned = finished.batch.planned
+        now = self.clock()
+        out = []
+        for name, result in finished.outcome.items():
+            rule = self.rules.get(name)
+            if rule is None:  # removed while it ran
+                continue
+            self.next_run[name] = schedule.following_run(name, rule.schedule, planned[name], now)
+            out.append(self._apply(rule, result, ran_at, now, finished.duration))
+        return out
+
+    def _apply(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
+               duration: float) -> Applied:
+        record = self.store.rule_record(rule.name)
+        prev_health = record.health if record else lifecycle.Health()
+        prev_states = self.store.groups(rule.name).get(rule.name, {})
+        silences = self.store.silences(now)
+
+        def silenced(group: str) -> bool:
+            return not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in silences)
+
+        policy = lifecycle.Policy(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every)
+        states: dict[str, lifecycle.GroupState | None] = {}
+        transitions: list[lifecycle.Transition] = []
+        notices: list[lifecycle.Notice] = []
+        facts = None
+        error = None
+        if isinstance(result, BaseException):
+            error = _describe_error(result)
+            health, notice = lifecycle.health_step(prev_health, error, now, silenced=silenced(""))
+            log(logger, logging.WARNING, "evaluation failed", rule=rule.name, error=error, errors=health.errors)
+        else:
+            health, notice = lifecycle.health_step(prev_health, None, now, silenced=silenced(""))
+            facts = dict(result.facts)
+            findings = {f.group: f for f in result.findings}
+            for group in sorted(set(prev_states) | set(findings)):
+                moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
+                                       silenced=silenced(group))
+                if moved.state != prev_states.get(group):
+                    states[group] = moved.state
+                transitions.extend(moved.transitions)
+                notices.extend(moved.notices)
+        if notice is not None:
+            notices.append(notice)
+        rows = [(n.group, n.kind.value, n.episode, render(rule, n)) for n in notices]
+        next_run = self.next_run.get(rule.name, now)
+        self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
+                                     states=states, notifications=rows, facts=facts,
+                                     audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions])
+        for t in transitions:
+            log(logger, logging.INFO, "transition", rule=rule.name, group=t.group or None, state=t.to, previous=t.from_,
+                value=t.value, severity=t.severity.value)
+        if error is None:
+            log(logger, logging.DEBUG, "evaluated", rule=rule.name, findings=len(states), duration=duration)
+        if rows:
+            self.on_notify()
+        return Applied(rule.name, tuple(transitions), tuple(notices), error)
+
+    # --- driving ------------------------------------------------------------------------
+
+    def run_pending(self) -> list[Applied]:
+        """Collect finished work and dispatch what is due now."""
+        applied = self.collect()
+        now = self.clock()
+        due = self.due(now)
+        if due:
+            self.dispatch(due, now)
+        return applied
+
+    def seconds_until_next(self) -> float:
+        """How long the loop may sleep: until the next rule is due or a running batch's deadline."""
+        import time
+
+        now = self.clock()
+        busy = self.runner.busy()
+        waits = [(t - now).total_seconds() for name, t in self.next_run.items() if name not in busy]
+        deadline = self.runner.next_deadline()
+        if deadline is not None:
+            waits.append(deadline - time.monotonic())
+        return max(0.0, min(waits, default=60.0))
+
+    def run_all_once(self, timeout: float) -> list[Applied]:
+        """Evaluate every rule now and wait for all of them (``watchdog run --once``)."""
+        import time
+
+        now = self.clock()
+        for name in self.rules:
+            self.next_run[name] = now
+        self.dispatch(list(self.rules.values()), now)
+        applied: list[Applied] = []
+        deadline = time.monotonic() + timeout
+        while not self.runner.idle() and time.monotonic() < deadline:
+            self.wake.wait(0.2)
+            self.wake.clear()
+            applied.extend(self.collect())
+        return applied

@@ -1,0 +1,177 @@
+"""The alert lifecycle of one (rule, group): ok -> pending -> firing -> resolved.
+
+Pure: ``step`` takes the previous state, the current finding (or None when
+the condition does not hold) and ``now``, and returns the next state with the
+transitions and notifications it implies. Silenced groups keep their state
+but produce no notification; a resolution is only sent for an alert whose
+firing notification was sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from watchdog.rule import Severity
+from watchdog.ruletypes.base import Finding
+
+ERROR_NOTIFY_AFTER = 3  # consecutive failed evaluations before an error is notified
+
+
+class State(str, Enum):
+    OK = "ok"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+class Kind(str, Enum):
+    """What a notification says."""
+
+    FIRING = "firing"
+    REPEAT = "repeat"
+    SEVERITY = "severity"  # severity changed while firing
+    RESOLVED = "resolved"
+    ERROR = "error"  # the rule keeps failing to evaluate
+    RECOVERED = "recovered"  # ... and now evaluates again
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The lifecycle parameters of a rule."""
+
+    severity: Severity
+    for_: timedelta = timedelta(0)
+    repeat_every: timedelta = timedelta(hours=4)
+
+
+@dataclass(frozen=True)
+class GroupState:
+    state: State
+    severity: Severity
+    since: datetime  # when the current state was entered
+    value: float | str | None = None
+    summary: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    episode: str = ""  # identifies one firing episode (its Slack thread)
+    notified_at: datetime | None = None  # last notification sent for this episode
+    firing_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    group: str
+    at: datetime
+    from_: str
+    to: str
+    value: float | str | None
+    severity: Severity
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notification to send (before rendering)."""
+
+    kind: Kind
+    group: str
+    at: datetime
+    severity: Severity
+    value: float | str | None
+    summary: str
+    episode: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    state: GroupState | None  # None: ok, nothing to keep
+    transitions: tuple[Transition, ...] = ()
+    notices: tuple[Notice, ...] = ()
+
+
+def _notice(kind: Kind, group: str, state: GroupState, now: datetime) -> Notice:
+    return Notice(kind=kind, group=group, at=now, severity=state.severity, value=state.value, summary=state.summary,
+                  episode=state.episode, details=state.details, since=state.firing_since)
+
+
+def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding | None,
+         now: datetime, *, silenced: bool = False) -> Step:
+    """Advance one group's lifecycle by one evaluation."""
+    if finding is None:
+        if prev is None:
+            return Step(None)
+        moved = (Transition(group, now, prev.state.value, "resolved" if prev.state is State.FIRING else State.OK.value,
+                            prev.value, prev.severity),)
+        if prev.state is State.FIRING and prev.notified_at is not None and not silenced:
+            return Step(None, moved, (_notice(Kind.RESOLVED, group, replace(prev, since=now), now),))
+        return Step(None, moved)
+
+    severity = finding.severity or policy.severity
+    current = dict(value=finding.value, summary=finding.summary, details=finding.details, severity=severity)
+    if prev is None or prev.state is State.OK:
+        prev = GroupState(state=State.OK, severity=severity, since=now)
+    if prev.state is State.OK and policy.for_ > timedelta(0):
+        pending = replace(prev, state=State.PENDING, since=now, **current)  # type: ignore[arg-type]
+        return Step(pending, (Transition(group, now, State.OK.value, State.PENDING.value, finding.value, severity),))
+    if prev.state is State.PENDING and now - prev.since < policy.for_:
+        return Step(replace(prev, **current))  # type: ignore[arg-type]
+
+    if prev.state is not State.FIRING:
+        firing = GroupState(state=State.FIRING, since=now, firing_since=now, episode=uuid.uuid4().hex, **current)  # type: ignore[arg-type]
+        moved = (Transition(group, now, prev.state.value, State.FIRING.value, finding.value, severity),)
+        if silenced:
+            return Step(firing, moved)
+        return Step(replace(firing, notified_at=now), moved, (_notice(Kind.FIRING, group, firing, now),))
+
+    # Still firing: notify when first unsilenced, on a severity change, or when a repeat is due.
+    firing = replace(prev, **current)  # type: ignore[arg-type]
+    changed: tuple[Transition, ...] = ()
+    if severity != prev.severity:
+        changed = (Transition(group, now, f"firing/{prev.severity.value}", f"firing/{severity.value}", finding.value, severity),)
+    if silenced:
+        return Step(firing, changed)
+    if prev.notified_at is None:
+        kind: Kind | None = Kind.FIRING
+    elif severity != prev.severity:
+        kind = Kind.SEVERITY
+    elif now - prev.notified_at >= policy.repeat_every:
+        kind = Kind.REPEAT
+    else:
+        kind = None
+    if kind is None:
+        return Step(firing, changed)
+    return Step(replace(firing, notified_at=now), changed, (_notice(kind, group, firing, now),))
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a rule evaluates at all."""
+
+    errors: int = 0  # consecutive failures
+    last_error: str | None = None
+    error_since: datetime | None = None
+    notified: bool = False
+    episode: str = ""
+
+
+def health_step(prev: Health, error: str | None, now: datetime, *, silenced: bool = False) -> tuple[Health, Notice | None]:
+    """Count failures; notify once after ERROR_NOTIFY_AFTER in a row, and again when it recovers."""
+    if error is None:
+        if prev.notified:
+            notice = Notice(kind=Kind.RECOVERED, group="", at=now, severity=Severity.WARNING, value=None,
+                            summary=f"evaluates again (last error: {prev.last_error})", episode=prev.episode,
+                            since=prev.error_since)
+            return Health(), (None if silenced else notice)
+        return Health(), None
+    errors = prev.errors + 1
+    health = Health(errors=errors, last_error=error, error_since=prev.error_since or now,
+                    notified=prev.notified, episode=prev.episode or uuid.uuid4().hex)
+    if errors >= ERROR_NOTIFY_AFTER and not prev.notified and not silenced:
+        notice = Notice(kind=Kind.ERROR, group="", at=now, severity=Severity.WARNING, value=None,
+                        summary=f"failed {errors} times in a row: {error}", episode=health.episode, since=health.error_since)
+        return replace(health, notified=True), notice
+    return health, None

@@ -1,0 +1,55 @@
+"""The notifier interface. A notifier knows how to deliver; it knows nothing of rules or sources."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A rendered notification as stored in the outbox."""
+
+    id: int
+    rule: str
+    group: str
+    kind: str  # firing | repeat | severity | resolved | error | recovered | action
+    episode: str  # notifications of one episode share a Slack thread
+    payload: Mapping[str, Any]  # text, title, severity, fields, samples, links, channel...
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one attempt."""
+
+    ok: bool
+    ref: Mapping[str, Any] | None = None  # where the first message of a thread went (channel, ts)
+    retryable: bool = False
+    error: str | None = None
+    retry_after: float | None = None  # seconds, when the receiver said so
+
+    @classmethod
+    def sent(cls, ref: Mapping[str, Any] | None = None) -> Delivery:
+        return cls(ok=True, ref=ref)
+
+    @classmethod
+    def retry(cls, error: str, retry_after: float | None = None) -> Delivery:
+        return cls(ok=False, retryable=True, error=error, retry_after=retry_after)
+
+    @classmethod
+    def failed(cls, error: str) -> Delivery:
+        return cls(ok=False, retryable=False, error=error)
+
+
+class Notifier(ABC):
+    name: str
+
+    @abstractmethod
+    def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
+        """Deliver one notification; ``thread`` is the ref of its episode's first message, if any."""

@@ -1,0 +1,107 @@
+"""Delivery from the persistent outbox: every notification is recorded before it is sent.
+
+A notification is marked sent only after the notifier accepted it; a crash in
+between is the one moment a notification can go out twice, and it is kept as
+short as one database write. Retryable failures back off (or wait for the
+receiver's Retry-After); permanent ones are recorded and shown in status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from watchdog.logfmt import log
+from watchdog.notify.base import Delivery, Notification, Notifier
+from watchdog.state import OutboxItem, StateStore
+from watchdog.times import utcnow
+
+logger = logging.getLogger("watchdog.outbox")
+
+FIRST_BACKOFF = timedelta(seconds=5)
+MAX_BACKOFF = timedelta(minutes=10)
+
+
+def backoff(attempts: int, retry_after: float | None) -> timedelta:
+    """How long to wait after ``attempts`` failed attempts."""
+    if retry_after is not None:
+        return timedelta(seconds=max(retry_after, 0.5))
+    delay: timedelta = FIRST_BACKOFF * (2 ** max(attempts - 1, 0))
+    return min(delay, MAX_BACKOFF)
+
+
+
+class Outbox:
+    """Sends due notifications from the store through one notifier."""
+
+    def __init__(self, store: StateStore, notifier: Notifier, clock: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self._notifier_error: str | None = None
+
+    def _attempt(self, item: OutboxItem) -> Delivery:
+        note = Notification(id=item.id, rule=item.rule, group=item.group, kind=item.kind,
+                            episode=item.episode, payload=item.payload)
+        thread = self.store.thread_ref(item.episode, self.notifier.name)
+        try:
+            return self.notifier.send(note, thread)
+        except Exception as exc:  # a notifier bug must not stop delivery of the others
+            logger.exception("notifier raised", extra={"fields": {"notifier": self.notifier.name}})
+            return Delivery.retry(f"{type(exc).__name__}: {exc}")
+
+    def deliver_due(self, stop: threading.Event | None = None) -> int:
+        """Send every due notification, oldest first; returns how many were sent."""
+        sent = 0
+        blocked: set[str] = set()
+        for item in self.store.pending(self.clock(), limit=500):
+            if stop is not None and stop.is_set():
+                break
+            if item.episode in blocked or self.store.earlier_unsent(item):
+                blocked.add(item.episode)  # keep a thread in order
+                continue
+            result = self._attempt(item)
+            now = self.clock()
+            if result.ok:
+                self.store.mark_sent(item, now, self.notifier.name, result.ref)
+                sent += 1
+                log(logger, logging.INFO, "notification sent", id=item.id, rule=item.rule, group=item.group or None,
+                    kind=item.kind, notifier=self.notifier.name, attempts=item.attempts + 1)
+                self._set_status(None, now)
+                continue
+            blocked.add(item.episode)
+            error = result.error or "unknown error"
+            if result.retryable:
+                wait = backoff(item.attempts + 1, result.retry_after)
+                self.store.mark_retry(item, error, now + wait)
+                log(logger, logging.WARNING, "notification delayed", id=item.id, rule=item.rule, kind=item.kind,
+                    notifier=self.notifier.name, error=error, retry_in=wait.total_seconds())
+            else:
+                self.store.mark_failed(item, error)
+                log(logger, logging.ERROR, "notification failed", id=item.id, rule=item.rule, kind=item.kind,
+                    notifier=self.notifier.name, error=error)
+            self._set_status(error, now)
+        return sent
+
+    def _set_status(self, error: str | None, now: datetime) -> None:
+        if error != self._notifier_error:
+            self._notifier_error = error
+            self.store.set_notifier_status(self.notifier.name, error, now)
+
+    def flush(self, deadline: float, stop: threading.Event | None = None) -> bool:
+        """Deliver until nothing is due or ``deadline`` (monotonic) passes; True when the outbox is empty."""
+        import time
+
+        while time.monotonic() < deadline:
+            self.deliver_due(stop)
+            due = self.store.next_attempt_at()
+            if due is None:
+                return True
+            wait = (due - self.clock()).total_seconds()
+            if wait > deadline - time.monotonic():
+                return False
+            if wait > 0:
+                time.sleep(min(wait, 1.0))
+        return self.store.outbox_depth() == 0

@@ -1,0 +1,64 @@
+"""Turning a lifecycle notice into the payload stored in the outbox.
+
+Rendering happens when the notification is recorded, so a restart can
+deliver it without the rule (which may have changed or gone).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from watchdog.lifecycle import Kind, Notice
+from watchdog.rule import Rule
+from watchdog.times import to_text
+
+KIND_LABEL = {
+    Kind.FIRING: "FIRING", Kind.REPEAT: "STILL FIRING", Kind.SEVERITY: "SEVERITY CHANGED", Kind.RESOLVED: "RESOLVED",
+    Kind.ERROR: "RULE ERROR", Kind.RECOVERED: "RULE RECOVERED",
+}
+
+
+class _Lenient(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def render_template(template: str, fields: Mapping[str, Any]) -> str:
+    """``template`` with ``{field}`` placeholders filled; unknown ones are left as written."""
+    values = _Lenient({k: format_value(v) if isinstance(v, float) else v for k, v in fields.items()})
+    try:
+        return string.Formatter().vformat(template, (), values)
+    except (ValueError, IndexError, KeyError, AttributeError):
+        return template
+
+
+def render(rule: Rule, notice: Notice) -> dict[str, Any]:
+    """The outbox payload for ``notice`` of ``rule``."""
+    fields: dict[str, Any] = {
+        "rule": rule.name, "group": notice.group, "value": notice.value, "severity": notice.severity.value,
+        "description": rule.description, "summary": notice.summary, "labels": rule.labels,
+        **notice.details,
+    }
+    body = notice.summary
+    if rule.message and notice.kind in (Kind.FIRING, Kind.REPEAT, Kind.SEVERITY):
+        body = render_template(rule.message, fields)
+    where = f"{rule.name} [{notice.group}]" if notice.group else rule.name
+    title = f"{KIND_LABEL[notice.kind]}: {where}"
+    severity = notice.severity.value.upper() if notice.kind not in (Kind.RESOLVED, Kind.RECOVERED) else "OK"
+    return {
+        "rule": rule.name, "group": notice.group, "kind": notice.kind.value, "severity": notice.severity.value,
+        "title": title, "text": f"[{severity}] {title}: {body}", "body": body, "value": notice.value,
+        "summary": notice.summary, "description": rule.description, "runbook_url": rule.runbook_url,
+        "labels": dict(rule.labels), "at": to_text(notice.at), "since": to_text(notice.since),
+        "details": {k: (to_text(v) if isinstance(v, datetime) else v) for k, v in notice.details.items()},
+        "channel": rule.notify.channel, "mention": rule.notify.mention,
+    }

@@ -1,0 +1,79 @@
+"""What every rule type provides, and what evaluation gives back.
+
+A rule type turns validated YAML into a frozen options object, and turns a
+source's answers into findings. It knows nothing of schedules, state or Slack.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from watchdog.rule import Rule, Severity
+
+Path = tuple[str | int, ...]
+
+
+class OptionsError(Exception):
+    """A logical problem in a rule's options that the schema cannot express."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A condition that currently holds for one group of one rule."""
+
+    group: str
+    value: float | str | None
+    summary: str
+    severity: Severity | None = None  # None: the rule's severity
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The result of evaluating one rule once.
+
+    ``findings`` are the groups whose condition holds now; any other group in
+    state is ok. ``observed`` lists the groups seen at all (for rules that
+    fire when a group goes quiet). ``facts`` are shown by ``watchdog status``.
+    """
+
+    findings: tuple[Finding, ...] = ()
+    observed: tuple[str, ...] = ()
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What the engine tells a rule type at evaluation time."""
+
+    now: datetime
+    known_groups: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule name -> groups in state
+
+
+class RuleType(ABC):
+    """A kind of rule: its options and how to evaluate a batch of its rules."""
+
+    name: ClassVar[str]
+    source_type: ClassVar[str]
+    message_fields: ClassVar[frozenset[str]]
+    # True for rule types that act on the world (remediation); their evaluation is given an actuator.
+    acts: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> Any:
+        """Build the frozen options object from validated YAML; raises OptionsError."""
+
+    @classmethod
+    @abstractmethod
+    def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
+        """Evaluate rules that share one source; one result (or exception) per rule name."""

@@ -1,0 +1,88 @@
+"""Options of the DMS rule types: which tasks, what alerts, how to restart and refresh."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from watchdog.ruletypes import options as opt
+from watchdog.ruletypes.base import OptionsError
+
+DEFAULT_ALERT_ON = frozenset({"failed", "stopped_with_error"})
+DEFAULT_RESTART_TYPE = "resume-processing"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_WITHIN = timedelta(hours=6)
+DEFAULT_WAIT_RUNNING = timedelta(minutes=10)
+DEFAULT_REFRESH_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DmsTaskOptions:
+    source: str
+    tasks: tuple[str, ...] | None  # None: every task
+    alert_on: frozenset[str] = DEFAULT_ALERT_ON
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> DmsTaskOptions:
+        tasks = tuple(data["tasks"]) if "tasks" in data else None
+        return cls(source=data["source"], tasks=tasks, alert_on=frozenset(data.get("alert_on", DEFAULT_ALERT_ON)))
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    type: str = DEFAULT_RESTART_TYPE
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    within: timedelta = DEFAULT_WITHIN
+    wait_running: timedelta = DEFAULT_WAIT_RUNNING
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """The warehouse refresh: SQL on a postgres source, or a command."""
+
+    source: str | None = None
+    sql: str | None = None
+    command: tuple[str, ...] | None = None
+    timeout: timedelta = DEFAULT_REFRESH_TIMEOUT
+
+
+@dataclass(frozen=True)
+class DmsRemediateOptions:
+    source: str
+    tasks: tuple[str, ...] | None
+    restart: RestartPolicy
+    refresh: Refresh | None
+    dry_run: bool = False
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], rule_dir: str) -> DmsRemediateOptions:
+        raw_restart = data.get("restart", {})
+        restart = RestartPolicy(
+            type=raw_restart.get("type", DEFAULT_RESTART_TYPE),
+            max_attempts=int(raw_restart.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+            within=opt.duration(raw_restart, "within", DEFAULT_WITHIN),
+            wait_running=opt.duration(raw_restart, "wait_running", DEFAULT_WAIT_RUNNING),
+        )
+        refresh = None
+        if "refresh" in data:
+            raw = data["refresh"]
+            sql = raw.get("sql")
+            if "sql_file" in raw:
+                path = os.path.join(rule_dir, raw["sql_file"])
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        sql = fh.read()
+                except OSError as exc:
+                    raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.strerror}") from None
+            if sql is not None and "source" not in raw:
+                raise OptionsError(("refresh",), "a SQL refresh needs 'source': the postgres source it runs on")
+            refresh = Refresh(
+                source=raw.get("source"), sql=sql,
+                command=tuple(raw["command"]) if "command" in raw else None,
+                timeout=opt.duration(raw, "timeout", DEFAULT_REFRESH_TIMEOUT),
+            )
+        return cls(source=data["source"], tasks=tuple(data["tasks"]) if "tasks" in data else None,
+                   restart=restart, refresh=refresh, dry_run=bool(data.get("dry_run", False)))

@@ -1,0 +1,171 @@
+"""Validation of YAML documents against ``schemas/*.schema.json``.
+
+The schema files are the one source of truth for keys; this module turns
+jsonschema's errors into Problems with line, column, key path and, for a
+misspelled key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from watchdog.problems import Problem
+from watchdog.yamlfile import Document, Path
+
+SCHEMA_FILES = ("rule.schema.json", "config.schema.json")
+_TYPE_NAMES = {
+    "string": "a string", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "object": "a mapping", "array": "a list", "null": "null",
+}
+
+
+def _python_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed schema file ``name`` (e.g. ``rule.schema.json``)."""
+    text = resources.files("watchdog").joinpath("schemas", name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _registry() -> Registry:
+    resources_ = [(name, Resource.from_contents(load_schema(name))) for name in SCHEMA_FILES]
+    registry: Registry = Registry().with_resources(resources_)
+    for name in SCHEMA_FILES:
+        registry = registry.with_resource(load_schema(name)["$id"], registry[name])
+    return registry
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.protocols.Validator:
+    """A compiled validator for the schema file ``name``; built once per process."""
+    return jsonschema.Draft202012Validator(load_schema(name), registry=_registry())
+
+
+class _Explainer:
+    def __init__(self, doc: Document, v: jsonschema.protocols.Validator, schema_name: str):
+        self.doc = doc
+        self.v = v
+        self.schema_name = schema_name
+
+    def _resolve(self, schema: Any) -> Any:
+        if isinstance(schema, dict) and "$ref" in schema:
+            base = str(load_schema(self.schema_name)["$id"])
+            return _registry().resolver(base_uri=base).lookup(schema["$ref"]).contents
+        return schema
+
+    def _branch_properties(self, schema: Mapping[str, Any], instance: Any) -> tuple[set[str], set[str]]:
+        """Keys the if/then branches accept for ``instance``, and keys of the other branches."""
+        matching: set[str] = set()
+        others: set[str] = set()
+        for sub in schema.get("allOf", []):
+            if "if" not in sub or "then" not in sub:
+                continue
+            props = set(self._resolve(sub["then"]).get("properties", {}))
+            if self.v.evolve(schema=sub["if"]).is_valid(instance):
+                matching |= props
+            else:
+                others |= props
+        return matching, others - matching
+
+    def unknown_keys(self, error: ValidationError) -> Iterator[Problem]:
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        instance = error.instance if isinstance(error.instance, dict) else {}
+        allowed = set(schema.get("properties", {}))
+        others: set[str] = set()
+        if error.validator == "unevaluatedProperties":
+            matching, others = self._branch_properties(schema, instance)
+            allowed |= matching
+        path = tuple(error.absolute_path)
+        kind = instance.get("type") if isinstance(instance.get("type"), str) else None
+        for key in instance:
+            if key in allowed:
+                continue
+            if key in others and kind:
+                message = f"key '{key}' is not used by type '{kind}'"
+            else:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                message = f"unknown key '{key}'{hint}"
+            yield Problem.at(self.doc, path + (key,), message, key=True)
+
+    def explain(self, error: ValidationError) -> Iterator[Problem]:
+        if error.validator in ("additionalProperties", "unevaluatedProperties"):
+            yield from self.unknown_keys(error)
+            return
+        path: Path = tuple(error.absolute_path)
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        value = error.instance
+        if error.validator == "required":
+            present = value if isinstance(value, dict) else {}
+            for key in list(error.validator_value):  # type: ignore[arg-type]
+                if key not in present:
+                    yield Problem.at(self.doc, path, f"missing required key '{key}'")
+            return
+        if "x-error" in schema and error.validator not in ("type",):
+            yield Problem.at(self.doc, path, schema["x-error"].replace("{value}", repr(value)))
+            return
+        if error.validator == "type":
+            expected: Any = error.validator_value
+            names = [expected] if isinstance(expected, str) else list(expected)
+            wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+            message = f"must be {wanted}, not {_python_type_name(value)} ({value!r})"
+        elif error.validator == "enum":
+            options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
+            close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            message = f"{value!r} is not one of: {', '.join(options)}{hint}"
+        elif error.validator == "const":
+            message = f"must be {error.validator_value!r}"
+        elif error.validator == "pattern":
+            message = f"{value!r} does not match {error.validator_value}"
+        else:
+            message = error.message
+        yield Problem.at(self.doc, path, message)
+
+
+def problems(doc: Document, schema_name: str, *, base: Path = ()) -> list[Problem]:
+    """Every schema problem in ``doc`` (or in its part at ``base``), sorted by position."""
+    v = validator(schema_name)
+    instance: Any = doc.data
+    for part in base:
+        instance = instance[part]
+    explainer = _Explainer(doc, v, schema_name)
+    errors = list(v.iter_errors(instance))
+    found: list[Problem] = []
+    for error in errors:
+        error.path.extendleft(reversed(base))
+        found.extend(explainer.explain(error))
+    return _tidy(found)
+
+
+def _tidy(found: Iterable[Problem]) -> list[Problem]:
+    """Drop duplicates and the generic 'give one of' noise next to an unknown key."""
+    unique = sorted(set(found), key=lambda p: (p.line, p.column, p.path, p.message))
+    unknown_parents = {p.path.rsplit(".", 1)[0] if "." in p.path else "" for p in unique if p.message.startswith("unknown key")}
+    return [p for p in unique if not (p.message.startswith("give ") and p.path in unknown_parents)]

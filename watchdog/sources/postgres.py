@@ -1,0 +1,96 @@
+"""The ``postgres`` source: read-only queries on the warehouse, and the refresh transaction.
+
+One connection per source, opened on first use with ``application_name=watchdog``,
+the source's statement timeout and (for queries) read-only transactions;
+reopened after a failure, so a database restart costs one failed run at most.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql as pgsql
+
+from watchdog.config import PostgresSource as PostgresConfig
+from watchdog.logfmt import log
+
+logger = logging.getLogger("watchdog.postgres")
+
+
+class QueryError(Exception):
+    """A query failed; the message is PostgreSQL's, first line, without the password."""
+
+
+def _message(exc: psycopg2.Error) -> str:
+    text = (exc.pgerror or str(exc) or type(exc).__name__).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0].removeprefix("ERROR:").strip() if lines else type(exc).__name__
+
+
+class PostgresSource:
+    def __init__(self, config: PostgresConfig):
+        self.config = config
+        self.conn: psycopg2.extensions.connection | None = None
+        self.lock = threading.Lock()
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        timeout_ms = int(self.config.statement_timeout.total_seconds() * 1000)
+        conn: psycopg2.extensions.connection = psycopg2.connect(
+            self.config.dsn, **self.config.params,
+            connect_timeout=max(1, int(self.config.connect_timeout.total_seconds())),
+            application_name="watchdog",
+            options=f"-c statement_timeout={timeout_ms}",
+        )
+        conn.autocommit = False
+        return conn
+
+    def close(self) -> None:
+        with self.lock:
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                finally:
+                    self.conn = None
+
+    def query(self, statement: str | pgsql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return its rows.
+
+        Reconnects once when the connection was lost. Raises QueryError with
+        PostgreSQL's message (and the connection error when it cannot connect).
+        """
+        with self.lock:
+            for attempt in (1, 2):
+                fresh = self.conn is None
+                try:
+                    if self.conn is None:
+                        self.conn = self._connect()
+                    self.conn.set_session(readonly=True)
+                    with self.conn.cursor() as cur:
+                        cur.execute(statement, params)
+                        rows = cur.fetchall() if cur.description is not None else []
+                    self.conn.rollback()
+                    return rows
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                    self._drop()
+                    lost = not fresh and attempt == 1 and not isinstance(exc, psycopg2.extensions.QueryCanceledError)
+                    if lost:
+                        log(logger, logging.INFO, "reconnecting", source=self.config.name, error=_message(exc))
+                        continue
+                    raise QueryError(_message(exc)) from None
+                except psycopg2.Error as exc:
+                    if self.conn is not None and not self.conn.closed:
+                        self.conn.rollback()
+                    raise QueryError(_message(exc)) from None
+            raise QueryError("unreachable")  # pragma: no cover
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self.conn.close()
+            self.conn = None

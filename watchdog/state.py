@@ -1,0 +1,304 @@
+"""The state store: SQLite (standard library, WAL) at ``state_path``.
+
+It keeps each rule's runs and health, each group's lifecycle state, silences,
+the notification outbox and an audit log. A transition and the notifications
+it causes are written in one transaction, so after ``kill -9`` nothing
+notified is notified again and nothing decided is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from watchdog.lifecycle import GroupState, Health, State
+from watchdog.rule import Severity
+from watchdog.times import from_text, to_text
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    create table rules (
+        rule text primary key, last_run text, next_run text, last_duration real,
+        errors integer not null default 0, last_error text, error_since text,
+        error_notified integer not null default 0, error_episode text not null default '',
+        facts text not null default '{}'
+    );
+    create table groups (
+        rule text not null, grp text not null, state text not null, severity text not null,
+        since text not null, value text, summary text not null default '', details text not null default '{}',
+        episode text not null default '', notified_at text, firing_since text,
+        primary key (rule, grp)
+    );
+    create table silences (
+        id integer primary key autoincrement, rule text not null, grp text,
+        until text not null, reason text not null default '', created text not null
+    );
+    create table outbox (
+        id integer primary key autoincrement, created text not null, rule text not null, grp text not null,
+        kind text not null, episode text not null, payload text not null,
+        attempts integer not null default 0, next_attempt text not null, sent_at text,
+        last_error text, failed integer not null default 0
+    );
+    create index outbox_pending on outbox (sent_at, failed, id);
+    create table threads (episode text primary key, notifier text not null, ref text not null, created text not null);
+    create table audit (
+        id integer primary key autoincrement, at text not null, rule text not null, grp text not null,
+        action text not null, detail text not null default '{}'
+    );
+    create table notifier_status (name text primary key, ok integer not null, error text, at text not null);
+    """,
+)
+
+# Sent notifications, threads and audit rows older than this are pruned.
+RETENTION = timedelta(days=30)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class RuleRecord:
+    rule: str
+    last_run: datetime | None
+    next_run: datetime | None
+    last_duration: float | None
+    health: Health
+    facts: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: int
+    rule: str
+    group: str | None
+    until: datetime
+    reason: str
+    created: datetime
+
+    def covers(self, rule: str, group: str, now: datetime) -> bool:
+        return self.rule == rule and self.group in (None, group) and self.until > now
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    created: datetime
+    rule: str
+    group: str
+    kind: str
+    episode: str
+    payload: Mapping[str, Any]
+    attempts: int
+
+
+class StateStore:
+    """One SQLite database. Use one instance per thread (each has its own connection)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        self.db.execute("pragma journal_mode=wal")
+        self.db.execute("pragma synchronous=normal")  # WAL + normal survives process crashes
+        self.db.execute("pragma foreign_keys=on")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self.db.execute("pragma user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path} was written by a newer watchdog (schema {version})")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"pragma user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.db.execute("begin immediate")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("rollback")
+                raise
+            self.db.execute("commit")
+
+    # --- rules -----------------------------------------------------------------
+
+    def rule_record(self, rule: str) -> RuleRecord | None:
+        return self.rule_records(rule).get(rule)
+
+    def rule_records(self, rule: str | None = None) -> dict[str, RuleRecord]:
+        if rule is None:
+            rows = self.db.execute("select * from rules").fetchall()
+        else:
+            rows = self.db.execute("select * from rules where rule = ?", (rule,)).fetchall()
+        return {row["rule"]: RuleRecord(
+            rule=row["rule"], last_run=from_text(row["last_run"]), next_run=from_text(row["next_run"]),
+            last_duration=row["last_duration"],
+            health=Health(errors=row["errors"], last_error=row["last_error"], error_since=from_text(row["error_since"]),
+                          notified=bool(row["error_notified"]), episode=row["error_episode"]),
+            facts=json.loads(row["facts"])) for row in rows}
+
+    def set_next_run(self, rule: str, next_run: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("insert into rules (rule, next_run) values (?, ?) on conflict (rule) do update set next_run = excluded.next_run",
+                       (rule, to_text(next_run)))
+
+    def forget_rule(self, rule: str) -> None:
+        with self.transaction() as db:
+            db.execute("delete from rules where rule = ?", (rule,))
+            db.execute("delete from groups where rule = ?", (rule,))
+
+    # --- groups ----------------------------------------------------------------
+
+    def groups(self, rule: str | None = None) -> dict[str, dict[str, GroupState]]:
+        """Group states by rule name, then group."""
+        query, args = ("select * from groups where rule = ?", (rule,)) if rule else ("select * from groups", ())
+        out: dict[str, dict[str, GroupState]] = {}
+        for row in self.db.execute(query, args):
+            out.setdefault(row["rule"], {})[row["grp"]] = GroupState(
+                state=State(row["state"]), severity=Severity(row["severity"]), since=from_text(row["since"]),  # type: ignore[arg-type]
+                value=json.loads(row["value"]) if row["value"] is not None else None, summary=row["summary"],
+                details=json.loads(row["details"]), episode=row["episode"], notified_at=from_text(row["notified_at"]),
+                firing_since=from_text(row["firing_since"]))
+        return out
+
+    def record_evaluation(self, rule: str, *, ran_at: datetime, next_run: datetime, duration: float,
+                          health: Health, states: Mapping[str, GroupState | None],
+                          notifications: Sequence[tuple[str, str, str, Mapping[str, Any]]],
+                          facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> None:
+        """Write one evaluation's outcome atomically.
+
+        ``states`` maps groups to their new state (None deletes it);
+        ``notifications`` are (group, kind, episode, payload) rows for the outbox.
+        """
+        with self.transaction() as db:
+            db.execute(
+                """insert into rules (rule, last_run, next_run, last_duration, errors, last_error, error_since,
+                       error_notified, error_episode, facts)
+                   values (?, ?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, '{}'))
+                   on conflict (rule) do update set last_run = excluded.last_run, next_run = excluded.next_run,
+                       last_duration = excluded.last_duration, errors = excluded.errors, last_error = excluded.last_error,
+                       error_since = excluded.error_since, error_notified = excluded.error_notified,
+                       error_episode = excluded.error_episode, facts = coalesce(?, rules.facts)""",
+                (rule, to_text(ran_at), to_text(next_run), duration, health.errors, health.last_error,
+                 to_text(health.error_since), int(health.notified), health.episode,
+                 _json(facts) if facts is not None else None, _json(facts) if facts is not None else None))
+            for group, state in states.items():
+                if state is None:
+                    db.execute("delete from groups where rule = ? and grp = ?", (rule, group))
+                    continue
+                db.execute(
+                    """insert or replace into groups (rule, grp, state, severity, since, value, summary, details, episode,
+                           notified_at, firing_since) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (rule, group, state.state.value, state.severity.value, to_text(state.since),
+                     None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
+                     state.episode, to_text(state.notified_at), to_text(state.firing_since)))
+            created = to_text(ran_at)
+            for group, kind, episode, payload in notifications:
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
+                              values (?, ?, ?, ?, ?, ?, ?)""", (created, rule, group, kind, episode, _json(payload), created))
+            for group, action, detail in audit:
+                db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
+                           (created, rule, group, action, _json(detail)))
+
+    # --- silences ----------------------------------------------------------------
+
+    def add_silence(self, rule: str, group: str | None, until: datetime, reason: str, now: datetime) -> int:
+        with self.transaction() as db:
+            cur = db.execute("insert into silences (rule, grp, until, reason, created) values (?, ?, ?, ?, ?)",
+                             (rule, group, to_text(until), reason, to_text(now)))
+            return int(cur.lastrowid or 0)
+
+    def remove_silence(self, silence_id: int) -> bool:
+        with self.transaction() as db:
+            return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0
+
+    def silences(self, now: datetime) -> list[Silence]:
+        rows = self.db.execute("select * from silences where until > ? order by id", (to_text(now),)).fetchall()
+        return [Silence(id=r["id"], rule=r["rule"], group=r["grp"], until=from_text(r["until"]),  # type: ignore[arg-type]
+                        reason=r["reason"], created=from_text(r["created"])) for r in rows]  # type: ignore[arg-type]
+
+    # --- outbox --------------------------------------------------------------------
+
+    def pending(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        """Unsent notifications due for an attempt, oldest first."""
+        rows = self.db.execute(
+            """select * from outbox where sent_at is null and failed = 0 and next_attempt <= ? order by id limit ?""",
+            (to_text(now), limit)).fetchall()
+        return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
+                           episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"]) for r in rows]
+
+    def earlier_unsent(self, item: OutboxItem) -> bool:
+        """Whether an older notification of the same episode is still waiting (order within a thread)."""
+        row = self.db.execute("select 1 from outbox where episode = ? and id < ? and sent_at is null and failed = 0 limit 1",
+                              (item.episode, item.id)).fetchone()
+        return row is not None
+
+    def next_attempt_at(self) -> datetime | None:
+        row = self.db.execute("select min(next_attempt) from outbox where sent_at is null and failed = 0").fetchone()
+        return from_text(row[0])
+
+    def outbox_depth(self) -> int:
+        return int(self.db.execute("select count(*) from outbox where sent_at is null and failed = 0").fetchone()[0])
+
+    def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None) -> None:
+        with self.transaction() as db:
+            db.execute("update outbox set sent_at = ?, attempts = attempts + 1, last_error = null where id = ?",
+                       (to_text(now), item.id))
+            if ref is not None:
+                db.execute("insert or ignore into threads (episode, notifier, ref, created) values (?, ?, ?, ?)",
+                           (item.episode, notifier, _json(ref), to_text(now)))
+
+    def mark_retry(self, item: OutboxItem, error: str, next_attempt: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("update outbox set attempts = attempts + 1, last_error = ?, next_attempt = ? where id = ?",
+                       (error, to_text(next_attempt), item.id))
+
+    def mark_failed(self, item: OutboxItem, error: str) -> None:
+        with self.transaction() as db:
+            db.execute("update outbox set attempts = attempts + 1, last_error = ?, failed = 1 where id = ?", (error, item.id))
+
+    def thread_ref(self, episode: str, notifier: str) -> dict[str, Any] | None:
+        row = self.db.execute("select ref from threads where episode = ? and notifier = ?", (episode, notifier)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_notifier_status(self, name: str, error: str | None, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute("insert or replace into notifier_status (name, ok, error, at) values (?, ?, ?, ?)",
+                       (name, int(error is None), error, to_text(now)))
+
+    def notifier_status(self) -> dict[str, dict[str, Any]]:
+        return {r["name"]: {"ok": bool(r["ok"]), "error": r["error"], "at": r["at"]}
+                for r in self.db.execute("select * from notifier_status")}
+
+    # --- audit and retention ----------------------------------------------------------
+
+    def audit(self, rule: str | None = None) -> list[dict[str, Any]]:
+        query, args = ("select * from audit where rule = ? order by id", (rule,)) if rule else ("select * from audit order by id", ())
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in self.db.execute(query, args)]
+
+    def prune(self, now: datetime, retention: timedelta = RETENTION) -> None:
+        cutoff = to_text(now - retention)
+        with self.transaction() as db:
+            db.execute("delete from outbox where (sent_at is not null or failed = 1) and created < ?", (cutoff,))
+            db.execute("delete from threads where created < ? and episode not in (select episode from groups)", (cutoff,))
+            db.execute("delete from audit where at < ?", (cutoff,))
+            db.execute("delete from silences where until < ?", (cutoff,))

@@ -20,7 +20,7 @@ from watchdog.logfmt import log
 from watchdog.notify.render import render
 from watchdog.rule import Rule
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, RuleError, RuleType
 from watchdog.runner import Batch, Finished, Runner
 from watchdog.state import StateStore
 from watchdog.times import utcnow
@@ -40,8 +40,9 @@ class Applied:
 
 
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if ":" in text or not str(exc) else f"{type(exc).__name__}: {text}"
+    if isinstance(exc, RuleError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Engine:

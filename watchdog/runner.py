@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchdog.ruletypes.base import RuleError
+
 Outcome = Mapping[str, Any]  # rule name -> Evaluation or Exception
 
 
@@ -37,7 +39,7 @@ class Finished:
     duration: float = 0.0
 
 
-class RuleTimeout(Exception):
+class RuleTimeout(RuleError):
     pass
 
 

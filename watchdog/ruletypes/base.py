@@ -17,6 +17,10 @@ from watchdog.rule import Rule, Severity
 Path = tuple[str | int, ...]
 
 
+class RuleError(Exception):
+    """An evaluation failure whose message is written for the user (shown as is)."""
+
+
 class OptionsError(Exception):
     """A logical problem in a rule's options that the schema cannot express."""
 

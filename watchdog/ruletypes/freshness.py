@@ -15,12 +15,12 @@ from psycopg2 import sql as pgsql
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule, Severity
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
 from watchdog.times import to_text
 
 
-class CheckError(Exception):
+class CheckError(RuleError):
     pass
 
 

@@ -19,11 +19,12 @@ from psycopg2 import sql as pgsql
 
 from watchdog.config import PostgresSource as PostgresConfig
 from watchdog.logfmt import log
+from watchdog.ruletypes.base import RuleError
 
 logger = logging.getLogger("watchdog.postgres")
 
 
-class QueryError(Exception):
+class QueryError(RuleError):
     """A query failed; the message is PostgreSQL's, first line, without the password."""
 
 

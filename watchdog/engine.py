@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,16 @@ from watchdog.times import utcnow
 
 logger = logging.getLogger("watchdog.engine")
 
+
+
+@dataclass
+class EngineStats:
+    """Counters for status, metrics and benchmarks."""
+
+    evaluations: int = 0
+    errors: int = 0
+    notifications: int = 0
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=10000))  # seconds late, per dispatch
 
 
 @dataclass
@@ -59,6 +69,7 @@ class Engine:
         self.runner = Runner(workers, timeout.total_seconds(), self.wake)
         self.rules: dict[str, Rule] = {}
         self.next_run: dict[str, datetime] = {}
+        self.stats = EngineStats()
         self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[Rule]) -> list[str]:
@@ -94,11 +105,16 @@ class Engine:
         batches: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         for rule in rules:
             batches[(rule.type, rule.source)].append(rule)
-        known = self.store.groups()
+        active = self.store.groups()
+        records = self.store.rule_records()
         for (type_name, source_name), batch in batches.items():
             rule_type = self.rule_types[type_name]
-            ctx = EvalContext(now=now, known_groups={r.name: frozenset(known.get(r.name, {})) for r in batch})
+            ctx = EvalContext(
+                now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
+                observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
+                          for r in batch})
             planned = {r.name: self.next_run[r.name] for r in batch}
+            self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
 
             def work(rule_type: type[RuleType] = rule_type, batch: list[Rule] = batch, source_name: str = source_name,
                      ctx: EvalContext = ctx) -> Mapping[str, Any]:
@@ -148,6 +164,8 @@ class Engine:
         else:
             health, notice = lifecycle.health_step(prev_health, None, now, silenced=silenced(""))
             facts = dict(result.facts)
+            if result.observed:
+                facts["observed"] = sorted(result.observed)
             findings = {f.group: f for f in result.findings}
             for group in sorted(set(prev_states) | set(findings)):
                 moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
@@ -168,6 +186,9 @@ class Engine:
                 value=t.value, severity=t.severity.value)
         if error is None:
             log(logger, logging.DEBUG, "evaluated", rule=rule.name, findings=len(states), duration=duration)
+        self.stats.evaluations += 1
+        self.stats.errors += error is not None
+        self.stats.notifications += len(rows)
         if rows:
             self.on_notify()
         return Applied(rule.name, tuple(transitions), tuple(notices), error)

@@ -83,3 +83,27 @@ class CountingProxy:
 def start_search() -> OsmemServer:
     """Start osmem-server with no seed data, English analysis only."""
     return OsmemServer.start(japanese=False)
+
+
+def compat_node_class() -> type:
+    """An elasticsearch-py node class for servers that answer as OpenSearch (test-only).
+
+    elasticsearch-py 8/9 send ``application/vnd.elasticsearch+json;
+    compatible-with=N``, which OpenSearch-compatible servers refuse; this node
+    rewrites the media types to plain JSON so the elasticsearch client path can
+    be exercised against osmem-server.
+    """
+    from elastic_transport import HttpHeaders, Urllib3HttpNode
+
+    class CompatNode(Urllib3HttpNode):  # type: ignore[misc]
+        def perform_request(self, method, target, body=None, headers=None, **kwargs):  # type: ignore[no-untyped-def]
+            fixed = HttpHeaders(headers or {})
+            for key in ("content-type", "accept"):
+                value = fixed.get(key)
+                if value and "vnd.elasticsearch+" in value:
+                    fixed[key] = "application/x-ndjson" if "x-ndjson" in value else "application/json"
+            response = super().perform_request(method, target, body=body, headers=fixed, **kwargs)
+            response.meta.headers["X-Elastic-Product"] = "Elasticsearch"
+            return response
+
+    return CompatNode

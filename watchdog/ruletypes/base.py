@@ -57,10 +57,11 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What the engine tells a rule type at evaluation time."""
+    """What the engine tells a rule type at evaluation time (all keyed by rule name)."""
 
     now: datetime
-    known_groups: Mapping[str, frozenset[str]] = field(default_factory=dict)  # rule name -> groups in state
+    active: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups pending or firing
+    observed: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups seen by the previous evaluation
 
 
 class RuleType(ABC):

@@ -107,7 +107,7 @@ class FreshnessRule(RuleType):
                 facts.append(fact)
                 if finding is not None:
                     findings.append(finding)
-        return Evaluation(findings=tuple(findings), observed=tuple(f["name"] for f in facts), facts={"checks": facts})
+        return Evaluation(findings=tuple(findings), facts={"checks": facts})
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from watchdog.rule import Rule
+from watchdog.ruletypes import search
 from watchdog.ruletypes.base import EvalContext, Evaluation, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 
@@ -22,4 +23,4 @@ class ThresholdRule(RuleType):
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-        raise NotImplementedError(f"evaluation of {cls.name} rules is not built yet")
+        return search.evaluate(rules, source, ctx)

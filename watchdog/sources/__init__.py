@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from watchdog.config import SourceConfig
+from watchdog.config import PostgresSource, SearchSource, SourceConfig
 
 
 class Sources:
@@ -37,8 +37,14 @@ class Sources:
 
 
 def _create(config: SourceConfig) -> Any:
-    if config.type == "postgres":
-        from watchdog.sources.postgres import PostgresSource
+    if isinstance(config, PostgresSource):
+        from watchdog.sources.postgres import PostgresSource as Postgres
 
-        return PostgresSource(config)  # type: ignore[arg-type]
-    raise ValueError(f"unknown source type {config.type!r}")
+        return Postgres(config)
+    if isinstance(config, SearchSource):
+        from watchdog.sources.search import SearchSource as Search
+
+        return Search(config)
+    from watchdog.sources.dms import DmsSource as Dms
+
+    return Dms(config)

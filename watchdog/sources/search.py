@@ -1,0 +1,197 @@
+"""The ``search`` source: Elasticsearch 7/8/9 and OpenSearch 1/2/3 behind one ``msearch`` call.
+
+The flavor comes from ``GET /`` (or the config's ``flavor``): OpenSearch and
+Elasticsearch up to 7.10 (older Amazon domains) use opensearch-py; 7.14 and
+later use the elasticsearch client, which refuses OpenSearch. One client, and
+so one connection pool, per source.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watchdog.config import SearchSource as SearchConfig
+from watchdog.logfmt import log
+from watchdog.ruletypes.base import RuleError
+
+logger = logging.getLogger("watchdog.search")
+
+MSEARCH_CHUNK = 100  # searches per _msearch request
+
+
+class SearchError(RuleError):
+    """A search failed; the message carries the server's reason."""
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    index: str
+    body: Mapping[str, Any]
+    ignore_unavailable: bool = False
+
+
+def _reason(error: Any) -> str:
+    """The reasons in an Elasticsearch/OpenSearch error object, outermost first (at most three)."""
+    if not isinstance(error, Mapping):
+        return str(error)
+    reasons: list[str] = []
+
+    def add(node: Any) -> None:
+        if isinstance(node, Mapping) and node.get("reason"):
+            text = str(node["reason"])
+            if text not in reasons:
+                reasons.append(text)
+
+    roots = error.get("root_cause")
+    if isinstance(roots, list) and roots:
+        add(roots[0])
+    node: Any = error
+    while isinstance(node, Mapping):
+        add(node)
+        failed = node.get("failed_shards")
+        if isinstance(failed, list) and failed and isinstance(failed[0], Mapping):
+            add(failed[0].get("reason"))
+        node = node.get("caused_by")
+    reasons = [r for r in reasons if r != "all shards failed"] or reasons
+    return ": ".join(reasons[:3]) or str(error.get("type") or "unknown error")
+
+
+def _version_tuple(number: str) -> tuple[int, ...]:
+    parts = []
+    for part in number.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+class SearchSource:
+    def __init__(self, config: SearchConfig, *, node_class: Any = None):
+        self.config = config
+        self.node_class = node_class  # tests: an elasticsearch node class for servers that answer as OpenSearch
+        self.client: Any = None
+        self.flavor: str | None = None
+        self.version: str | None = None
+        self.lock = threading.Lock()
+
+    # --- clients ---------------------------------------------------------------------
+
+    def _opensearch(self) -> Any:
+        from opensearchpy import OpenSearch, RequestsHttpConnection
+
+        cfg = self.config
+        kwargs: dict[str, Any] = {"hosts": list(cfg.hosts), "timeout": cfg.timeout.total_seconds(),
+                                  "verify_certs": cfg.verify_certs, "ssl_show_warn": cfg.verify_certs,
+                                  "max_retries": 0, "retry_on_timeout": False}
+        if cfg.ca_certs:
+            kwargs["ca_certs"] = cfg.ca_certs
+        if cfg.aws_region:
+            import boto3
+            from opensearchpy import RequestsAWSV4SignerAuth
+
+            credentials = boto3.Session(profile_name=cfg.aws_profile).get_credentials()
+            kwargs["http_auth"] = RequestsAWSV4SignerAuth(credentials, cfg.aws_region, cfg.aws_service)
+            kwargs["connection_class"] = RequestsHttpConnection
+        elif cfg.username:
+            kwargs["http_auth"] = (cfg.username, cfg.password or "")
+        elif cfg.api_key:
+            kwargs["headers"] = {"Authorization": f"ApiKey {cfg.api_key}"}
+        return OpenSearch(**kwargs)
+
+    def _elasticsearch(self) -> Any:
+        from elasticsearch import Elasticsearch
+
+        cfg = self.config
+        kwargs: dict[str, Any] = {"hosts": list(cfg.hosts), "request_timeout": cfg.timeout.total_seconds(),
+                                  "verify_certs": cfg.verify_certs, "max_retries": 0, "retry_on_timeout": False}
+        if cfg.ca_certs:
+            kwargs["ca_certs"] = cfg.ca_certs
+        if cfg.username:
+            kwargs["basic_auth"] = (cfg.username, cfg.password or "")
+        elif cfg.api_key:
+            kwargs["api_key"] = cfg.api_key
+        if self.node_class is not None:
+            kwargs["node_class"] = self.node_class
+        return Elasticsearch(**kwargs)
+
+    def _detect(self) -> None:
+        """Pick the client from the config's flavor or from GET /."""
+        flavor = self.config.flavor
+        if flavor == "auto":
+            probe = self._opensearch()
+            try:
+                info = probe.info()
+            except Exception as exc:
+                raise SearchError(f"cannot reach {', '.join(self.config.hosts)}: {self._describe(exc)}") from None
+            version = info.get("version", {})
+            self.version = str(version.get("number", ""))
+            if version.get("distribution") == "opensearch" or _version_tuple(self.version) < (7, 14):
+                flavor, self.client = "opensearch", probe
+            else:
+                flavor = "elasticsearch"
+                probe.close()
+        if flavor == "opensearch" and self.client is None:
+            self.client = self._opensearch()
+        elif flavor == "elasticsearch":
+            self.client = self._elasticsearch()
+        self.flavor = flavor
+        log(logger, logging.INFO, "search source ready", source=self.config.name, flavor=flavor, version=self.version)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+
+    @staticmethod
+    def _describe(exc: Exception) -> str:
+        info = getattr(exc, "info", None) or getattr(exc, "body", None)
+        if isinstance(info, Mapping) and "error" in info:
+            return _reason(info["error"])
+        status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
+        text = str(exc).split("\n")[0]
+        return f"HTTP {status}: {text}" if isinstance(status, int) else f"{type(exc).__name__}: {text}"
+
+    # --- searching ------------------------------------------------------------------------
+
+    def msearch(self, requests: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:
+        """Run every request, ``MSEARCH_CHUNK`` per ``_msearch`` call.
+
+        Returns one response or SearchError per request, in order. Raises
+        SearchError when the cluster cannot be reached at all (the client is
+        rebuilt on the next call).
+        """
+        out: list[Mapping[str, Any] | SearchError] = []
+        for start in range(0, len(requests), MSEARCH_CHUNK):
+            chunk = requests[start:start + MSEARCH_CHUNK]
+            lines: list[Mapping[str, Any]] = []
+            for request in chunk:
+                header: dict[str, Any] = {"index": request.index}
+                if request.ignore_unavailable:
+                    header.update(ignore_unavailable=True, allow_no_indices=True)
+                lines += [header, request.body]
+            with self.lock:
+                if self.client is None:
+                    self._detect()
+                client = self.client
+            try:
+                if self.flavor == "elasticsearch":
+                    answer = client.msearch(searches=lines)
+                else:
+                    answer = client.msearch(body=lines)
+            except Exception as exc:
+                with self.lock:
+                    if self.client is client:
+                        self.client = None
+                        client.close()
+                raise SearchError(f"search failed: {self._describe(exc)}") from None
+            body = answer.body if hasattr(answer, "body") else answer
+            for response in body.get("responses", []):
+                if "error" in response:
+                    out.append(SearchError(_reason(response["error"])))
+                else:
+                    out.append(response)
+        return out

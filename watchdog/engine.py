@@ -17,13 +17,13 @@ from typing import Any
 
 from watchdog import lifecycle, schedule
 from watchdog.logfmt import log
-from watchdog.notify.render import render
+from watchdog.notify.render import render, render_step
 from watchdog.rule import Rule
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, RuleError, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, RuleError, RuleType, Step
 from watchdog.runner import Batch, Finished, Runner
 from watchdog.state import StateStore
-from watchdog.times import utcnow
+from watchdog.times import from_text, utcnow
 
 logger = logging.getLogger("watchdog.engine")
 
@@ -55,6 +55,34 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class StoreJournal:
+    """The Journal of acting rule types, kept in the state store (see ``ruletypes.base.Journal``)."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], datetime], on_notify: Callable[[], None]):
+        self.store = store
+        self.clock = clock
+        self.on_notify = on_notify
+
+    def load(self, rule: Rule) -> dict[str, dict[str, Any]]:
+        return self.store.remediations(rule.name)
+
+    def record(self, rule: Rule, group: str, record: Mapping[str, Any], step: Step | None) -> None:
+        now = self.clock()
+        notification = audit = None
+        if step is not None:
+            audit = (f"{step.kind}: {step.text}", dict(step.detail))
+            muted = not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in self.store.silences(now))
+            if not muted:
+                since = from_text(record.get("since"))
+                payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, since, step.detail)
+                notification = (step.kind, str(record.get("episode", "")), payload)
+            log(logger, logging.INFO, "remediation step", rule=rule.name, group=group, step=step.kind, text=step.text,
+                muted=muted or None)
+        self.store.record_step(rule.name, group, record, now, notification, audit)
+        if notification is not None:
+            self.on_notify()
+
+
 class Engine:
     def __init__(self, rules: Sequence[Rule], store: StateStore, sources: Any, *, workers: int = 4,
                  timeout: timedelta = timedelta(seconds=60), clock: Callable[[], datetime] = utcnow,
@@ -70,6 +98,7 @@ class Engine:
         self.rules: dict[str, Rule] = {}
         self.next_run: dict[str, datetime] = {}
         self.stats = EngineStats()
+        self.journal = StoreJournal(store, clock, self.on_notify)
         self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[Rule]) -> list[str]:
@@ -112,7 +141,8 @@ class Engine:
             ctx = EvalContext(
                 now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
                 observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
-                          for r in batch})
+                          for r in batch},
+                journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None)
             planned = {r.name: self.next_run[r.name] for r in batch}
             self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
 
@@ -148,8 +178,13 @@ class Engine:
         prev_states = self.store.groups(rule.name).get(rule.name, {})
         silences = self.store.silences(now)
 
+        acts = self.rule_types[rule.type].acts if rule.type in self.rule_types else False
+
         def silenced(group: str) -> bool:
             return not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in silences)
+
+        def quiet(group: str) -> bool:  # acting rules speak through their journal
+            return acts or silenced(group)
 
         policy = lifecycle.Policy(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every)
         states: dict[str, lifecycle.GroupState | None] = {}
@@ -169,7 +204,7 @@ class Engine:
             findings = {f.group: f for f in result.findings}
             for group in sorted(set(prev_states) | set(findings)):
                 moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
-                                       silenced=silenced(group))
+                                       silenced=quiet(group))
                 if moved.state != prev_states.get(group):
                     states[group] = moved.state
                 transitions.extend(moved.transitions)

@@ -54,6 +54,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     create table notifier_status (name text primary key, ok integer not null, error text, at text not null);
     """,
+    """
+    create table remediations (
+        rule text not null, task text not null, record text not null, updated text not null,
+        primary key (rule, task)
+    );
+    """,
 )
 
 # Sent notifications, threads and audit rows older than this are pruned.
@@ -128,6 +134,11 @@ class StateStore:
                         self.db.execute(statement)
                 self.db.execute(f"pragma user_version = {number}")
 
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read; serialized with writes, since worker threads share this connection."""
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
@@ -146,9 +157,9 @@ class StateStore:
 
     def rule_records(self, rule: str | None = None) -> dict[str, RuleRecord]:
         if rule is None:
-            rows = self.db.execute("select * from rules").fetchall()
+            rows = self._query("select * from rules")
         else:
-            rows = self.db.execute("select * from rules where rule = ?", (rule,)).fetchall()
+            rows = self._query("select * from rules where rule = ?", (rule,))
         return {row["rule"]: RuleRecord(
             rule=row["rule"], last_run=from_text(row["last_run"]), next_run=from_text(row["next_run"]),
             last_duration=row["last_duration"],
@@ -165,6 +176,7 @@ class StateStore:
         with self.transaction() as db:
             db.execute("delete from rules where rule = ?", (rule,))
             db.execute("delete from groups where rule = ?", (rule,))
+            db.execute("delete from remediations where rule = ?", (rule,))
 
     # --- groups ----------------------------------------------------------------
 
@@ -172,7 +184,7 @@ class StateStore:
         """Group states by rule name, then group."""
         query, args = ("select * from groups where rule = ?", (rule,)) if rule else ("select * from groups", ())
         out: dict[str, dict[str, GroupState]] = {}
-        for row in self.db.execute(query, args):
+        for row in self._query(query, args):
             out.setdefault(row["rule"], {})[row["grp"]] = GroupState(
                 state=State(row["state"]), severity=Severity(row["severity"]), since=from_text(row["since"]),  # type: ignore[arg-type]
                 value=json.loads(row["value"]) if row["value"] is not None else None, summary=row["summary"],
@@ -232,7 +244,7 @@ class StateStore:
             return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0
 
     def silences(self, now: datetime) -> list[Silence]:
-        rows = self.db.execute("select * from silences where until > ? order by id", (to_text(now),)).fetchall()
+        rows = self._query("select * from silences where until > ? order by id", (to_text(now),))
         return [Silence(id=r["id"], rule=r["rule"], group=r["grp"], until=from_text(r["until"]),  # type: ignore[arg-type]
                         reason=r["reason"], created=from_text(r["created"])) for r in rows]  # type: ignore[arg-type]
 
@@ -240,24 +252,24 @@ class StateStore:
 
     def pending(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
         """Unsent notifications due for an attempt, oldest first."""
-        rows = self.db.execute(
+        rows = self._query(
             """select * from outbox where sent_at is null and failed = 0 and next_attempt <= ? order by id limit ?""",
-            (to_text(now), limit)).fetchall()
+            (to_text(now), limit))
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
                            episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"]) for r in rows]
 
     def earlier_unsent(self, item: OutboxItem) -> bool:
         """Whether an older notification of the same episode is still waiting (order within a thread)."""
-        row = self.db.execute("select 1 from outbox where episode = ? and id < ? and sent_at is null and failed = 0 limit 1",
-                              (item.episode, item.id)).fetchone()
-        return row is not None
+        rows = self._query("select 1 from outbox where episode = ? and id < ? and sent_at is null and failed = 0 limit 1",
+                           (item.episode, item.id))
+        return bool(rows)
 
     def next_attempt_at(self) -> datetime | None:
-        row = self.db.execute("select min(next_attempt) from outbox where sent_at is null and failed = 0").fetchone()
-        return from_text(row[0])
+        rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0")
+        return from_text(rows[0][0])
 
     def outbox_depth(self) -> int:
-        return int(self.db.execute("select count(*) from outbox where sent_at is null and failed = 0").fetchone()[0])
+        return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
 
     def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None) -> None:
         with self.transaction() as db:
@@ -277,8 +289,8 @@ class StateStore:
             db.execute("update outbox set attempts = attempts + 1, last_error = ?, failed = 1 where id = ?", (error, item.id))
 
     def thread_ref(self, episode: str, notifier: str) -> dict[str, Any] | None:
-        row = self.db.execute("select ref from threads where episode = ? and notifier = ?", (episode, notifier)).fetchone()
-        return json.loads(row[0]) if row else None
+        rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))
+        return json.loads(rows[0][0]) if rows else None
 
     def set_notifier_status(self, name: str, error: str | None, now: datetime) -> None:
         with self.transaction() as db:
@@ -287,13 +299,37 @@ class StateStore:
 
     def notifier_status(self) -> dict[str, dict[str, Any]]:
         return {r["name"]: {"ok": bool(r["ok"]), "error": r["error"], "at": r["at"]}
-                for r in self.db.execute("select * from notifier_status")}
+                for r in self._query("select * from notifier_status")}
+
+    # --- remediation journal -------------------------------------------------------------
+
+    def remediations(self, rule: str) -> dict[str, dict[str, Any]]:
+        rows = self._query("select task, record from remediations where rule = ?", (rule,))
+        return {r["task"]: json.loads(r["record"]) for r in rows}
+
+    def record_step(self, rule: str, task: str, record: Mapping[str, Any], now: datetime,
+                    notification: tuple[str, str, Mapping[str, Any]] | None, audit: tuple[str, Mapping[str, Any]] | None) -> None:
+        """Save a remediation record with the notification and audit row of its step, atomically.
+
+        ``notification`` is (kind, episode, payload); ``audit`` is (action, detail).
+        """
+        at = to_text(now)
+        with self.transaction() as db:
+            db.execute("insert or replace into remediations (rule, task, record, updated) values (?, ?, ?, ?)",
+                       (rule, task, _json(record), at))
+            if notification is not None:
+                kind, episode, payload = notification
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
+                              values (?, ?, ?, ?, ?, ?, ?)""", (at, rule, task, kind, episode, _json(payload), at))
+            if audit is not None:
+                db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
+                           (at, rule, task, audit[0], _json(audit[1])))
 
     # --- audit and retention ----------------------------------------------------------
 
     def audit(self, rule: str | None = None) -> list[dict[str, Any]]:
         query, args = ("select * from audit where rule = ? order by id", (rule,)) if rule else ("select * from audit order by id", ())
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in self.db.execute(query, args)]
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in self._query(query, args)]
 
     def prune(self, now: datetime, retention: timedelta = RETENTION) -> None:
         cutoff = to_text(now - retention)

@@ -41,6 +41,24 @@ def render_template(template: str, fields: Mapping[str, Any]) -> str:
         return template
 
 
+STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved": "REMEDIATED"}
+
+
+def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at: datetime,
+                since: datetime | None, detail: Mapping[str, Any]) -> dict[str, Any]:
+    """The outbox payload for one remediation step (see ``ruletypes.base.Step``)."""
+    where = f"{rule.name} [{group}]" if group else rule.name
+    title = f"{STEP_LABEL.get(kind, kind.upper())}: {where}"
+    shown = "OK" if kind == "resolved" else severity.upper()
+    return {
+        "rule": rule.name, "group": group, "kind": kind, "severity": severity, "title": title,
+        "text": f"[{shown}] {title}: {text}", "body": text, "value": detail.get("status"), "summary": text,
+        "description": rule.description, "runbook_url": rule.runbook_url, "labels": dict(rule.labels),
+        "at": to_text(at), "since": to_text(since), "details": dict(detail),
+        "channel": rule.notify.channel, "mention": rule.notify.mention,
+    }
+
+
 def render(rule: Rule, notice: Notice) -> dict[str, Any]:
     """The outbox payload for ``notice`` of ``rule``."""
     fields: dict[str, Any] = {

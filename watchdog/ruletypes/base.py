@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from watchdog.rule import Rule, Severity
 
@@ -56,12 +56,34 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One remediation step to record and announce (``firing`` opens the alert's thread, ``resolved`` closes it)."""
+
+    kind: str  # firing | action | resolved
+    text: str
+    severity: Severity = Severity.WARNING
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Journal(Protocol):
+    """Where acting rule types keep their per-task progress, so a restart never repeats or loses a step."""
+
+    def load(self, rule: Rule) -> dict[str, dict[str, Any]]:
+        """The saved records of ``rule``, by group."""
+
+    def record(self, rule: Rule, group: str, record: Mapping[str, Any], step: Step | None) -> None:
+        """Save ``record`` and, in the same transaction, ``step``'s notification and audit row."""
+
+
+@dataclass(frozen=True)
 class EvalContext:
     """What the engine tells a rule type at evaluation time (all keyed by rule name)."""
 
     now: datetime
     active: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups pending or firing
     observed: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups seen by the previous evaluation
+    journal: Journal | None = None  # for rule types that act (remediation)
+    sources: Any = None  # every source, for rule types that act on more than their own
 
 
 class RuleType(ABC):

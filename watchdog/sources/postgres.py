@@ -23,6 +23,9 @@ from watchdog.ruletypes.base import RuleError
 
 logger = logging.getLogger("watchdog.postgres")
 
+# pg_advisory_xact_lock key held while a warehouse refresh runs ("wdrf" in ASCII).
+REFRESH_LOCK_KEY = 0x77647266
+
 
 class QueryError(RuleError):
     """A query failed; the message is PostgreSQL's, first line, without the password."""
@@ -89,6 +92,31 @@ class PostgresSource:
                         self.conn.rollback()
                     raise QueryError(_message(exc)) from None
             raise QueryError("unreachable")  # pragma: no cover
+
+    def run_refresh(self, statement: str, timeout_seconds: float) -> None:
+        """Run ``statement`` in one read-write transaction under REFRESH_LOCK_KEY.
+
+        The transaction-scoped advisory lock means two refreshes (from two
+        watchdogs, or a cron job that takes the same lock) never overlap; the
+        second waits. Uses its own connection, never the read-only one.
+        Raises QueryError with PostgreSQL's message.
+        """
+        try:
+            conn = self._connect()
+        except psycopg2.Error as exc:
+            raise QueryError(_message(exc)) from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select set_config('statement_timeout', %s, true)", (str(int(timeout_seconds * 1000)),))
+                cur.execute("select pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))
+                cur.execute(statement)
+            conn.commit()
+        except psycopg2.Error as exc:
+            with contextlib.suppress(psycopg2.Error):
+                conn.rollback()
+            raise QueryError(_message(exc)) from None
+        finally:
+            conn.close()
 
     def _drop(self) -> None:
         if self.conn is not None:

@@ -9,11 +9,43 @@ import sys
 import tempfile
 from pathlib import Path
 
-from demo.data import WAREHOUSE_SQL
+import json
+import urllib.request
+from datetime import UTC, datetime
+
+import boto3
+from opensearchpy import OpenSearch, helpers
+
+from demo.data import LOG_MAPPINGS, WAREHOUSE_SQL, log_events
 from tests.servers.postgres import LocalPostgres
 from tests.servers.search import start_search
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_logs(url: str) -> None:
+    client = OpenSearch(hosts=[url])
+    events = log_events(datetime.now(UTC))
+    for day in sorted({e["@timestamp"][:10] for e in events}):
+        client.indices.create(index=f"app-logs-{day.replace('-', '.')}", body={"mappings": LOG_MAPPINGS})
+    helpers.bulk(client, ({"_index": f"app-logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e} for e in events),
+                 refresh=True)
+    client.close()
+
+
+def fail_dms_task(url: str) -> None:
+    """A replication task that ran, then failed the way DMS tasks do about once a month."""
+    dms = boto3.client("dms", endpoint_url=url, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo")
+    task = dms.create_replication_task(
+        ReplicationTaskIdentifier="prod-to-warehouse", SourceEndpointArn="arn:aws:dms:us-east-1:123456789012:endpoint:src",
+        TargetEndpointArn="arn:aws:dms:us-east-1:123456789012:endpoint:tgt", MigrationType="full-load-and-cdc",
+        ReplicationInstanceArn="arn:aws:dms:us-east-1:123456789012:rep:demo", TableMappings="{}")["ReplicationTask"]
+    dms.start_replication_task(ReplicationTaskArn=task["ReplicationTaskArn"], StartReplicationTaskType="start-replication")
+    hook = urllib.request.Request(f"{url}/_watchdog/dms/task", method="POST", data=json.dumps({
+        "task": "prod-to-warehouse", "status": "failed", "StopReason": "Stop Reason FATAL_ERROR",
+        "LastFailureMessage": "Last Error ODBC general error. Task error notification received. Stop Reason FATAL_ERROR",
+        "TablesErrored": 1}).encode())
+    urllib.request.urlopen(hook, timeout=10).read()
 
 
 def main() -> int:
@@ -32,6 +64,8 @@ def main() -> int:
         dms_url = moto.stdout.readline().strip()
         pg.psql("create database warehouse")
         pg.psql(WAREHOUSE_SQL, dbname="warehouse")
+        load_logs(search.url)
+        fail_dms_task(dms_url)
         env = {
             **os.environ,
             "WATCHDOG_DEMO_SEARCH_URL": search.url,

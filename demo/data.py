@@ -1,6 +1,40 @@
-"""Demo data: a small star schema with ETL runs (one source stale)."""
+"""Demo data: a small star schema with ETL runs (one source stale), application logs, a failed DMS task."""
 
 from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+LOG_MAPPINGS = {"properties": {
+    "@timestamp": {"type": "date"}, "level": {"type": "keyword"}, "team": {"type": "keyword"},
+    "service": {"type": "keyword"}, "userId": {"type": "keyword"}, "event": {"type": "keyword"},
+    "error": {"type": "keyword"}, "duration_ms": {"type": "long"}, "message": {"type": "text"}}}
+
+
+def log_events(now: datetime) -> list[dict[str, Any]]:
+    """An hour of key=value application logs: team-a has an error burst, billing went quiet, the API is slow."""
+    rng = random.Random(7)
+    events = []
+
+    def add(minutes_ago: float, team: str, service: str, level: str, event: str, error: str = "", duration: int = 120) -> None:
+        at = now - timedelta(minutes=minutes_ago)
+        user = f"u{rng.randint(1, 300)}"
+        text = f"userId={user} team={team} event={event}" + (f" error={error}" if error else "") + f" took {duration}ms"
+        events.append({"@timestamp": at.isoformat().replace("+00:00", "Z"), "level": level, "team": team,
+                       "service": service, "userId": user, "event": event, "error": error or None,
+                       "duration_ms": duration, "message": text})
+
+    for i in range(600):  # steady traffic on the API
+        add(rng.uniform(0, 60), rng.choice(["team-a", "team-b", "team-c"]), "api", "info", "request",
+            duration=int(rng.lognormvariate(5, 0.4)) + (900 if i % 7 == 0 else 0))
+    for _ in range(80):  # team-a's error burst inside [now-6m, now-1m]
+        add(rng.uniform(1.5, 5.5), "team-a", "api", "error", "login", error="Timeout")
+    for _ in range(6):
+        add(rng.uniform(1.5, 5.5), "team-b", "api", "error", "export", error="ClientAbort")
+    for _ in range(40):  # billing logged until 40 minutes ago, then stopped
+        add(rng.uniform(40, 60), "team-c", "billing", "info", "invoice")
+    return events
 
 WAREHOUSE_SQL = """
 create schema analytics;

@@ -109,6 +109,15 @@ def test_flatline_below_with_and_without_groups(tmp_path: Path, logs: CountingPr
     assert summary == "events 0 for team=team-b in the last 10m (below 1)"
 
 
+def test_flatline_finds_a_quiet_group_on_the_first_run(tmp_path: Path, logs: CountingProxy) -> None:
+    load(logs.url, [event(m, "team-d", service="billing") for m in (25, 30, 40)])  # billing stopped 25 min ago
+    config = project(tmp_path, logs.url, {
+        "quiet-service": rule("quiet-service", "type: threshold\nwindow: 10m\nthreshold: {below: 1}\ngroup_by: service\n")})
+    engine = engine_for(config, Clock(NOW))
+    evaluate_now(engine)
+    assert firing(engine, "quiet-service") == {"billing": 0}
+
+
 def test_metric_percentile_and_avg(tmp_path: Path, logs: CountingProxy) -> None:
     config = project(tmp_path, logs.url, {
         "p95": rule("p95", "type: metric\nquery: 'level:info AND team:team-a'\nwindow: 10m\n"

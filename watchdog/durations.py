@@ -23,6 +23,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def format_age(delta: timedelta) -> str:
+    """A human age: ``9h5m`` (no seconds past an hour), ``25m``, ``40s``."""
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600:
+        seconds -= seconds % 60
+    elif seconds >= 60:
+        seconds -= seconds % 60
+    return format_duration(timedelta(seconds=seconds))
+
+
 def format_duration(delta: timedelta) -> str:
     """The shortest duration text for ``delta``: ``timedelta(minutes=90)`` gives ``1h30m``."""
     total = int(delta.total_seconds())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from typing import Any, Callable
@@ -72,6 +73,7 @@ class MotoDms:
     """The moto server on 127.0.0.1 in a thread of this process."""
 
     def __init__(self, port: int = 0):
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.requests: list[str] = []
         self.lock = threading.Lock()
         moto_app = DomainDispatcherApplication(create_backend_app)

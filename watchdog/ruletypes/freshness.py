@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from psycopg2 import sql as pgsql
 
-from watchdog.durations import format_duration
+from watchdog.durations import format_age, format_duration
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
@@ -75,14 +75,14 @@ def judge(check: FreshnessCheck, group: str, last: datetime | None, now: datetim
         return Finding(group=group, value=None, severity=severity, details=details,
                        summary=f"{group} has never been loaded (no rows, or NULL load time); {thresholds}"), fact
     age = now - last
-    fact["age"] = format_duration(age)
+    fact["age"] = format_age(age)
     if age <= check.warn_after:
         return None, fact
     severity = Severity.CRITICAL if check.error_after is not None and age > check.error_after else Severity.WARNING
-    details = {"check": check.name, "age": format_duration(age), "last_loaded": to_text(last),
+    details = {"check": check.name, "age": format_age(age), "last_loaded": to_text(last),
                "warn_after": format_duration(check.warn_after),
                "error_after": format_duration(check.error_after) if check.error_after else ""}
-    summary = f"{group} last loaded {format_duration(age)} ago ({to_text(last)}); {thresholds}"
+    summary = f"{group} last loaded {format_age(age)} ago ({to_text(last)}); {thresholds}"
     return Finding(group=group, value=round(age.total_seconds()), severity=severity, details=details, summary=summary), fact
 
 

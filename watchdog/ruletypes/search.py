@@ -19,6 +19,11 @@ from watchdog.ruletypes.base import EvalContext, Evaluation, Finding
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
+# A grouped "below" rule also looks back this far to learn which groups exist,
+# so a group that went quiet fires even on the first run after a restart.
+MIN_LOOKBACK = timedelta(hours=1)
+MAX_LOOKBACK = timedelta(hours=24)
+LOOKBACK_WINDOWS = 4
 MAX_INDEX_NAMES = 60  # beyond this many dated indices, a wildcard is cheaper to send
 MAX_SAMPLE_GROUPS = 10
 _STRFTIME = re.compile(r"%[a-zA-Z]")
@@ -28,6 +33,15 @@ def window(options: SearchOptions, now: datetime) -> tuple[datetime, datetime]:
     """[now - delay - window, now - delay]."""
     end = now - options.delay
     return end - options.window, end
+
+
+def looks_back(options: SearchOptions) -> bool:
+    return bool(options.group_by) and options.threshold.below is not None
+
+
+def lookback(options: SearchOptions) -> timedelta:
+    """How far a grouped flatline rule looks back for groups that went quiet."""
+    return min(max(options.window * LOOKBACK_WINDOWS, MIN_LOOKBACK), MAX_LOOKBACK)
 
 
 def expand_index(pattern: str, start: datetime, end: datetime) -> tuple[str, bool]:
@@ -74,10 +88,19 @@ def _metric_agg(options: SearchOptions) -> dict[str, Any]:
 
 def search_body(options: SearchOptions, start: datetime, end: datetime) -> dict[str, Any]:
     """The counting (or aggregating) search for one evaluation."""
-    body: dict[str, Any] = {"size": 0, "track_total_hits": True, "query": query(options, start, end)}
     inner = {"metric": _metric_agg(options)} if options.metric is not None else None
+    if looks_back(options):
+        # Groups over the lookback; each bucket's "recent" part is the window itself.
+        recent: dict[str, Any] = {"filter": {"range": {options.timestamp_field: {
+            "gte": to_text(start), "lt": to_text(end), "format": "strict_date_optional_time"}}}}
+        if inner:
+            recent["aggs"] = inner
+        terms = {"terms": {"field": options.group_by, "size": options.max_groups}, "aggs": {"recent": recent}}
+        return {"size": 0, "track_total_hits": True, "query": query(options, end - lookback(options), end),
+                "aggs": {"groups": terms}}
+    body: dict[str, Any] = {"size": 0, "track_total_hits": True, "query": query(options, start, end)}
     if options.group_by:
-        terms: dict[str, Any] = {"terms": {"field": options.group_by, "size": options.max_groups}}
+        terms = {"terms": {"field": options.group_by, "size": options.max_groups}}
         if inner:
             terms["aggs"] = inner
         body["aggs"] = {"groups": terms}
@@ -107,8 +130,9 @@ def values(options: SearchOptions, response: Mapping[str, Any]) -> dict[str, tup
     out: dict[str, tuple[float | None, int]] = {}
     for bucket in aggs.get("groups", {}).get("buckets", []):
         key = str(bucket.get("key_as_string", bucket["key"]))
-        n = int(bucket.get("doc_count", 0))
-        out[key] = (float(n) if options.metric is None else _metric_value(bucket, options), n)
+        part = bucket.get("recent", bucket)
+        n = int(part.get("doc_count", 0))
+        out[key] = (float(n) if options.metric is None else _metric_value(part, options), n)
     return out
 
 
@@ -140,6 +164,7 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
           dashboards: str | None) -> Evaluation:
     options: SearchOptions = rule.options
     seen = values(options, response)
+    observed = tuple(sorted(seen)) if options.group_by else ()  # groups with events in the searched range
     if options.group_by and options.threshold.below is not None:
         # A group seen before that went quiet counts as zero: "team X stopped logging".
         for group in ctx.observed.get(rule.name, frozenset()) | ctx.active.get(rule.name, frozenset()):
@@ -162,7 +187,6 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
         if link:
             details["dashboard_url"] = link
         findings.append(Finding(group=group, value=value if options.metric else int(value), summary=summary, details=details))
-    observed = tuple(g for g, (_, n) in seen.items() if n > 0) if options.group_by else ()
     return Evaluation(findings=tuple(findings), observed=observed)
 
 
@@ -186,7 +210,8 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
     for rule in rules:
         start, end = window(rule.options, ctx.now)
         windows[rule.name] = (start, end)
-        index, ignore = expand_index(rule.options.index, start, end)
+        earliest = end - lookback(rule.options) if looks_back(rule.options) else start
+        index, ignore = expand_index(rule.options.index, earliest, end)
         requests.append(SearchRequest(index, search_body(rule.options, start, end), ignore))
     responses = source.msearch(requests)
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)

@@ -26,9 +26,7 @@ def parse_duration(text: str) -> timedelta:
 def format_age(delta: timedelta) -> str:
     """A human age: ``9h5m`` (no seconds past an hour), ``25m``, ``40s``."""
     seconds = int(delta.total_seconds())
-    if seconds >= 3600:
-        seconds -= seconds % 60
-    elif seconds >= 60:
+    if seconds >= 3600 or seconds >= 60:
         seconds -= seconds % 60
     return format_duration(timedelta(seconds=seconds))
 

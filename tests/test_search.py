@@ -204,9 +204,9 @@ def test_elasticsearch_client_path(tmp_path: Path, logs: CountingProxy) -> None:
     source_config = config.sources["logs"]
     assert isinstance(source_config, SearchConfig)
     source = SearchSource(source_config, node_class=compat_node_class())
-    from watchdog.ruletypes.search import evaluate
-    from watchdog.loader import parse_rule
     from watchdog import yamlfile
+    from watchdog.loader import parse_rule
+    from watchdog.ruletypes.search import evaluate
 
     doc = yamlfile.parse(rule("es", "type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {above: 10}\ngroup_by: team\n"), "es.yaml")
     parsed, problems = parse_rule(doc, str(tmp_path / "es.yaml"), config.defaults, config, {})

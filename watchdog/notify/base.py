@@ -49,6 +49,8 @@ class Delivery:
 
 class Notifier(ABC):
     name: str
+    # Whether firings of many groups of one rule in one evaluation go out as one message.
+    combines: bool = False
 
     @abstractmethod
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:

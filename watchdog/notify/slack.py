@@ -58,6 +58,7 @@ def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None)
 
 class SlackNotifier(Notifier):
     name = "slack"
+    combines = True
 
     def __init__(self, config: SlackConfig):
         self.config = config
@@ -112,7 +113,8 @@ class SlackNotifier(Notifier):
         self._pace(channel)
         self.client.chat_postMessage(channel=channel, thread_ts=str(thread["ts"]), text=text, blocks=blocks,
                                      unfurl_links=False)
-        if note.kind in ("resolved", "recovered"):
+        if note.kind in ("resolved", "recovered") and not (thread.get("first") or {}).get("groups"):
+            # (a message announcing several groups stays as it is: the others may still fire)
             first = dict(thread.get("first") or {})
             first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at")})
             try:  # best effort: the reply is what matters, and retrying would post it twice

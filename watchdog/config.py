@@ -87,6 +87,16 @@ class RuleDefaults:
     for_: timedelta = timedelta(0)
 
 
+DEFAULT_HEARTBEAT_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class SelfMonitoring:
+    channel: str | None = None
+    heartbeat_url: str | None = field(default=None, repr=False)  # often carries a secret token
+    heartbeat_every: timedelta = DEFAULT_HEARTBEAT_EVERY
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -98,6 +108,8 @@ class Config:
     workers: int = DEFAULT_WORKERS
     rule_timeout: timedelta = DEFAULT_RULE_TIMEOUT
     log_level: str = "info"
+    self_monitoring: SelfMonitoring = SelfMonitoring()
+    metrics_listen: str | None = None
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> str:
@@ -205,4 +217,9 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         workers=int(data.get("workers", DEFAULT_WORKERS)),
         rule_timeout=parse_duration(data.get("rule_timeout", "60s")),
         log_level=data.get("log_level", "info"),
+        self_monitoring=SelfMonitoring(
+            channel=data.get("self_monitoring", {}).get("channel"),
+            heartbeat_url=data.get("self_monitoring", {}).get("heartbeat_url"),
+            heartbeat_every=parse_duration(data.get("self_monitoring", {}).get("heartbeat_every", "1m"))),
+        metrics_listen=data.get("metrics", {}).get("listen"),
     )

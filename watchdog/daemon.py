@@ -13,8 +13,9 @@ import threading
 import time
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
-from watchdog import logfmt
+from watchdog import logfmt, systemd
 from watchdog.config import Config
 from watchdog.engine import Engine
 from watchdog.loader import LoadResult, load_rules, rule_files
@@ -32,6 +33,7 @@ RELOAD_CHECK_SECONDS = 10.0
 STOP_GRACE_SECONDS = 20.0
 FLUSH_SECONDS = 30.0
 PRUNE_EVERY = timedelta(hours=1)
+STATUS_EVERY_SECONDS = 30.0
 
 
 def _log_problems(result: LoadResult) -> None:
@@ -47,11 +49,11 @@ class RuleFiles:
         self.config = config
         self.stamp: tuple[tuple[str, float], ...] = ()
         self.rules: list[Rule] = []
+        self.problems: dict[str, str] = {}  # file -> first problem, for the self-monitoring alert
 
     def _fingerprint(self) -> tuple[tuple[str, float], ...]:
-        files = rule_files([self.config.rules_dir])
         out = []
-        for path in files:
+        for path in rule_files([self.config.rules_dir]):
             try:
                 out.append((path, os.stat(path).st_mtime))
             except OSError:
@@ -59,12 +61,17 @@ class RuleFiles:
         return tuple(out)
 
     def changed(self) -> bool:
+        """Whether any rule file was added, removed or modified (modification times only: cheap)."""
         return self._fingerprint() != self.stamp
 
     def load(self) -> list[Rule]:
         self.stamp = self._fingerprint()
         result = load_rules([self.config.rules_dir], self.config)
         _log_problems(result)
+        self.problems = {}
+        for problem in result.problems:
+            self.problems.setdefault(problem.file, f"{problem.line}:{problem.column}: {problem.path + ': ' if problem.path else ''}"
+                                                   f"{problem.message}")
         failed = {os.path.abspath(p) for p in result.failed}
         kept = [r for r in self.rules if r.path in failed and all(n.name != r.name for n in result.rules)]
         for rule in kept:
@@ -111,10 +118,10 @@ def run(config: Config, *, once: bool = False) -> int:
     files = RuleFiles(config)
     rules = files.load()
     sources = Sources(config.sources)
-    stop = threading.Event()
     delivery = Delivery(config, threading.Event())  # halted after the last evaluations are recorded
     engine = Engine(rules, store, sources, workers=config.workers, timeout=config.rule_timeout,
-                    on_notify=delivery.wake.set)
+                    on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel)
+    engine.report_invalid_files(files.problems)
     log(logger, logging.INFO, "started", rules=len(engine.rules), state=config.state_path, once=once or None)
     try:
         if once:
@@ -123,54 +130,104 @@ def run(config: Config, *, once: bool = False) -> int:
             if not outbox.flush(time.monotonic() + FLUSH_SECONDS):
                 log(logger, logging.WARNING, "notifications left in the outbox", pending=store.outbox_depth())
             return 0
-        return _loop(config, engine, files, store, delivery, stop)
+        return Loop(config, engine, files, store, delivery).run()
     finally:
         sources.close()
         store.close()
 
 
-def _loop(config: Config, engine: Engine, files: RuleFiles, store: StateStore,
-          delivery: Delivery, stop: threading.Event) -> int:
-    reload_requested = threading.Event()
+class Loop:
+    """The scheduler loop of ``watchdog run``: sleeps until something is due, never polls while idle."""
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        engine.wake.set()
+    def __init__(self, config: Config, engine: Engine, files: RuleFiles, store: StateStore, delivery: Delivery):
+        self.config = config
+        self.engine = engine
+        self.files = files
+        self.store = store
+        self.delivery = delivery
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.systemd = systemd.Notifier()
+        self.last_turn = time.monotonic()
+        self.heartbeat = None
+        if config.self_monitoring.heartbeat_url:
+            from watchdog.metrics import Heartbeat
 
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        reload_requested.set()
-        engine.wake.set()
+            self.heartbeat = Heartbeat(config.self_monitoring.heartbeat_url, config.self_monitoring.heartbeat_every.total_seconds())
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
-    delivery.start()
-    last_check = time.monotonic()
-    last_prune = utcnow() - PRUNE_EVERY
-    while not stop.is_set():
-        engine.run_pending()
-        if reload_requested.is_set() or time.monotonic() - last_check >= RELOAD_CHECK_SECONDS:
-            last_check = time.monotonic()
-            if reload_requested.is_set() or files.changed():
-                reload_requested.clear()
-                removed = engine.set_rules(files.load())
-                log(logger, logging.INFO, "rules reloaded", rules=len(engine.rules), removed=len(removed))
-                delivery.wake.set()
-        if utcnow() - last_prune >= PRUNE_EVERY:
-            last_prune = utcnow()
-            store.prune(last_prune)
-        wait = min(engine.seconds_until_next(), RELOAD_CHECK_SECONDS)
-        engine.wake.wait(wait)
-        engine.wake.clear()
-    log(logger, logging.INFO, "stopping", running=len(engine.runner.active))
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while not engine.runner.idle() and time.monotonic() < deadline:
-        engine.wake.wait(0.2)
-        engine.wake.clear()
-        engine.collect()
-    engine.collect()
-    delivery.stop.set()
-    delivery.wake.set()
-    delivery.join(FLUSH_SECONDS + 5)
-    log(logger, logging.INFO, "stopped", pending=store.outbox_depth())
-    return 0
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        self.engine.wake.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload.set()
+        self.engine.wake.set()
+
+    def status_text(self) -> str:
+        firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
+        return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
+
+    def do_reload(self) -> None:
+        self.systemd.reloading()
+        removed = self.engine.set_rules(self.files.load())
+        self.engine.report_invalid_files(self.files.problems)
+        log(logger, logging.INFO, "rules reloaded", rules=len(self.engine.rules), removed=len(removed),
+            invalid_files=len(self.files.problems) or None)
+        self.delivery.wake.set()
+        self.systemd.ready(self.status_text())
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        metrics = None
+        if self.config.metrics_listen:
+            from watchdog.metrics import MetricsServer
+
+            metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth, lambda: self.last_turn)
+        self.delivery.start()
+        self.systemd.ready(self.status_text())
+        last_check = last_status = time.monotonic()
+        last_prune = utcnow() - PRUNE_EVERY
+        while not self.stop.is_set():
+            self.engine.run_pending()
+            self.last_turn = time.monotonic()
+            self.systemd.ping()  # only a loop that turns pings systemd's watchdog
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
+            if self.reload.is_set() or self.last_turn - last_check >= RELOAD_CHECK_SECONDS:
+                last_check = self.last_turn
+                if self.reload.is_set() or self.files.changed():
+                    self.reload.clear()
+                    self.do_reload()
+            if self.last_turn - last_status >= STATUS_EVERY_SECONDS:
+                last_status = self.last_turn
+                self.systemd.status(self.status_text())
+            if utcnow() - last_prune >= PRUNE_EVERY:
+                last_prune = utcnow()
+                self.store.prune(last_prune)
+            waits = [self.engine.seconds_until_next(), RELOAD_CHECK_SECONDS]
+            ping = self.systemd.seconds_until_ping()
+            if ping is not None:
+                waits.append(ping)
+            self.engine.wake.wait(min(waits))
+            self.engine.wake.clear()
+        return self.shutdown(metrics)
+
+    def shutdown(self, metrics: Any) -> int:
+        self.systemd.stopping()
+        log(logger, logging.INFO, "stopping", running=len(self.engine.runner.active))
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while not self.engine.runner.idle() and time.monotonic() < deadline:
+            self.engine.wake.wait(0.2)
+            self.engine.wake.clear()
+            self.engine.collect()
+        self.engine.collect()
+        self.delivery.stop.set()
+        self.delivery.wake.set()
+        self.delivery.join(FLUSH_SECONDS + 5)
+        if metrics is not None:
+            metrics.close()
+        log(logger, logging.INFO, "stopped", pending=self.store.outbox_depth())
+        self.systemd.close()
+        return 0

@@ -18,14 +18,16 @@ from typing import Any
 from watchdog import lifecycle, schedule
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
-from watchdog.rule import Rule
+from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, RuleError, RuleType, Step
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, Step
 from watchdog.runner import Batch, Finished, Runner
 from watchdog.state import StateStore
 from watchdog.times import from_text, utcnow
 
 logger = logging.getLogger("watchdog.engine")
+
+SELF_RULE = "(watchdog)"  # not a valid rule name, so it never collides with one
 
 
 
@@ -37,6 +39,7 @@ class EngineStats:
     errors: int = 0
     notifications: int = 0
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=10000))  # seconds late, per dispatch
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=10000))  # seconds, per batch
 
 
 @dataclass
@@ -87,12 +90,13 @@ class Engine:
     def __init__(self, rules: Sequence[Rule], store: StateStore, sources: Any, *, workers: int = 4,
                  timeout: timedelta = timedelta(seconds=60), clock: Callable[[], datetime] = utcnow,
                  rule_types: Mapping[str, type[RuleType]] = RULE_TYPES,
-                 on_notify: Callable[[], None] | None = None):
+                 on_notify: Callable[[], None] | None = None, ops_channel: str | None = None):
         self.store = store
         self.sources = sources
         self.clock = clock
         self.rule_types = rule_types
         self.on_notify = on_notify or (lambda: None)
+        self.ops_channel = ops_channel
         self.wake = threading.Event()
         self.runner = Runner(workers, timeout.total_seconds(), self.wake)
         self.rules: dict[str, Rule] = {}
@@ -156,6 +160,7 @@ class Engine:
         """Apply every finished evaluation; returns what changed."""
         applied: list[Applied] = []
         for finished in self.runner.collect():
+            self.stats.durations.append(finished.duration)
             applied.extend(self._apply_batch(finished))
         return applied
 
@@ -211,7 +216,7 @@ class Engine:
                 notices.extend(moved.notices)
         if notice is not None:
             notices.append(notice)
-        rows = [(n.group, n.kind.value, n.episode, render(rule, n)) for n in notices]
+        rows = [(n.group, n.kind.value, n.episode, self._route(render(rule, n), n.kind)) for n in notices]
         next_run = self.next_run.get(rule.name, now)
         self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
                                      states=states, notifications=rows, facts=facts,
@@ -227,6 +232,23 @@ class Engine:
         if rows:
             self.on_notify()
         return Applied(rule.name, tuple(transitions), tuple(notices), error)
+
+    def _route(self, payload: dict[str, Any], kind: lifecycle.Kind) -> dict[str, Any]:
+        """watchdog's own problems (a rule that keeps failing) go to the ops channel when there is one."""
+        if self.ops_channel and kind in (lifecycle.Kind.ERROR, lifecycle.Kind.RECOVERED):
+            payload["channel"] = self.ops_channel
+        return payload
+
+    def report_invalid_files(self, problems: Mapping[str, str]) -> None:
+        """Alert once per rule file that fails to load (the previous version keeps running); resolve when fixed."""
+        if not problems and not self.store.groups(SELF_RULE):
+            return
+        now = self.clock()
+        rule = Rule(name=SELF_RULE, type="self", path="", options=None, severity=Severity.WARNING,
+                    repeat_every=timedelta(days=1), notify=NotifyTarget(channel=self.ops_channel),
+                    description="watchdog's own problems")
+        findings = tuple(Finding(group=f, value=None, summary=f"rule file does not load: {m}") for f, m in problems.items())
+        self._apply(rule, Evaluation(findings=findings), now, now, 0.0)
 
     # --- driving ------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from watchdog import __version__
@@ -57,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", metavar="PATH", help="rule files or directories (default: the config's rules directory)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=_cmd_validate)
+
+    p = command("test-rule", "replay a rule against the real sources over a time range, with no side effects",
+                "watchdog test-rule rules/app-errors.yaml -c watchdog.yaml --last 24h")
+    p.add_argument("rule_file", metavar="RULE_FILE")
+    _add_config(p)
+    p.add_argument("--start", metavar="T", help="ISO 8601 time or relative (-6h); default: --last before --end")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--end", metavar="T", help="ISO 8601 time or relative (-1h); default: now")
+    group.add_argument("--last", metavar="DURATION", help="replay this long up to now (default 24h)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--per-tick", action="store_true", help="one search per tick even where one aggregation would do")
+    p.add_argument("--send", action="store_true", help="post the first rendered notification to Slack as a preview")
+    p.set_defaults(handler=_cmd_test_rule)
 
     p = command("status", "show every rule's state per group, last and next run, errors and silences",
                 "watchdog status --format json")
@@ -141,6 +156,79 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if valid else EXIT_INVALID
 
 
+def parse_time(text: str, now: datetime) -> datetime:
+    """ISO 8601 (``2026-11-28T02:00:00Z``) or relative (``-2h``); raises ValueError."""
+    from watchdog.durations import parse_duration
+
+    if text.startswith("-"):
+        return now - parse_duration(text[1:])
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _cmd_test_rule(args: argparse.Namespace) -> int:
+    from watchdog.durations import parse_duration
+    from watchdog.loader import load_rules
+    from watchdog.sources import Sources
+    from watchdog.testrule import format_text, replay
+
+    config = load_config_or_exit(args)
+    if not os.path.isfile(args.rule_file):
+        print(f"watchdog test-rule: no such file: {args.rule_file}", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load_rules([args.rule_file], config)
+    if loaded.problems:
+        _print_problems(loaded.problems)
+        return EXIT_INVALID
+    (rule,) = loaded.rules
+    now = datetime.now(UTC)
+    try:
+        end = parse_time(args.end, now) if args.end else now
+        start = parse_time(args.start, now) if args.start else end - parse_duration(args.last or "24h")
+    except ValueError as exc:
+        print(f"watchdog test-rule: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if start >= end:
+        print("watchdog test-rule: --start must be before --end", file=sys.stderr)
+        return EXIT_USAGE
+    sources = Sources(config.sources)
+    try:
+        result = replay(rule, sources, start, end, force_per_tick=args.per_tick)
+    except Exception as exc:
+        print(f"watchdog test-rule: {rule.source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        sources.close()
+    if args.format == "json":
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        print(format_text(result, rule))
+    if args.send:
+        return _send_preview(config, result.payloads)
+    return EXIT_OK if not result.errors or rule.type not in ("threshold", "metric") else EXIT_USAGE
+
+
+def _send_preview(config: Config, payloads: list[dict[str, Any]]) -> int:
+    from watchdog.notify.base import Notification
+    from watchdog.notify.slack import SlackNotifier
+
+    if config.slack is None:
+        print("watchdog test-rule: --send needs a slack block in the config", file=sys.stderr)
+        return EXIT_USAGE
+    if not payloads:
+        print("watchdog test-rule: nothing to send: the replay produced no notification", file=sys.stderr)
+        return EXIT_OK
+    payload = {**payloads[0], "title": f"PREVIEW {payloads[0].get('title', '')}", "text": f"(preview) {payloads[0].get('text', '')}"}
+    delivery = SlackNotifier(config.slack).send(
+        Notification(id=0, rule=str(payload["rule"]), group=str(payload["group"]), kind=str(payload["kind"]),
+                     episode="preview", payload=payload), None)
+    if not delivery.ok:
+        print(f"watchdog test-rule: the preview was not sent: {delivery.error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("preview sent to Slack", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from watchdog.daemon import run
 
@@ -165,9 +253,20 @@ def _cmd_unsilence(args: argparse.Namespace) -> int:
     return remove_silence(load_config_or_exit(args), args.id)
 
 
+def _attach_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--start -2h`` as ``--start=-2h``: argparse would take ``-2h`` for an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in ("--start", "--end") and re.fullmatch(r"-([0-9]+(ms|s|m|h|d|w))+", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_relative_times(sys.argv[1:] if argv is None else argv))
     try:
         result: int = args.handler(args)
     except KeyboardInterrupt:

@@ -1,0 +1,172 @@
+"""``watchdog test-rule``: replays on the local search server with known bursts; no side effects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.search import CountingProxy
+from tests.servers.slack_api import SlackServer
+from tests.test_search import load
+from watchdog.config import load_config
+from watchdog.loader import load_rules
+from watchdog.sources import Sources
+from watchdog.testrule import replay
+
+REPO = Path(__file__).resolve().parent.parent
+DAY = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+
+
+def ev(at: datetime, team: str, level: str = "error", duration: int = 100, service: str = "api") -> dict[str, Any]:
+    return {"@timestamp": at.isoformat().replace("+00:00", "Z"), "team": team, "level": level, "service": service,
+            "duration_ms": duration, "message": f"userId=u1 team={team} event=x"}
+
+
+@pytest.fixture
+def bursts(search: CountingProxy) -> CountingProxy:
+    """A day of background noise, a team-a burst 02:10-02:20 (10 errors/min), team-b quiet from 04:00, billing only until 05:00."""
+    events = []
+    for minute in range(0, 8 * 60, 3):
+        at = DAY + timedelta(minutes=minute)
+        events.append(ev(at, "team-a", level="info", duration=100 + minute % 50))
+        if minute < 4 * 60:
+            events.append(ev(at, "team-b", level="info", duration=300))
+        if minute < 5 * 60:
+            events.append(ev(at, "team-c", level="info", service="billing"))
+    for minute in range(130, 140):
+        for second in range(0, 60, 6):
+            events.append(ev(DAY + timedelta(minutes=minute, seconds=second), "team-a", duration=900))
+    load(search.url, events)
+    search.reset()
+    return search
+
+
+def project(tmp_path: Path, url: str, rules: dict[str, str], slack: SlackServer | None = None, extra: str = "") -> Path:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    slack_block = f"slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}\n" if slack else ""
+    (tmp_path / "watchdog.yaml").write_text(
+        f"rules_dir: rules\nstate_path: state.db\nsources:\n  logs: {{type: search, hosts: ['{url}']}}\n{extra}{slack_block}")
+    for name, body in rules.items():
+        (tmp_path / "rules" / f"{name}.yaml").write_text(f"name: {name}\nsource: logs\nindex: 'app-logs-%Y.%m.%d'\n{body}")
+    return tmp_path
+
+
+BURST = "type: threshold\nquery: 'level:error'\nwindow: 5m\nthreshold: {above: 20}\ngroup_by: team\nschedule: {every: 1m}\nrepeat_every: 1h\n"
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watchdog", "test-rule", *args, "-c", str(root / "watchdog.yaml")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_transitions_at_the_expected_times(tmp_path: Path, bursts: CountingProxy, slack: SlackServer) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST}, slack)
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T00:00:00Z",
+                     "--end", "2026-11-27T06:00:00Z", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["rule"], doc["ticks"], doc["mode"], doc["requests"]) == ("burst", 361, "aggregated", 1)
+    assert [(t["at"], t["group"], t["from"], t["to"]) for t in doc["transitions"]] == [
+        ("2026-11-27T02:13:00Z", "team-a", "ok", "firing"),  # 3 minutes of 10/min: 30 > 20
+        ("2026-11-27T02:23:00Z", "team-a", "firing", "resolved")]  # down to 2 minutes: 20
+    assert [n["kind"] for n in doc["notifications"]] == ["firing", "resolved"]
+    assert doc["notifications"][0]["text"].startswith("[WARNING] FIRING: burst [team-a]: events 30 for team=team-a")
+    assert doc["notifications"][0]["blocks"][0]["type"] == "header"
+    assert doc["actions"] == [] and doc["errors"] == []
+    assert bursts.counts["POST /_msearch"] == 1
+    assert slack.calls() == [] and not (root / "state.db").exists()  # no side effects
+
+
+def test_text_output_shows_a_sparkline(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST})
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T00:00:00Z", "--end", "2026-11-27T06:00:00Z")
+    assert result.returncode == 0, result.stderr
+    assert "361 tick(s), aggregated, 1 search request(s)" in result.stdout
+    assert "vs above 20; 10 tick(s) breach:" in result.stdout
+    assert "█" in result.stdout and "2026-11-27T02:13:00Z team-a: ok -> firing value=30 warning" in result.stdout
+
+
+@pytest.mark.parametrize("body", [
+    BURST,
+    "type: threshold\nwindow: 10m\ndelay: 2m\nthreshold: {below: 1}\ngroup_by: team\nschedule: {every: 2m}\n",
+    "type: threshold\nquery: 'service:billing'\nwindow: 15m\nthreshold: {below: 2}\nschedule: {every: 5m}\nfor: 10m\n",
+    "type: metric\nwindow: 10m\nmetric: {avg: duration_ms}\nthreshold: {above: 150}\ngroup_by: team\nschedule: {every: 2m}\n",
+    "type: metric\nwindow: 4m\nmetric: {max: duration_ms}\nthreshold: {above: 500}\nschedule: {every: 1m}\n",
+    "type: metric\nwindow: 6m\nmetric: {sum: duration_ms}\nthreshold: {below: 400}\ngroup_by: team\nschedule: {every: 3m}\n",
+])
+def test_aggregated_replay_equals_tick_by_tick(tmp_path: Path, bursts: CountingProxy, body: str) -> None:
+    root = project(tmp_path, bursts.url, {"r": body})
+    config = load_config(str(root / "watchdog.yaml"))
+    (rule,) = load_rules([str(root / "rules" / "r.yaml")], config).rules
+    start, end = DAY + timedelta(hours=1), DAY + timedelta(hours=7)
+    sources = Sources(config.sources)
+    aggregated = replay(rule, sources, start, end)
+    per_tick = replay(rule, sources, start, end, force_per_tick=True)
+    sources.close()
+    assert (aggregated.mode, per_tick.mode) == ("aggregated", "per-tick")
+    assert aggregated.transitions == per_tick.transitions and aggregated.transitions
+    assert [n["text"] for n in aggregated.notifications] == [n["text"] for n in per_tick.notifications]
+    assert [round(v or 0, 6) for _, v in aggregated.series] == [round(v or 0, 6) for _, v in per_tick.series]
+    assert aggregated.requests == 1 and per_tick.requests == -(-len(per_tick.ticks) // 100)
+
+
+def test_percentile_falls_back_to_batched_searches(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"p": "type: metric\nwindow: 5m\nmetric: {percentile: {field: duration_ms, percent: 95}}\n"
+                                                "threshold: {above: 800}\nschedule: {every: 1m}\n"})
+    result = run_cli(root, str(root / "rules" / "p.yaml"), "--start", "2026-11-27T02:00:00Z", "--end", "2026-11-27T03:00:00Z",
+                     "--format", "json")
+    doc = json.loads(result.stdout)
+    assert (doc["mode"], doc["ticks"], doc["requests"]) == ("per-tick", 61, 1)
+    assert doc["transitions"][0]["at"] == "2026-11-27T02:11:00Z"
+
+
+def test_invalid_rule_exits_one_and_source_errors_exit_two(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"bad": "type: threshold\nwindow: 5 minutes\nthreshold: {above: 1}\n",
+                                          "broken": "type: threshold\nquery: 'level:(error'\nwindow: 5m\nthreshold: {above: 1}\n"})
+    invalid = run_cli(root, str(root / "rules" / "bad.yaml"))
+    assert invalid.returncode == 1 and "'5 minutes' is not a duration" in invalid.stderr
+    broken = run_cli(root, str(root / "rules" / "broken.yaml"), "--start", "2026-11-27T02:00:00Z", "--end", "-1d")
+    assert broken.returncode == 2 and "level:(error" in broken.stderr
+
+
+def test_send_posts_one_preview(tmp_path: Path, bursts: CountingProxy, slack: SlackServer) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST}, slack)
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T02:00:00Z", "--end", "2026-11-27T03:00:00Z",
+                     "--send")
+    assert result.returncode == 0, result.stderr
+    (post,) = slack.calls("chat.postMessage")
+    assert post.body["text"].startswith("(preview) [WARNING] FIRING: burst [team-a]")
+
+
+def test_present_only_rules_say_so_and_change_nothing(tmp_path: Path, pg_db: str, moto, slack: SlackServer) -> None:
+    import boto3
+
+    from tests.servers import moto_dms
+    from tests.test_dms import create_task, fail
+
+    create_task(moto)
+    fail()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "watchdog.yaml").write_text(
+        f"rules_dir: rules\nstate_path: state.db\nsources:\n  aws: {{type: dms, region: us-east-1, endpoint_url: '{moto.url}'}}\n"
+        f"  warehouse: {{type: postgres, dsn: '{pg_db}'}}\n"
+        f"slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}\n")
+    (tmp_path / "rules" / "fix.yaml").write_text(
+        "name: fix\ntype: dms_remediate\nsource: aws\nrefresh: {source: warehouse, sql: 'create table x (i int)'}\n")
+    result = run_cli(tmp_path, str(tmp_path / "rules" / "fix.yaml"), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["note"].startswith("dms_remediate rules evaluate the present only")
+    assert [a["kind"] for a in doc["actions"]] == ["firing", "action"]
+    assert "dry run: would restart prod-to-warehouse with resume-processing" in doc["actions"][1]["text"]
+    assert set(moto.calls()) == {"DescribeReplicationTasks"} and slack.calls() == []
+    assert not (tmp_path / "state.db").exists()
+    assert moto_dms.dms_backends  # the task is still failed: nothing was restarted
+    dms = boto3.client("dms", endpoint_url=moto.url, region_name="us-east-1")
+    assert dms.describe_replication_tasks()["ReplicationTasks"][0]["Status"] == "failed"

@@ -1,0 +1,353 @@
+"""``watchdog test-rule``: replay a rule over real data, with no side effects.
+
+The rule's schedule is replayed tick by tick through the same lifecycle as the
+daemon (pending, firing, repeat, resolved), and every notification is rendered
+as it would be sent. Search rules are replayed from one aggregation query (a
+date_histogram at the schedule's step) when the window and delay are multiples
+of the step and the value can be assembled from buckets; otherwise one search
+per tick, batched in ``_msearch``. Freshness and DMS rules evaluate the
+present only. Nothing is written: no Slack request (unless ``--send``), no state
+database, no mutating AWS call (remediation is planned, never run), only
+read-only SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from croniter import croniter
+
+from watchdog import lifecycle
+from watchdog.notify.render import render, render_step
+from watchdog.notify.slack_blocks import message_blocks
+from watchdog.rule import Rule, Schedule
+from watchdog.ruletypes import RULE_TYPES
+from watchdog.ruletypes import search as searching
+from watchdog.ruletypes.base import EvalContext, Evaluation, Step
+from watchdog.ruletypes.search_options import SearchOptions
+from watchdog.times import to_text
+
+SEARCH_TYPES = ("threshold", "metric")
+ASSEMBLED_METRICS = (None, "sum", "min", "max", "avg")  # values that can be built from histogram buckets
+MAX_TICKS = 20000
+
+
+@dataclass
+class Replay:
+    rule: str
+    start: datetime
+    end: datetime
+    ticks: list[datetime] = field(default_factory=list)
+    mode: str = "present"  # aggregated | per-tick | present
+    requests: int = 0
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    series: list[tuple[datetime, float | None]] = field(default_factory=list)  # the value per tick (max over groups)
+    payloads: list[dict[str, Any]] = field(default_factory=list)  # rendered payloads, for --send
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "start": to_text(self.start), "end": to_text(self.end), "ticks": len(self.ticks),
+                "mode": self.mode, "requests": self.requests, "transitions": self.transitions,
+                "notifications": self.notifications, "actions": self.actions, "errors": self.errors,
+                **({"note": self.note} if self.note else {})}
+
+
+def ticks_for(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
+    """Every planned run in [start, end]; interval schedules are aligned to multiples of their step."""
+    out: list[datetime] = []
+    if schedule.every is not None:
+        step = schedule.every.total_seconds()
+        first = math.ceil(start.timestamp() / step) * step
+        moment = datetime.fromtimestamp(first, UTC)
+        while moment <= end and len(out) < MAX_TICKS:
+            out.append(moment)
+            moment += schedule.every
+        return out
+    from zoneinfo import ZoneInfo
+
+    it = croniter(schedule.cron, (start - timedelta(microseconds=1)).astimezone(ZoneInfo(schedule.timezone)))
+    while len(out) < MAX_TICKS:
+        moment = it.get_next(datetime).astimezone(UTC)
+        if moment > end:
+            break
+        out.append(moment)
+    return out
+
+
+class MemoryJournal:
+    """A journal that keeps steps in memory: remediation is planned and reported, never persisted."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.steps: list[tuple[str, dict[str, Any], Step]] = []
+
+    def load(self, rule: Rule) -> dict[str, dict[str, Any]]:
+        return dict(self.records)
+
+    def record(self, rule: Rule, group: str, record: Mapping[str, Any], step: Step | None) -> None:
+        self.records[group] = dict(record)
+        if step is not None:
+            self.steps.append((group, dict(record), step))
+
+
+# --- search rules: the values at every tick ------------------------------------------------------------------
+
+
+def can_aggregate(rule: Rule) -> bool:
+    options: SearchOptions = rule.options
+    step = rule.schedule.every
+    if step is None:
+        return False
+    spans = [options.window, options.delay] + ([searching.lookback(options)] if searching.looks_back(options) else [])
+    metric = options.metric.agg if options.metric else None
+    return metric in ASSEMBLED_METRICS and all(span % step == timedelta(0) for span in spans)
+
+
+def _bucket_aggs(options: SearchOptions) -> dict[str, Any]:
+    metric = options.metric
+    if metric is None:
+        return {}
+    if metric.agg == "avg":
+        return {"s": {"sum": {"field": metric.field}}, "n": {"value_count": {"field": metric.field}}}
+    return {"m": {metric.agg: {"field": metric.field}}}
+
+
+def aggregated_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tuple[list[dict[str, Any]], int]:
+    """One search for the whole replay; per tick, a response shaped like the live search's."""
+    from watchdog.sources.search import SearchRequest
+
+    options: SearchOptions = rule.options
+    assert rule.schedule.every is not None
+    step = rule.schedule.every
+    span = searching.lookback(options) if searching.looks_back(options) else options.window
+    first, last = ticks[0] - options.delay - span, ticks[-1] - options.delay
+    histogram: dict[str, Any] = {"date_histogram": {"field": options.timestamp_field, "min_doc_count": 1,
+                                                    "fixed_interval": f"{int(step.total_seconds())}s"}}
+    if _bucket_aggs(options):
+        histogram["aggs"] = _bucket_aggs(options)
+    if options.group_by:
+        aggs = {"groups": {"terms": {"field": options.group_by, "size": max(options.max_groups, 1000)}, "aggs": {"h": histogram}}}
+    else:
+        aggs = {"h": histogram}
+    body = {"size": 0, "track_total_hits": True, "query": searching.query(options, first, last), "aggs": aggs}
+    index, ignore = searching.expand_index(options.index, first, last)
+    (response,) = source.msearch([SearchRequest(index, body, ignore)])
+    if isinstance(response, Exception):
+        raise response
+    series: dict[str, dict[int, Mapping[str, Any]]] = {}
+    if options.group_by:
+        for group in response.get("aggregations", {}).get("groups", {}).get("buckets", []):
+            key = str(group.get("key_as_string", group["key"]))
+            series[key] = {int(b["key"]): b for b in group["h"]["buckets"]}
+    else:
+        series[""] = {int(b["key"]): b for b in response.get("aggregations", {}).get("h", {}).get("buckets", [])}
+    return [_tick_response(options, series, tick, step) for tick in ticks], 1
+
+
+def _combine(options: SearchOptions, buckets: list[Mapping[str, Any]]) -> tuple[int, float | None]:
+    count = sum(int(b["doc_count"]) for b in buckets)
+    metric = options.metric
+    if metric is None:
+        return count, float(count)
+    if metric.agg == "avg":
+        n = sum(int(b["n"]["value"] or 0) for b in buckets)
+        return count, (sum(float(b["s"]["value"] or 0) for b in buckets) / n) if n else None
+    values = [float(b["m"]["value"]) for b in buckets if b["m"].get("value") is not None]
+    if not values:
+        return count, (0.0 if metric.agg == "sum" else None)
+    if metric.agg == "sum":
+        return count, sum(values)
+    return count, (min(values) if metric.agg == "min" else max(values))
+
+
+def _tick_response(options: SearchOptions, series: Mapping[str, Mapping[int, Mapping[str, Any]]], tick: datetime,
+                   step: timedelta) -> dict[str, Any]:
+    end = tick - options.delay
+    start = end - options.window
+    early = end - searching.lookback(options) if searching.looks_back(options) else start
+
+    def within(buckets: Mapping[int, Mapping[str, Any]], since: datetime) -> list[Mapping[str, Any]]:
+        lo, hi = int(since.timestamp() * 1000), int(end.timestamp() * 1000)
+        return [b for k, b in buckets.items() if lo <= k < hi]
+
+    if not options.group_by:
+        count, value = _combine(options, within(series.get("", {}), start))
+        return {"hits": {"total": {"value": count}}, "aggregations": {"metric": {"value": value}}}
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for group, buckets in series.items():
+        seen = within(buckets, early)
+        if not seen:
+            continue
+        recent_count, value = _combine(options, within(buckets, start))
+        if searching.looks_back(options):
+            rows.append({"key": group, "doc_count": sum(int(b["doc_count"]) for b in seen),
+                         "recent": {"doc_count": recent_count, "metric": {"value": value}}})
+        elif recent_count:
+            rows.append({"key": group, "doc_count": recent_count, "metric": {"value": value}})
+        total += recent_count
+    rows.sort(key=lambda r: (-int(r["doc_count"]), str(r["key"])))
+    return {"hits": {"total": {"value": total}}, "aggregations": {"groups": {"buckets": rows[:options.max_groups]}}}
+
+
+def per_tick_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tuple[list[Any], int]:
+    """One search per tick, sent in ``_msearch`` batches: what the daemon would have run at each tick."""
+    from watchdog.sources.search import MSEARCH_CHUNK, SearchRequest
+
+    options: SearchOptions = rule.options
+    requests = []
+    for tick in ticks:
+        start, end = searching.window(options, tick)
+        earliest = end - searching.lookback(options) if searching.looks_back(options) else start
+        index, ignore = searching.expand_index(options.index, earliest, end)
+        requests.append(SearchRequest(index, searching.search_body(options, start, end), ignore))
+    return list(source.msearch(requests)), math.ceil(len(requests) / MSEARCH_CHUNK)
+
+
+# --- the replay ----------------------------------------------------------------------------------------------
+
+
+def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
+    payload = render(rule, notice)
+    replay.payloads.append(payload)
+    replay.notifications.append({"at": to_text(notice.at), "group": notice.group, "kind": notice.kind.value,
+                                 "text": payload["text"], "blocks": message_blocks(payload)})
+
+
+def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState], evaluation: Evaluation, now: datetime) -> None:
+    policy = lifecycle.Policy(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every)
+    findings = {f.group: f for f in evaluation.findings}
+    quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
+    for group in sorted(set(states) | set(findings)):
+        moved = lifecycle.step(policy, group, states.get(group), findings.get(group), now, silenced=quiet)
+        if moved.state is None:
+            states.pop(group, None)
+        else:
+            states[group] = moved.state
+        for t in moved.transitions:
+            replay.transitions.append({"at": to_text(t.at), "group": t.group, "from": t.from_, "to": t.to,
+                                       "value": t.value, "severity": t.severity.value})
+        for notice in moved.notices:
+            _notify(replay, rule, notice)
+
+
+def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bool = False) -> None:
+    ticks = replay.ticks
+    if not ticks:
+        return
+    if can_aggregate(rule) and not force_per_tick:
+        responses, replay.requests = aggregated_responses(rule, source, ticks)
+        replay.mode = "aggregated"
+    else:
+        responses, replay.requests = per_tick_responses(rule, source, ticks)
+        replay.mode = "per-tick"
+    dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
+    states: dict[str, lifecycle.GroupState] = {}
+    observed: frozenset[str] = frozenset()
+    for tick, response in zip(ticks, responses, strict=True):
+        if isinstance(response, Exception):
+            replay.errors.append({"at": to_text(tick), "message": str(response)})
+            replay.series.append((tick, None))
+            continue
+        ctx = EvalContext(now=tick, active={rule.name: frozenset(states)}, observed={rule.name: observed})
+        start, end = searching.window(rule.options, tick)
+        evaluation = searching.judge(rule, ctx, response, start, end, dashboards)
+        observed = frozenset(evaluation.observed)
+        values = [v for v, _ in searching.values(rule.options, response).values() if v is not None]
+        replay.series.append((tick, max(values) if values else None))
+        _advance(replay, rule, states, evaluation, tick)
+
+
+def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
+    """Freshness and DMS rules: the present state only (their history is not kept anywhere to replay)."""
+    now = replay.end
+    replay.ticks = [now]
+    replay.note = f"{rule.type} rules evaluate the present only: this shows what one evaluation would do now"
+    rule_type = RULE_TYPES[rule.type]
+    journal = MemoryJournal()
+    if rule.type == "dms_remediate":
+        rule = replace(rule, options=replace(rule.options, dry_run=True))  # plan, never act
+    ctx = EvalContext(now=now, journal=journal if rule_type.acts else None, sources=sources if rule_type.acts else None)
+    result = rule_type.evaluate([rule], sources.get(rule.source), ctx)[rule.name]
+    replay.requests = 1
+    if isinstance(result, Exception):
+        replay.errors.append({"at": to_text(now), "message": str(result)})
+        return
+    for group, _record, step in journal.steps:
+        replay.actions.append({"at": to_text(now), "group": group, "kind": step.kind, "text": step.text})
+        payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, None, step.detail)
+        replay.payloads.append(payload)
+        replay.notifications.append({"at": to_text(now), "group": group, "kind": step.kind, "text": payload["text"],
+                                     "blocks": message_blocks(payload)})
+    _advance(replay, rule, {}, result, now)
+
+
+def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_per_tick: bool = False) -> Replay:
+    """Replay ``rule`` over [start, end] against the real sources; raises the source's error when it cannot run at all."""
+    result = Replay(rule=rule.name, start=start, end=end)
+    if rule.type in SEARCH_TYPES:
+        result.ticks = ticks_for(rule.schedule, start, end)
+        replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick)
+    else:
+        replay_present(rule, sources, result)
+    return result
+
+
+# --- text output ----------------------------------------------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], limit: float, width: int = 100) -> tuple[str, str]:
+    """A sparkline of ``values`` (max per column when there are more than ``width``) and a line marking breaches."""
+    if not values:
+        return "", ""
+    per = max(1, math.ceil(len(values) / width))
+    columns = []
+    for i in range(0, len(values), per):
+        chunk = [v for v in values[i:i + per] if v is not None]
+        columns.append(max(chunk) if chunk else None)
+    top = max([c for c in columns if c is not None] + [limit, 1e-9])
+    line = "".join(" " if c is None else SPARKS[min(len(SPARKS) - 1, int(c / top * (len(SPARKS) - 1)))] for c in columns)
+    return line, str(per)
+
+
+def format_text(result: Replay, rule: Rule) -> str:
+    lines = [f"rule {result.rule} ({rule.type}): {to_text(result.start)} .. {to_text(result.end)}, {len(result.ticks)} tick(s), "
+             f"{result.mode}, {result.requests} search request(s)"]
+    if result.note:
+        lines.append(f"note: {result.note}")
+    if result.series and rule.type in SEARCH_TYPES:
+        threshold = rule.options.threshold
+        values = [v for _, v in result.series]
+        line, per = sparkline(values, threshold.limit)
+        breaches = sum(1 for v in values if v is not None and threshold.breached(v))
+        what = "max over groups" if rule.options.group_by else "value"
+        lines.append(f"{what} per tick ({per} tick(s) per column) vs {threshold.describe()}; {breaches} tick(s) breach:")
+        lines.append(f"  {line}")
+    lines.append(f"transitions: {len(result.transitions)}")
+    for t in result.transitions:
+        lines.append(f"  {t['at']} {t['group'] or '(all)'}: {t['from']} -> {t['to']} value={t['value']} {t['severity']}")
+    lines.append(f"notifications: {len(result.notifications)}")
+    for n in result.notifications[:20]:
+        lines.append(f"  {n['at']} {n['kind']}: {n['text']}")
+    if result.notifications:
+        first = result.notifications[0]
+        lines.append(f"first notification as sent ({len(first['blocks'])} blocks):")
+        lines.append(f"  header: {first['blocks'][0]['text']['text']}")
+        lines.append(f"  text:   {first['text']}")
+    if result.actions:
+        lines.append(f"actions it would take: {len(result.actions)}")
+        for a in result.actions:
+            lines.append(f"  {a['group']}: {a['text']}")
+    lines.append(f"errors: {len(result.errors)}")
+    for e in result.errors[:10]:
+        lines.append(f"  {e['at']}: {e['message']}")
+    return "\n".join(lines)

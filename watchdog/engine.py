@@ -118,9 +118,21 @@ class Engine:
             old = self.rules.get(name)
             if old is None or old.schedule != rule.schedule or name not in self.next_run:
                 stored = records[name].next_run if name in records else None
-                self.next_run[name] = schedule.first_run(name, rule.schedule, now, stored)
+                self.next_run[name] = schedule.first_run(self._phase_key(rule), rule.schedule, now, stored)
         self.rules = new
         return removed
+
+    def _phase_key(self, rule: Rule) -> str:
+        """What a rule's schedule jitter derives from.
+
+        Rules whose type batches (one ``_msearch`` for all rules due together on
+        a source) share the phase of their source, so they come due together;
+        the others spread by their own name.
+        """
+        rule_type = self.rule_types.get(rule.type)
+        if rule_type is not None and rule_type.batches:
+            return f"{rule.type}/{rule.source}"
+        return rule.name
 
     def _resolve_removed(self, rule: Rule, now: datetime) -> None:
         applied = self._apply(rule, Evaluation(), now, now, 0.0)
@@ -172,7 +184,7 @@ class Engine:
             rule = self.rules.get(name)
             if rule is None:  # removed while it ran
                 continue
-            self.next_run[name] = schedule.following_run(name, rule.schedule, planned[name], now)
+            self.next_run[name] = schedule.following_run(self._phase_key(rule), rule.schedule, planned[name], now)
             out.append(self._apply(rule, result, ran_at, now, finished.duration))
         return out
 

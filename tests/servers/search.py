@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,7 @@ class CountingProxy:
         self.paths: list[str] = []
         self.lock = threading.Lock()
         self.down = False  # when True, answers 503 as if the cluster were unavailable
+        self.first_search_at: float | None = None  # time.time() of the first search-like request
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,6 +42,8 @@ class CountingProxy:
                 with proxy.lock:
                     proxy.counts[f"{self.command} {self.path.split('?')[0]}"] += 1
                     proxy.paths.append(f"{self.command} {self.path}")
+                    if proxy.first_search_at is None and any(k in self.path for k in ("_search", "_msearch", "_count")):
+                        proxy.first_search_at = time.time()
                 if proxy.down:
                     self.close_connection = True
                     self.send_error(503)

@@ -22,6 +22,7 @@ class SlackRequest:
     method: str  # e.g. chat.postMessage, or "webhook"
     body: dict[str, Any]
     at: float = field(default_factory=time.time)
+    path: str = ""
 
 
 class SlackServer:
@@ -50,7 +51,7 @@ class SlackServer:
                         if isinstance(body.get(key), str):
                             body[key] = json.loads(body[key])
                 method = "webhook" if self.path.startswith("/services/") else self.path.rsplit("/", 1)[-1]
-                status, headers, answer = slack.answer(method, body, self.headers.get("Authorization", ""))
+                status, headers, answer = slack.answer(method, body, self.headers.get("Authorization", ""), self.path)
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)
                 for key, value in headers.items():
@@ -73,9 +74,9 @@ class SlackServer:
         with self.lock:
             self.failures.extend(answers)
 
-    def answer(self, method: str, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], Any]:
+    def answer(self, method: str, body: dict[str, Any], auth: str, path: str = "") -> tuple[int, dict[str, str], Any]:
         with self.lock:
-            self.requests.append(SlackRequest(method, body))
+            self.requests.append(SlackRequest(method, body, path=path))
             if self.failures:
                 failure = self.failures.pop(0)
                 if "status" in failure:

@@ -94,6 +94,8 @@ class RuleType(ABC):
     message_fields: ClassVar[frozenset[str]]
     # True for rule types that act on the world (remediation); their evaluation is given an actuator.
     acts: ClassVar[bool] = False
+    # True for rule types whose rules on one source are cheaper evaluated together (they share a schedule phase).
+    batches: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -14,6 +14,7 @@ from watchdog.ruletypes.search_options import SearchOptions
 class MetricRule(RuleType):
     name: ClassVar[str] = "metric"
     source_type: ClassVar[str] = "search"
+    batches: ClassVar[bool] = True
     message_fields: ClassVar[frozenset[str]] = frozenset(
         {"count", "metric", "threshold", "window", "index", "query", "start", "end"})
 

@@ -14,6 +14,7 @@ from watchdog.ruletypes.search_options import SearchOptions
 class ThresholdRule(RuleType):
     name: ClassVar[str] = "threshold"
     source_type: ClassVar[str] = "search"
+    batches: ClassVar[bool] = True
     message_fields: ClassVar[frozenset[str]] = frozenset(
         {"count", "threshold", "window", "index", "query", "start", "end"})
 

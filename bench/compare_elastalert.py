@@ -1,0 +1,321 @@
+"""watchdog against ElastAlert2 2.19.0: same server, same data, same rules, measured side by side.
+
+Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120]
+
+For each size N it starts osmem-server with a counting proxy in front of it
+for each tool, a local Slack sink, and a feeder that keeps N services
+logging; it writes equivalent rule sets (ElastAlert2 ``frequency`` <->
+``threshold`` above, ``flatline`` <-> ``threshold`` below,
+``metric_aggregation`` <-> ``metric``), all at a 10 s schedule, starts both
+tools together, injects known bursts during the steady window and measures:
+steady RSS and its growth, CPU seconds per minute, search requests per cycle,
+time from start to the first query, detection latency (burst indexed -> Slack
+message) and correctness (each expected alert exactly once, nothing else).
+
+ElastAlert2 2.19.0 is installed from PyPI into bench/.venv-elastalert (later
+releases need Python 3.12). Results: bench/results/compare_elastalert.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from opensearchpy import OpenSearch, helpers
+
+from bench.common import median, save
+from tests.servers.search import CountingProxy, start_search
+from tests.servers.slack_api import SlackServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EA_VENV = ROOT / "bench" / ".venv-elastalert"
+EA_VERSION = "2.19.0"
+RUN_EVERY = 10
+MAPPINGS = {"properties": {"@timestamp": {"type": "date"}, "service": {"type": "keyword"}, "level": {"type": "keyword"},
+                           "duration_ms": {"type": "long"}, "message": {"type": "text"}}}
+
+
+def install_elastalert() -> Path:
+    python = EA_VENV / "bin" / "python"
+    if not (EA_VENV / "bin" / "elastalert").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(EA_VENV)], check=True)
+        # pytz is imported by elastalert 2.19.0 without being declared
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"elastalert2=={EA_VERSION}", "pytz"], check=True)
+    return EA_VENV / "bin"
+
+
+def now_text(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+
+
+class Plan:
+    """Which rules exist at size N, and which alerts are due."""
+
+    def __init__(self, n: int):
+        self.freq = [f"freq-{i:03d}" for i in range(n // 2)]
+        self.flat = [f"flat-{i:03d}" for i in range(n // 4)]
+        self.metric = [f"metric-{i:03d}" for i in range(n - n // 2 - n // 4)]
+        self.burst = self.freq[:: max(1, len(self.freq) // 5)][:5]  # error bursts
+        self.slow = self.metric[:: max(1, len(self.metric) // 2)][:2]  # latency bursts
+        self.silent = self.flat[:: max(1, len(self.flat) // 3)][:3]  # services that never log
+        self.services = [name for name in self.freq + self.flat + self.metric if name not in self.silent]
+
+    def expected(self) -> set[str]:
+        return set(self.burst) | set(self.slow) | set(self.silent)
+
+
+def query_for(name: str) -> str:
+    return f"service:{name} AND level:error" if name.startswith("freq") else f"service:{name}"
+
+
+def elastalert_rules(plan: Plan, folder: Path, webhook: str) -> None:
+    common = (f"index: logs-%Y.%m.%d\nuse_strftime_index: true\ntimestamp_field: '@timestamp'\nrealert: {{minutes: 60}}\n"
+              f"alert: [slack]\nslack_webhook_url: {webhook}\nalert_text_type: alert_text_only\nalert_text: 'ALERT {{0}}'\n")
+    for name in plan.freq:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\ntype: frequency\nnum_events: 21\ntimeframe: {{minutes: 1}}\n"
+            f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
+    for name in plan.flat:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\ntype: flatline\nthreshold: 1\ntimeframe: {{minutes: 2}}\n"
+            f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
+    for name in plan.metric:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\ntype: metric_aggregation\nmetric_agg_key: duration_ms\nmetric_agg_type: avg\nmax_threshold: 1000\n"
+            f"buffer_time: {{minutes: 5}}\nfilter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n"
+            f"{common}alert_text_args: [name]\n")
+
+
+def watchdog_rules(plan: Plan, folder: Path) -> None:
+    common = f"source: logs\nindex: 'logs-%Y.%m.%d'\nschedule: {{every: {RUN_EVERY}s}}\nrepeat_every: 1h\n"
+    for name in plan.freq:
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: threshold\n{common}query: '{query_for(name)}'\n"
+                                             "window: 1m\nthreshold: {above: 20}\n")
+    for name in plan.flat:
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: threshold\n{common}query: '{query_for(name)}'\n"
+                                             "window: 2m\nthreshold: {below: 1}\n")
+    for name in plan.metric:
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: metric\n{common}query: '{query_for(name)}'\n"
+                                             "window: 5m\nmetric: {avg: duration_ms}\nthreshold: {above: 1000}\n")
+
+
+class Feeder(threading.Thread):
+    """Keeps every non-silent service logging one info event every 30 s (so flatline rules stay quiet)."""
+
+    def __init__(self, url: str, plan: Plan):
+        super().__init__(daemon=True)
+        self.client = OpenSearch(hosts=[url], timeout=60)
+        self.plan = plan
+        self.stop = threading.Event()
+
+    def index(self, events: list[dict[str, Any]]) -> None:
+        helpers.bulk(self.client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e} for e in events),
+                     refresh=True)
+
+    def baseline(self, at: datetime) -> list[dict[str, Any]]:
+        return [{"@timestamp": now_text(at), "service": s, "level": "info", "duration_ms": 100,
+                 "message": f"service={s} event=request"} for s in self.plan.services]
+
+    def run(self) -> None:
+        while not self.stop.wait(30):
+            self.index(self.baseline(datetime.now(UTC)))
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def alerts(sink: SlackServer, tool: str) -> list[tuple[str, float]]:
+    """(rule name, arrival time) of every message the tool posted."""
+    out = []
+    for request in sink.calls("webhook"):
+        if f"/services/{tool}/" not in request.path:
+            continue
+        text = str(request.body.get("text", "")) + " " + str(request.body.get("attachments", ""))
+        if "RESOLVED" in text:  # ElastAlert2 sends no resolutions; count alerts only
+            continue
+        for name in set(re.findall(r"\b(?:freq|flat|metric)-\d{3}\b", text)):
+            out.append((name, request.at))
+    return out
+
+
+def run_size(n: int, ea_bin: Path, steady: float, warmup: float) -> dict[str, Any]:
+    plan = Plan(n)
+    server = start_search()
+    proxies = {"elastalert": CountingProxy(server.url), "watchdog": CountingProxy(server.url)}
+    sink = SlackServer()
+    feeder = Feeder(server.url, plan)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        client = OpenSearch(hosts=[server.url], timeout=60)
+        today = datetime.now(UTC)
+        for day in {today, today + timedelta(minutes=30 + steady / 60)}:
+            name = f"logs-{day:%Y.%m.%d}"
+            if not client.indices.exists(index=name):
+                client.indices.create(index=name, body={"mappings": MAPPINGS})
+        feeder.index([e for minutes in range(0, 7) for e in feeder.baseline(today - timedelta(minutes=minutes))])
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            port = sink.base_url.split(":")[2].split("/")[0]
+            ea_dir, wd_dir = root / "ea", root / "wd"
+            (ea_dir / "rules").mkdir(parents=True)
+            (wd_dir / "rules").mkdir(parents=True)
+            host, ea_port = proxies["elastalert"].url.split("//")[1].split(":")
+            (ea_dir / "config.yaml").write_text(
+                f"rules_folder: {ea_dir / 'rules'}\nrun_every: {{seconds: {RUN_EVERY}}}\nbuffer_time: {{minutes: 5}}\n"
+                f"es_host: {host}\nes_port: {ea_port}\nwriteback_index: elastalert_status\nalert_time_limit: {{days: 1}}\n"
+                "max_threads: 10\n")
+            elastalert_rules(plan, ea_dir / "rules", f"http://127.0.0.1:{port}/services/EA/B/X")
+            (wd_dir / "watchdog.yaml").write_text(
+                f"rules_dir: rules\nstate_path: state.db\nworkers: 4\n"
+                f"sources:\n  logs: {{type: search, hosts: ['{proxies['watchdog'].url}']}}\n"
+                f"slack: {{webhook_url: 'http://127.0.0.1:{port}/services/WD/B/X'}}\n")
+            watchdog_rules(plan, wd_dir / "rules")
+            subprocess.run([str(ea_bin / "elastalert-create-index"), "--config", str(ea_dir / "config.yaml")],
+                           check=True, capture_output=True, cwd=ea_dir)
+            for proxy in proxies.values():
+                proxy.reset()
+                proxy.first_search_at = None
+            feeder.start()
+            started = time.time()
+            procs["elastalert"] = subprocess.Popen([str(ea_bin / "elastalert"), "--config", str(ea_dir / "config.yaml")],
+                                                   cwd=ea_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs["watchdog"] = subprocess.Popen([sys.executable, "-m", "watchdog", "run", "-c", str(wd_dir / "watchdog.yaml")],
+                                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(warmup)
+            base = {tool: (cpu_seconds(p.pid), proxies[tool].total()) for tool, p in procs.items()}
+            samples: dict[str, list[int]] = {tool: [] for tool in procs}
+            steady_start = time.monotonic()
+            injected: dict[str, float] = {}
+            schedule = [(steady * 0.25, plan.burst[: (len(plan.burst) + 1) // 2] + plan.slow[:1]),
+                        (steady * 0.5, plan.burst[(len(plan.burst) + 1) // 2:] + plan.slow[1:])]
+            while time.monotonic() - steady_start < steady:
+                elapsed = time.monotonic() - steady_start
+                while schedule and elapsed >= schedule[0][0]:
+                    _, names = schedule.pop(0)
+                    at = datetime.now(UTC)
+                    events = []
+                    for name in names:
+                        slow = name.startswith("metric")
+                        events += [{"@timestamp": now_text(at - timedelta(seconds=i % 5)), "service": name,
+                                    "level": "info" if slow else "error", "duration_ms": 5000 if slow else 100,
+                                    "message": f"service={name} error=Timeout"} for i in range(30)]
+                    feeder.index(events)
+                    injected.update({name: time.time() for name in names})
+                for tool, proc in procs.items():
+                    samples[tool].append(rss_kib(proc.pid))
+                time.sleep(5)
+            minutes = (time.monotonic() - steady_start) / 60
+            result: dict[str, Any] = {}
+            time.sleep(RUN_EVERY + 5)  # let the last bursts be detected
+            for tool, proc in procs.items():
+                cpu0, req0 = base[tool]
+                got = alerts(sink, "EA" if tool == "elastalert" else "WD")
+                counts: dict[str, int] = {}
+                for name, _ in got:
+                    counts[name] = counts.get(name, 0) + 1
+                latencies = [at - injected[name] for name, at in got if name in injected]
+                first = proxies[tool].first_search_at
+                expected = plan.expected()
+                result[tool] = {
+                    "rss_mib_median": median([s / 1024 for s in samples[tool] if s]),
+                    "rss_growth_mib": (samples[tool][-1] - samples[tool][0]) / 1024 if samples[tool] else 0.0,
+                    "cpu_seconds_per_minute": (cpu_seconds(proc.pid) - cpu0) / minutes,
+                    "requests_per_cycle": (proxies[tool].total() - req0) / (minutes * 60 / RUN_EVERY),
+                    "seconds_to_first_query": (first - started) if first else None,
+                    "detection_latency_median": median(latencies) if latencies else None,
+                    "detection_latency_max": max(latencies) if latencies else None,
+                    "expected_alerted_once": sum(1 for name in expected if counts.get(name) == 1),
+                    "expected": len(expected),
+                    "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+                    "missed": sorted(expected - set(counts)),
+                    "unexpected": sorted(set(counts) - expected),
+                }
+            return result
+    finally:
+        feeder.stop.set()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for proxy in proxies.values():
+            proxy.close()
+        sink.close()
+        server.close()
+
+
+def fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--steady", type=float, default=150.0)
+    parser.add_argument("--warmup", type=float, default=40.0)
+    args = parser.parse_args()
+    ea_bin = install_elastalert()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    for _ in range(args.repeat):
+        for n in sizes:
+            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup))
+    keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "requests_per_cycle", "seconds_to_first_query",
+            "detection_latency_median"]
+    table: dict[str, Any] = {}
+    print(f"{'N':>4} {'metric':<26} {'watchdog':>18} {'ElastAlert2':>18} {'ratio':>7}")
+    for n in sizes:
+        table[str(n)] = {}
+        for key in keys:
+            row = {}
+            for tool in ("watchdog", "elastalert"):
+                values = [r[tool][key] for r in runs[n] if r[tool][key] is not None]
+                row[tool] = {"median": median(values) if values else None, "min": min(values) if values else None,
+                             "max": max(values) if values else None}
+            w, e = row["watchdog"]["median"], row["elastalert"]["median"]
+            row["ratio"] = (w / e) if w is not None and e else None
+            table[str(n)][key] = row
+
+            def cell(r: dict[str, Any]) -> str:
+                if r["median"] is None:
+                    return "-"
+                spread = f" [{r['min']:.1f}-{r['max']:.1f}]" if args.repeat > 1 else ""
+                return f"{r['median']:.2f}{spread}"
+            print(f"{n:>4} {key:<26} {cell(row['watchdog']):>18} {cell(row['elastalert']):>18} {fmt(row['ratio'], '.3f'):>7}")
+        for tool in ("watchdog", "elastalert"):
+            last = runs[n][-1][tool]
+            print(f"{n:>4} correctness {tool:<14} {last['expected_alerted_once']}/{last['expected']} alerted once, "
+                  f"{last['duplicates']} duplicate(s), missed {last['missed']}, unexpected {last['unexpected']}")
+    save("compare_elastalert", {"sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY,
+                                "table": table, "runs": {str(n): r for n, r in runs.items()}})
+
+
+if __name__ == "__main__":
+    main()

@@ -11,11 +11,11 @@ import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
@@ -251,3 +251,18 @@ def _attach_samples(out: dict[str, Evaluation | Exception], wanted: list[tuple[s
                     details={**f.details, "samples": samples[(rule_name, f.group)]})
             if (rule_name, f.group) in samples else f for f in evaluation.findings)
         out[rule_name] = Evaluation(findings=findings, observed=evaluation.observed, facts=evaluation.facts)
+
+
+class SearchRuleType(RuleType):
+    """What ``threshold`` and ``metric`` share: options, batching, evaluation."""
+
+    source_type: ClassVar[str] = "search"
+    batches: ClassVar[bool] = True
+
+    @classmethod
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SearchOptions:
+        return SearchOptions.from_mapping(data)
+
+    @classmethod
+    def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
+        return evaluate(rules, source, ctx)

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from watchdog.rule import Rule
-from watchdog.ruletypes import search
-from watchdog.ruletypes.base import EvalContext, Evaluation, RuleType
-from watchdog.ruletypes.search_options import SearchOptions
+from watchdog.ruletypes.search import SearchRuleType
 
 
-class ThresholdRule(RuleType):
+class ThresholdRule(SearchRuleType):
     name: ClassVar[str] = "threshold"
-    source_type: ClassVar[str] = "search"
-    batches: ClassVar[bool] = True
-    message_fields: ClassVar[frozenset[str]] = frozenset(
-        {"count", "threshold", "window", "index", "query", "start", "end"})
-
-    @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SearchOptions:
-        return SearchOptions.from_mapping(data)
-
-    @classmethod
-    def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-        return search.evaluate(rules, source, ctx)
+    message_fields: ClassVar[frozenset[str]] = frozenset({"count", "threshold", "window", "index", "query", "start", "end"})

@@ -198,3 +198,14 @@ def test_scheduling_follows_each_rules_interval(store) -> None:
         for applied in tick(engine):
             counts[applied.rule] += 1
     assert counts == {"fast": 20, "slow": 2}
+
+
+def test_several_notifications_of_one_thread_go_out_in_one_pass_in_order(store) -> None:
+    clock = Clock()
+    for step in ("firing", "action", "resolved"):
+        store.record_step("fix", "task-1", {"state": step}, clock(), (step, "episode-1", {"text": step}), None)
+    out = io.StringIO()
+    outbox = Outbox(store, ConsoleNotifier(out), clock=clock)
+    assert outbox.deliver_due() == 3
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == [
+        "notification=firing", "notification=action", "notification=resolved"]

@@ -258,11 +258,11 @@ class StateStore:
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
                            episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"]) for r in rows]
 
-    def earlier_unsent(self, item: OutboxItem) -> bool:
-        """Whether an older notification of the same episode is still waiting (order within a thread)."""
-        rows = self._query("select 1 from outbox where episode = ? and id < ? and sent_at is null and failed = 0 limit 1",
+    def earlier_unsent(self, item: OutboxItem) -> int:
+        """How many older notifications of the same episode are still waiting (order within a thread)."""
+        rows = self._query("select count(*) from outbox where episode = ? and id < ? and sent_at is null and failed = 0",
                            (item.episode, item.id))
-        return bool(rows)
+        return int(rows[0][0])
 
     def next_attempt_at(self) -> datetime | None:
         rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0")

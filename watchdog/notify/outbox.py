@@ -73,13 +73,16 @@ class Outbox:
     def deliver_due(self, stop: threading.Event | None = None) -> int:
         """Send every due notification, oldest first; returns how many were sent."""
         sent = 0
-        blocked: set[str] = set()
-        ready = []
+        waiting: set[str] = set()  # episodes with an earlier notification not yet due: keep each thread in order
+        ready: list[OutboxItem] = []
+        admitted: dict[str, int] = {}  # episode -> items of it already in ready
         for item in self.store.pending(self.clock(), limit=500):
-            if item.episode in blocked or self.store.earlier_unsent(item):
-                blocked.add(item.episode)  # keep a thread in order
+            if item.episode in waiting or self.store.earlier_unsent(item) > admitted.get(item.episode, 0):
+                waiting.add(item.episode)
                 continue
+            admitted[item.episode] = admitted.get(item.episode, 0) + 1
             ready.append(item)
+        blocked: set[str] = set()  # episodes whose delivery failed in this pass
         for items in self._messages(ready):
             if stop is not None and stop.is_set():
                 break

@@ -54,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_run)
 
     p = command("validate", "validate the config and rule files without contacting any source",
-                "watchdog validate -c watchdog.yaml rules/app-errors.yaml")
+                "watchdog validate -c watchdog.yaml rules/app-error-rate.yaml")
     _add_config(p)
     p.add_argument("paths", nargs="*", metavar="PATH", help="rule files or directories (default: the config's rules directory)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=_cmd_validate)
 
     p = command("test-rule", "replay a rule against the real sources over a time range, with no side effects",
-                "watchdog test-rule rules/app-errors.yaml -c watchdog.yaml --last 24h")
+                "watchdog test-rule rules/app-error-rate.yaml -c watchdog.yaml --last 24h")
     p.add_argument("rule_file", metavar="RULE_FILE")
     _add_config(p)
     p.add_argument("--start", metavar="T", help="ISO 8601 time or relative (-6h); default: --last before --end")

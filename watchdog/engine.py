@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -275,8 +276,6 @@ class Engine:
 
     def seconds_until_next(self) -> float:
         """How long the loop may sleep: until the next rule is due or a running batch's deadline."""
-        import time
-
         now = self.clock()
         busy = self.runner.busy()
         waits = [(t - now).total_seconds() for name, t in self.next_run.items() if name not in busy]
@@ -287,8 +286,6 @@ class Engine:
 
     def run_all_once(self, timeout: float) -> list[Applied]:
         """Evaluate every rule now and wait for all of them (``watchdog run --once``)."""
-        import time
-
         now = self.clock()
         for name in self.rules:
             self.next_run[name] = now

@@ -194,18 +194,15 @@ class _Explainer:
         yield Problem.at(self.doc, path, message)
 
 
-def problems(doc: Document, schema_name: str, *, base: Path = ()) -> list[Problem]:
-    """Every schema problem in ``doc`` (or in its part at ``base``), sorted by position."""
+def problems(doc: Document, schema_name: str) -> list[Problem]:
+    """Every schema problem in ``doc``, sorted by position."""
     instance: Any = doc.data
-    for part in base:
-        instance = instance[part]
     branch = _branch_for(schema_name, instance)
     v = validator(schema_name) if branch is None else _flat_validator(schema_name, branch)
     explainer = _Explainer(doc, v, schema_name)
     errors = list(v.iter_errors(instance))
     found: list[Problem] = []
     for error in errors:
-        error.path.extendleft(reversed(base))
         found.extend(explainer.explain(error))
     return _tidy(found)
 

@@ -214,11 +214,15 @@ def per_tick_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tu
 # --- the replay ----------------------------------------------------------------------------------------------
 
 
-def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
-    payload = render(rule, notice)
+def _keep(replay: Replay, at: datetime, group: str, kind: str, payload: dict[str, Any]) -> None:
+    """Record a notification as it would be sent: its text and its Slack blocks."""
     replay.payloads.append(payload)
-    replay.notifications.append({"at": to_text(notice.at), "group": notice.group, "kind": notice.kind.value,
-                                 "text": payload["text"], "blocks": message_blocks(payload)})
+    replay.notifications.append({"at": to_text(at), "group": group, "kind": kind, "text": payload["text"],
+                                 "blocks": message_blocks(payload)})
+
+
+def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
+    _keep(replay, notice.at, notice.group, notice.kind.value, render(rule, notice))
 
 
 def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState], evaluation: Evaluation, now: datetime) -> None:
@@ -282,10 +286,8 @@ def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
         return
     for group, _record, step in journal.steps:
         replay.actions.append({"at": to_text(now), "group": group, "kind": step.kind, "text": step.text})
-        payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, None, step.detail)
-        replay.payloads.append(payload)
-        replay.notifications.append({"at": to_text(now), "group": group, "kind": step.kind, "text": payload["text"],
-                                     "blocks": message_blocks(payload)})
+        _keep(replay, now, group, step.kind,
+              render_step(rule, group, step.kind, step.text, step.severity.value, now, None, step.detail))
     _advance(replay, rule, {}, result, now)
 
 

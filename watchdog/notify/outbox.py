@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,8 +140,6 @@ class Outbox:
 
     def flush(self, deadline: float, stop: threading.Event | None = None) -> bool:
         """Deliver until nothing is due or ``deadline`` (monotonic) passes; True when the outbox is empty."""
-        import time
-
         while time.monotonic() < deadline:
             self.deliver_due(stop)
             due = self.store.next_attempt_at()

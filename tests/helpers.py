@@ -31,8 +31,12 @@ def engine_for(config: Config, clock: Any, store: StateStore | None = None, **kw
 
 def evaluate_now(engine: Engine, timeout: float = 30.0) -> list[Any]:
     """Evaluate every rule at the engine clock's time and apply the results."""
-    now = engine.clock()
-    engine.dispatch(list(engine.rules.values()), now)
+    engine.dispatch(list(engine.rules.values()), engine.clock())
+    return wait_idle(engine, timeout)
+
+
+def wait_idle(engine: Engine, timeout: float = 30.0) -> list[Any]:
+    """Apply the results of everything dispatched, waiting for it at most ``timeout`` seconds."""
     applied: list[Any] = []
     deadline = time.monotonic() + timeout
     while not engine.runner.idle() and time.monotonic() < deadline:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.fakes import TYPES, OneSource, ScriptedSource, scripted_rule
+from tests.helpers import wait_idle
 from watchdog.engine import Engine
 from watchdog.lifecycle import ERROR_NOTIFY_AFTER
 from watchdog.notify.console import ConsoleNotifier
@@ -42,17 +42,11 @@ def make_engine(rules, store, source, clock, **kw) -> Engine:
 
 def tick(engine: Engine, timeout: float = 5.0) -> list:
     """Evaluate every due rule and wait for the results."""
-    applied = []
     now = engine.clock()
     due = engine.due(now)
     if due:
         engine.dispatch(due, now)
-    deadline = time.monotonic() + timeout
-    while not engine.runner.idle() and time.monotonic() < deadline:
-        engine.wake.wait(0.05)
-        engine.wake.clear()
-        applied += engine.collect()
-    return applied
+    return wait_idle(engine, timeout)
 
 
 def outbox_rows(store: StateStore) -> list[tuple[str, str, str]]:

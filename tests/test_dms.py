@@ -122,7 +122,7 @@ def test_happy_path_restart_then_refresh(tmp_path: Path, moto: MotoDms, warehous
     episodes = {r[0] for r in engine.store.db.execute("select episode from outbox")}
     assert len(episodes) == 1  # one Slack thread
     actions = [a["action"].split(":")[0] for a in engine.store.audit("fix-dms")]
-    assert actions == ["firing", "action", "action", "resolved"]
+    assert actions == ["firing", "note", "action", "action", "resolved"]  # the note: the intent, before the call
     evaluate_now(engine)  # running: nothing more to do
     assert moto.calls("StartReplicationTask") == ["StartReplicationTask"] and len(kinds(engine.store)) == 4
 
@@ -265,3 +265,42 @@ def test_describe_follows_pagination_markers() -> None:
     with stub:
         tasks = source.describe_tasks()
     assert [t["ReplicationTaskIdentifier"] for t in tasks] == ["t1", "t2"]
+
+
+def test_intent_whose_call_never_reached_aws_is_carried_out_once(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    arn = create_task(moto)
+    fail()
+    config = project(tmp_path, moto, warehouse, {"fix-dms": remediate()})
+    store = StateStore(config.state_path)
+    dms = boto3.client("dms", endpoint_url=moto.url, region_name="us-east-1")
+    (task,) = dms.describe_replication_tasks()["ReplicationTasks"]
+    from watchdog.ruletypes.dms_remediate import start_date
+
+    # watchdog recorded the intent, then died before its call left the machine.
+    intent = {"type": "resume-processing", "at": "2026-11-28T02:59:00Z", "start_date": start_date(task), "attempt": 1}
+    store.record_step("fix-dms", "prod-to-warehouse", {"state": "restarting", "episode": "e1", "since": "2026-11-28T02:59:00Z",
+                                                      "attempts": ["2026-11-28T02:59:00Z"], "intent": intent}, NOW, None, None)
+    engine = engine_for(config, Clock(NOW), store=store)
+    evaluate_now(engine)
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]  # made once, not forgotten, not repeated
+    assert query(warehouse, "select count(*) from refreshes") == [(1,)]
+    assert query(warehouse, "select episode from watchdog_refresh_ledger") == [("e1",)]
+    assert [k for k in kinds(store) if k != "note"] == ["action", "action", "resolved"]
+    assert "attempt 1 of 3" in steps(store)[0][1]
+    assert arn
+
+
+def test_refresh_ledger_skips_an_episode_that_committed(tmp_path: Path, warehouse: str) -> None:
+    from watchdog.config import PostgresSource as PostgresConfig
+    from watchdog.sources.postgres import PostgresSource
+
+    source = PostgresSource(PostgresConfig(name="warehouse", dsn=warehouse))
+    assert source.run_refresh("insert into refreshes default values", 10, episode="e1", rule="r", task="t") is None
+    done = source.run_refresh("insert into refreshes default values", 10, episode="e1", rule="r", task="t")
+    assert done is not None
+    assert source.run_refresh("insert into refreshes default values", 10, episode="e2", rule="r", task="t") is None
+    with pytest.raises(Exception, match="division by zero"):
+        source.run_refresh("insert into refreshes default values; select 1/0", 10, episode="e3", rule="r", task="t")
+    assert query(warehouse, "select count(*) from refreshes") == [(2,)]  # the failed one rolled back with its ledger row
+    assert query(warehouse, "select episode from watchdog_refresh_ledger order by episode") == [("e1",), ("e2",)]

@@ -75,7 +75,7 @@ class StoreJournal:
         notification = audit = None
         if step is not None:
             audit = (f"{step.kind}: {step.text}", dict(step.detail))
-            muted = not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in self.store.silences(now))
+            muted = step.kind == "note" or not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in self.store.silences(now))
             if not muted:
                 since = from_text(record.get("since"))
                 payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, since, step.detail)

@@ -4,6 +4,9 @@ Stock moto cannot mark a replication task failed, has no StopReason or
 LastFailureMessage, and never shows ``starting``. The hook (``POST
 /_watchdog/dms/task``) sets any of these, and every API call is recorded
 (``GET /_watchdog/requests``) so tests can assert which calls were made.
+``POST /_watchdog/delay`` (``{"action": "StartReplicationTask", "seconds": 3}``)
+holds every later call of that action for that long after recording it, then
+carries it out (a slow AWS; a client killed meanwhile still gets its call made).
 
 Run standalone (the demo does): ``python -m tests.servers.moto_dms --port 0``
 prints the URL on its first line.
@@ -16,6 +19,8 @@ import json
 import logging
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +52,7 @@ def _start(self: FakeReplicationTask) -> FakeReplicationTask:
     extra.pop("LastFailureMessage", None)
     if extra.get("hold_starting"):  # stay in "starting" until the hook moves it on
         self.status = "starting"
+        self.start_date = datetime.now(UTC)
         return self
     return _original_start(self)
 
@@ -76,6 +82,7 @@ class MotoDms:
     def __init__(self, port: int = 0):
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.requests: list[str] = []
+        self.delays: dict[str, float] = {}  # action -> seconds each call is held
         self.lock = threading.Lock()
         moto_app = DomainDispatcherApplication(create_backend_app)
 
@@ -85,8 +92,12 @@ class MotoDms:
                 return self._hook(request)(environ, start_response)
             target = request.headers.get("X-Amz-Target", "")
             if target:
+                action = target.split(".")[-1]
                 with self.lock:
-                    self.requests.append(target.split(".")[-1])
+                    self.requests.append(action)
+                    delay = self.delays.get(action, 0.0)
+                if delay:
+                    time.sleep(delay)
             return moto_app(environ, start_response)
 
         self.server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
@@ -98,6 +109,11 @@ class MotoDms:
         if request.path == "/_watchdog/requests":
             with self.lock:
                 return Response(json.dumps(self.requests), content_type="application/json")
+        if request.path == "/_watchdog/delay" and request.method == "POST":
+            body = request.get_json(force=True)
+            with self.lock:
+                self.delays[str(body["action"])] = float(body.get("seconds", 0))
+            return Response("{}", content_type="application/json")
         if request.path == "/_watchdog/dms/task" and request.method == "POST":
             body = request.get_json(force=True)
             try:
@@ -115,6 +131,7 @@ class MotoDms:
         """Forget recorded calls, tasks and endpoints."""
         with self.lock:
             self.requests.clear()
+            self.delays.clear()
         _extra.clear()
         dms_backends[ACCOUNT].reset()
 

@@ -59,7 +59,7 @@ class Evaluation:
 class Step:
     """One remediation step to record and announce (``firing`` opens the alert's thread, ``resolved`` closes it)."""
 
-    kind: str  # firing | action | resolved
+    kind: str  # firing | action | resolved | note (a note is audited and logged, never posted)
     text: str
     severity: Severity = Severity.WARNING
     detail: Mapping[str, Any] = field(default_factory=dict)

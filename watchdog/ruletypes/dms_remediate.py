@@ -2,20 +2,30 @@
 
 Per task, a state machine kept in the journal (the state store):
 
-    idle --failure seen--> waiting (restart issued) --running--> refreshing --> idle (resolved)
+    idle --failure seen--> restarting (intent) --call returned--> waiting --running--> refreshing --> idle (resolved)
                  |                     |  timeout/fails again: next attempt, within the budget
                  +--budget spent-------+--> gave_up (alert; no more restarts until it runs again)
     refreshing --SQL or command fails--> refresh_failed (reported once, not retried)
 
-A restart is recorded right after StartReplicationTask returns, so a watchdog
-restart resumes waiting instead of restarting again (DMS shows the task as
-starting or running by then). Tasks a person stopped (StopReason NORMAL, no
-error) and tasks in a transitional state are never touched. With ``dry_run``
-the plan is recorded and posted and nothing is changed.
+Intent, action, outcome: the intent to restart (with the task's last start
+time as DMS reported it) is recorded before StartReplicationTask is called,
+and the outcome right after. A watchdog that stopped in between finds the
+intent on its next evaluation and reconciles it with what AWS reports: a task
+that is starting or running, or whose last start time moved, was restarted
+(it goes on waiting, then refreshes); a task still failed with the same start
+time never got the call (it is made once now). A SQL refresh records its
+episode in the warehouse ledger table inside its own transaction (see
+``sources.postgres.REFRESH_LEDGER``), so a refresh that committed is never run
+again and one that did not commit runs once.
+
+Tasks a person stopped (StopReason NORMAL, no error) and tasks in a
+transitional state are never touched. With ``dry_run`` the plan is recorded
+and posted and nothing is changed.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -38,6 +48,14 @@ MAX_CHECK_INTERVAL = timedelta(minutes=2)
 
 class RemediationError(RuleError):
     pass
+
+
+def start_date(task: Mapping[str, Any]) -> str:
+    """The task's last start time as DMS reports it (AWS's clock, compared only with itself), or ""."""
+    value = task.get("ReplicationTaskStartDate")
+    if isinstance(value, datetime):
+        return to_text(value) or ""
+    return str(value or "")
 
 
 class Run:
@@ -72,6 +90,8 @@ class Run:
         if state == "idle":
             if failed:
                 self.failure(task, self.open(record, task))
+        elif state == "restarting":  # watchdog stopped while StartReplicationTask was in flight
+            self.reconcile(task, record)
         elif state == "waiting":
             self.waiting(task, record)
         elif state == "refreshing":  # watchdog stopped mid-refresh: a refresh is safe to run again
@@ -123,23 +143,56 @@ class Run:
                       f"gave up: {len(attempts)} restart(s) within {format_duration(restart.within)} did not keep {name} "
                       "running; no more restarts until it runs again. Look at it by hand.", Severity.CRITICAL, task=name)
             return
+        attempts.append(to_text(self.now()))
+        # The intent goes to the journal before the call: a crash during the call is reconciled, never forgotten.
+        intent = {"type": restart.type, "at": to_text(self.now()), "start_date": start_date(task), "attempt": n}
+        record = {**record, "state": "restarting", "attempts": attempts, "intent": intent}
+        self.save(name, record, "note", f"intent: restart {name} with {restart.type} (attempt {n} of {restart.max_attempts})",
+                  task=name, start_date=intent["start_date"])
         try:
             self.source.start_task(arn, restart.type)
         except RuleError as exc:
-            attempts.append(to_text(self.now()))
             denied = getattr(exc, "code", "") in ("AccessDeniedException", "AccessDenied")
+            record = {k: v for k, v in record.items() if k != "intent"}
             self.save(name, {**record, "state": "gave_up" if denied else "retry", "attempts": attempts}, "action",
                       f"restart {n} of {restart.max_attempts} failed: {exc}" + (" (not retried)" if denied else ""),
                       Severity.CRITICAL, task=name)
             return
-        attempts.append(to_text(self.now()))
-        record = {**record, "state": "waiting", "attempts": attempts,
-                  "deadline": to_text(self.now() + restart.wait_running),
-                  "next_check": to_text(self.now()), "interval": FIRST_POLL}
+        record = {**self.issued(record), "deadline": to_text(self.now() + restart.wait_running)}
         self.save(name, record, "action",
                   f"restart issued: StartReplicationTask {restart.type} (attempt {n} of {restart.max_attempts}); "
                   f"waiting up to {format_duration(restart.wait_running)} for running", task=name, type=restart.type)
         self.poll(arn, name, record)
+
+    @staticmethod
+    def issued(record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record once a restart was made: waiting, the intent done."""
+        out = {k: v for k, v in record.items() if k != "intent"}
+        return {**out, "state": "waiting", "next_check": out.get("next_check") or "", "interval": FIRST_POLL}
+
+    def reconcile(self, task: Mapping[str, Any], record: dict[str, Any]) -> None:
+        """Settle an intent to restart left by a watchdog that stopped during the call, from what AWS reports."""
+        name = identifier(task)
+        intent = record.get("intent") or {}
+        status = str(task.get("Status", ""))
+        now_started = start_date(task)
+        restart = self.options.restart
+        if status in ("starting", "running") or now_started != intent.get("start_date", ""):
+            # AWS took the call: the restart happened once; wait for it, then refresh.
+            since = from_text(intent.get("at")) or self.now()
+            record = {**self.issued(record), "deadline": to_text(since + restart.wait_running)}
+            self.save(name, record, "action",
+                      f"restart issued: StartReplicationTask {intent.get('type', restart.type)} (attempt "
+                      f"{intent.get('attempt', len(record.get('attempts', [])))} of {restart.max_attempts}; watchdog "
+                      f"stopped during the call and AWS reports the task {status}, last started "
+                      f"{now_started or 'never'}); waiting up to {format_duration(restart.wait_running)} for running",
+                      task=name, status=status, reconciled=True)
+            self.waiting(task, record)
+        elif condition(task, FAILED) is not None:
+            # The call never reached AWS (the task's last start time did not move): make it now, once.
+            log_attempts = [a for a in record.get("attempts", []) if a != intent.get("at")]
+            self.failure(task, {**{k: v for k, v in record.items() if k != "intent"}, "attempts": log_attempts})
+        # Any other status (a transitional one, or a person stopped it): leave the intent for the next evaluation.
 
     def refresh_plan(self) -> str:
         refresh = self.options.refresh
@@ -199,25 +252,35 @@ class Run:
         assert refresh is not None
         started = time.monotonic()
         self.save(name, {**record, "state": "refreshing"}, None)
+        episode = str(record.get("episode", ""))
+        done_before = None
         try:
             if refresh.command:
-                self.run_command(refresh.command, refresh.timeout.total_seconds())
+                self.run_command(refresh.command, refresh.timeout.total_seconds(), episode)
             else:
                 assert refresh.source is not None and refresh.sql is not None
-                self.ctx.sources.get(refresh.source).run_refresh(refresh.sql, refresh.timeout.total_seconds())
+                done_before = self.ctx.sources.get(refresh.source).run_refresh(
+                    refresh.sql, refresh.timeout.total_seconds(), episode=episode, rule=self.rule.name, task=name)
         except RuleError as exc:
             self.save(name, {**record, "state": "refresh_failed"}, "action",
                       f"warehouse refresh failed (not retried; run it by hand once fixed): {exc}", Severity.CRITICAL,
                       task=name, error=str(exc))
+            return
+        if done_before is not None:
+            self.close(name, {**record, "state": "idle"},
+                       f"warehouse refresh had already committed at {to_text(done_before)} (watchdog stopped before "
+                       f"recording it); not run again; task {name} is running", refreshed_at=to_text(done_before))
             return
         took = time.monotonic() - started
         self.close(name, {**record, "state": "idle"}, f"warehouse refresh finished in {took:.1f}s; task {name} is running",
                    seconds=round(took, 2))
 
     @staticmethod
-    def run_command(command: Sequence[str], timeout: float) -> None:
+    def run_command(command: Sequence[str], timeout: float, episode: str = "") -> None:
+        # The episode lets a command make itself idempotent: after a crash mid-refresh it runs again.
+        env = {**os.environ, "WATCHDOG_REMEDIATION_EPISODE": episode}
         try:
-            result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+            result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False, env=env)
         except subprocess.TimeoutExpired:
             raise RemediationError(f"{' '.join(command)} did not finish within {timeout:g}s") from None
         except OSError as exc:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg2
@@ -25,6 +26,11 @@ logger = logging.getLogger("watchdog.postgres")
 
 # pg_advisory_xact_lock key held while a warehouse refresh runs ("wdrf" in ASCII).
 REFRESH_LOCK_KEY = 0x77647266
+# One row per remediation episode whose refresh committed, written in the refresh's own transaction.
+REFRESH_LEDGER = "watchdog_refresh_ledger"
+LEDGER_DDL = pgsql.SQL("""create table if not exists {} (
+    episode text primary key, rule text not null, task text not null,
+    refreshed_at timestamptz not null default now())""").format(pgsql.Identifier(REFRESH_LEDGER))
 
 
 class QueryError(RuleError):
@@ -93,13 +99,20 @@ class PostgresSource:
                     raise QueryError(_message(exc)) from None
             raise QueryError("unreachable")  # pragma: no cover
 
-    def run_refresh(self, statement: str, timeout_seconds: float) -> None:
-        """Run ``statement`` in one read-write transaction under REFRESH_LOCK_KEY.
+    def run_refresh(self, statement: str, timeout_seconds: float, *, episode: str = "", rule: str = "",
+                    task: str = "") -> datetime | None:
+        """Run ``statement`` in one read-write transaction under REFRESH_LOCK_KEY, once per ``episode``.
 
         The transaction-scoped advisory lock means two refreshes (from two
         watchdogs, or a cron job that takes the same lock) never overlap; the
-        second waits. Uses its own connection, never the read-only one.
-        Raises QueryError with PostgreSQL's message.
+        second waits. The same transaction records ``episode`` in the ledger
+        table REFRESH_LEDGER (created on first use): when the episode is
+        already there, the refresh committed before (watchdog stopped before
+        recording it) and is not run again. Uses its own connection, never the
+        read-only one.
+
+        Returns None when the refresh ran now, or the time the earlier run of
+        this episode committed. Raises QueryError with PostgreSQL's message.
         """
         try:
             conn = self._connect()
@@ -109,8 +122,21 @@ class PostgresSource:
             with conn.cursor() as cur:
                 cur.execute("select set_config('statement_timeout', %s, true)", (str(int(timeout_seconds * 1000)),))
                 cur.execute("select pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))
+                if episode:
+                    cur.execute(LEDGER_DDL)
+                    cur.execute(pgsql.SQL("select refreshed_at from {} where episode = %s").format(
+                        pgsql.Identifier(REFRESH_LEDGER)), (episode,))
+                    row = cur.fetchone()
+                    if row is not None:
+                        conn.rollback()
+                        done: datetime = row[0]
+                        return done
                 cur.execute(statement)
+                if episode:
+                    cur.execute(pgsql.SQL("insert into {} (episode, rule, task) values (%s, %s, %s)").format(
+                        pgsql.Identifier(REFRESH_LEDGER)), (episode, rule, task))
             conn.commit()
+            return None
         except psycopg2.Error as exc:
             with contextlib.suppress(psycopg2.Error):
                 conn.rollback()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from watchdog import sqlcheck
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError
 
@@ -77,6 +78,11 @@ class DmsRemediateOptions:
                         sql = fh.read()
                 except OSError as exc:
                     raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.strerror}") from None
+            if sql is not None:
+                problem = sqlcheck.check_refresh(sql)
+                if problem is not None:
+                    key = "sql_file" if "sql_file" in raw else "sql"
+                    raise OptionsError(("refresh", key), problem)
             if sql is not None and "source" not in raw:
                 raise OptionsError(("refresh",), "a SQL refresh needs 'source': the postgres source it runs on")
             refresh = Refresh(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from watchdog import sqlcheck
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError
 
@@ -54,6 +55,10 @@ class FreshnessOptions:
                 where = path if ("error_after" in raw or "warn_after" in raw) else ()
                 raise OptionsError(where + ("error_after",), f"error_after ({error}) must be longer than warn_after ({warn})")
             table = tuple(raw["table"].split(".")) if "table" in raw else None
+            if "sql" in raw:
+                problem = sqlcheck.check_query(raw["sql"])
+                if problem is not None:
+                    raise OptionsError(path + ("sql",), f"must be one read-only query: {problem}")
             check_zone = opt.timezone(raw["timezone"], path + ("timezone",)) if "timezone" in raw else zone
             checks.append(FreshnessCheck(name=name, warn_after=warn, error_after=error, timezone=check_zone,
                                          table=table, loaded_at=raw.get("loaded_at"), sql=raw.get("sql")))

@@ -46,6 +46,12 @@ def fail_dms_task(url: str) -> None:
         "LastFailureMessage": "Last Error ODBC general error. Task error notification received. Stop Reason FATAL_ERROR",
         "TablesErrored": 1}).encode())
     urllib.request.urlopen(hook, timeout=10).read()
+    tables = urllib.request.Request(f"{url}/_watchdog/dms/tables", method="POST", data=json.dumps({
+        "task": "prod-to-warehouse", "tables": [
+            {"SchemaName": "public", "TableName": "logins", "Inserts": 18342, "Updates": 120, "FullLoadRows": 910000},
+            {"SchemaName": "public", "TableName": "orders", "TableState": "Table error", "Inserts": 5120, "Updates": 88,
+             "Deletes": 3, "FullLoadRows": 240000}]}).encode())
+    urllib.request.urlopen(tables, timeout=10).read()
 
 
 def main() -> int:

@@ -64,6 +64,7 @@ class DmsSource:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
+    cloudwatch_endpoint_url: str | None = None  # CloudWatch (CDC latency checks); default: AWS's for the region
     type: str = "dms"
 
 
@@ -167,7 +168,8 @@ def _source(name: str, raw: Mapping[str, Any], base_dir: str) -> SourceConfig:
             connect_timeout=parse_duration(raw.get("connect_timeout", "10s")),
             statement_timeout=parse_duration(raw.get("statement_timeout", "30s")),
         )
-    return DmsSource(name=name, region=raw.get("region"), profile=raw.get("profile"), endpoint_url=raw.get("endpoint_url"))
+    return DmsSource(name=name, region=raw.get("region"), profile=raw.get("profile"), endpoint_url=raw.get("endpoint_url"),
+                     cloudwatch_endpoint_url=raw.get("cloudwatch_endpoint_url"))
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:

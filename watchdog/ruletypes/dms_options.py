@@ -18,6 +18,52 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_WITHIN = timedelta(hours=6)
 DEFAULT_WAIT_RUNNING = timedelta(minutes=10)
 DEFAULT_REFRESH_TIMEOUT = timedelta(minutes=30)
+DEFAULT_TABLE_ALERT_ON = frozenset({"error", "validation_failed"})
+DEFAULT_LAG_WARN = timedelta(minutes=5)
+DEFAULT_LAG_ERROR = timedelta(minutes=30)
+LAG_REPORTED_WITHIN = timedelta(minutes=10)  # a running CDC task with no latency datapoint this recent is "not reported"
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """Per-table health from DescribeTableStatistics (``tables:``)."""
+
+    alert_on: frozenset[str] = DEFAULT_TABLE_ALERT_ON  # error, cancelled, validation_failed
+
+    @classmethod
+    def from_value(cls, value: Any) -> TableCheck | None:
+        """``tables: true`` (defaults), ``false`` (off) or a mapping of options."""
+        if value is False or value is None:
+            return None
+        raw = value if isinstance(value, Mapping) else {}
+        return cls(alert_on=frozenset(raw.get("alert_on", DEFAULT_TABLE_ALERT_ON)))
+
+
+@dataclass(frozen=True)
+class LagCheck:
+    """CDC latency from CloudWatch (``lag:``): thresholds on the larger of source and target latency, and a stall check."""
+
+    warn_after: timedelta | None = DEFAULT_LAG_WARN
+    error_after: timedelta | None = DEFAULT_LAG_ERROR
+    stall_after: timedelta | None = None  # latency grew throughout this long: stalled (critical)
+
+    @classmethod
+    def from_value(cls, value: Any) -> LagCheck | None:
+        if value is False or value is None:
+            return None
+        raw = value if isinstance(value, Mapping) else {}
+        warn = opt.optional_duration(raw, "warn_after")
+        error = opt.optional_duration(raw, "error_after")
+        if not raw.keys() & {"warn_after", "error_after"}:
+            warn, error = DEFAULT_LAG_WARN, DEFAULT_LAG_ERROR
+        if warn is not None and error is not None and error <= warn:
+            raise OptionsError(("lag", "error_after"), "'error_after' must be longer than 'warn_after'")
+        return cls(warn_after=warn, error_after=error, stall_after=opt.optional_duration(raw, "stall_after"))
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back one CloudWatch request reaches: the stall window, and at least the "reported" horizon."""
+        return max(self.stall_after or timedelta(0), LAG_REPORTED_WITHIN)
 
 
 @dataclass(frozen=True)
@@ -25,11 +71,14 @@ class DmsTaskOptions:
     source: str
     tasks: tuple[str, ...] | None  # None: every task
     alert_on: frozenset[str] = DEFAULT_ALERT_ON
+    tables: TableCheck | None = None
+    lag: LagCheck | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DmsTaskOptions:
         tasks = tuple(data["tasks"]) if "tasks" in data else None
-        return cls(source=data["source"], tasks=tasks, alert_on=frozenset(data.get("alert_on", DEFAULT_ALERT_ON)))
+        return cls(source=data["source"], tasks=tasks, alert_on=frozenset(data.get("alert_on", DEFAULT_ALERT_ON)),
+                   tables=TableCheck.from_value(data.get("tables")), lag=LagCheck.from_value(data.get("lag")))
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,32 @@
-"""``dms_task``: AWS DMS replication tasks that failed or stopped.
+"""``dms_task``: AWS DMS replication tasks that failed or stopped, their tables, and their lag.
 
 Groups are task identifiers. A task named in ``tasks`` that no longer exists
 is a finding of its own. A task stopped normally (StopReason NORMAL,
 FULL_LOAD_ONLY_FINISHED or STOPPED_AFTER_FULL_LOAD) only alerts with ``stopped``.
+With ``tables:``, each table in error or failing validation is a group
+``task/schema.table`` (see dms_tables); with ``lag:``, each running CDC task's
+latency is a group ``task/lag`` (see dms_lag). Requests per evaluation: one
+DescribeReplicationTasks, one DescribeTableStatistics per task (500 tables a
+page), one GetMetricData for all tasks of the rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from watchdog.rule import Rule
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleType
-from watchdog.ruletypes.dms_options import DmsTaskOptions
+from watchdog.ruletypes import dms_lag, dms_tables
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
+from watchdog.ruletypes.dms_options import DmsTaskOptions, LagCheck, TableCheck
 
 NORMAL_STOP_REASONS = frozenset({"NORMAL", "FULL_LOAD_ONLY_FINISHED", "STOPPED_AFTER_FULL_LOAD"})
 TRANSITIONAL = frozenset({"creating", "starting", "stopping", "modifying", "deleting", "moving", "testing", "ready"})
+NEVER_STARTED = frozenset({"creating", "ready", "deleting"})  # no table statistics to ask for
+TABLE_FIELDS = frozenset({"schema", "table", "table_state", "validation_state", "inserts", "updates", "deletes", "ddls",
+                          "full_load_rows", "full_load_error_rows", "validation_failed", "validation_suspended",
+                          "validation_pending", "condition"})
+LAG_FIELDS = frozenset({"latency", "source_latency", "target_latency", "incoming_changes"})
 
 
 def stop_reason(task: Mapping[str, Any]) -> str:
@@ -60,17 +71,88 @@ def missing(requested: Sequence[str] | None, tasks: Sequence[Mapping[str, Any]])
     return [name for name in (requested or ()) if name not in names]
 
 
+def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source: Any,
+                   active: Iterable[str]) -> tuple[list[Finding], dict[str, Any]]:
+    """Findings of every table of ``tasks`` (one DescribeTableStatistics per task), and per-task facts."""
+    by_task: dict[str, set[str]] = {}
+    for name in active:
+        if "/" in name and not name.endswith("/" + dms_lag.LAG_GROUP):
+            by_task.setdefault(dms_tables.task_of(name), set()).add(name)
+    findings: list[Finding] = []
+    facts: dict[str, Any] = {}
+    for task in tasks:
+        name, status = identifier(task), str(task.get("Status", ""))
+        known = by_task.pop(name, set())
+        if status in NEVER_STARTED:
+            findings += [dms_tables.gone(g, name, f"state unknown while the task is {status}") for g in sorted(known)]
+            continue
+        try:
+            rows = source.table_statistics(str(task.get("ReplicationTaskArn")))
+        except RuleError as exc:
+            findings.append(Finding(group=f"{name}/tables", value="unknown", summary=f"could not check the tables of task {name}: {exc}",
+                                    details={"task": name, "condition": "unknown"}))
+            findings += [dms_tables.gone(g, name, "state unknown: the table check failed") for g in sorted(known)]
+            continue
+        found = dms_tables.findings(name, rows, check.alert_on, known - {f"{name}/tables"})
+        findings += found
+        facts[name] = {"tables": len(rows), "in_error": sum(dms_tables.in_error(r) for r in rows),
+                       "alerting": len(found)}
+    for name, groups in sorted(by_task.items()):  # tables of tasks that no longer exist
+        findings += [dms_tables.gone(g, name, "the task no longer exists") for g in sorted(groups - {f"{name}/tables"})]
+    return findings, facts
+
+
+def lag_findings(tasks: Sequence[Mapping[str, Any]], check: LagCheck, source: Any, ctx: EvalContext,
+                 active: Iterable[str]) -> tuple[list[Finding], dict[str, Any]]:
+    """Lag findings of every running CDC task of ``tasks`` (one GetMetricData for all of them), and per-task facts."""
+    measured = [t for t in tasks if str(t.get("Status", "")) == "running"
+                and str(t.get("MigrationType") or "cdc") in dms_lag.CDC_TYPES]
+    findings: list[Finding] = []
+    facts: dict[str, Any] = {}
+    names = {identifier(t) for t in measured}
+    statuses = {identifier(t): str(t.get("Status", "")) for t in tasks}
+    for name in sorted(active):
+        owner = name[:-len("/" + dms_lag.LAG_GROUP)] if name.endswith("/" + dms_lag.LAG_GROUP) else None
+        if owner is not None and owner not in names:
+            why = f"not measured while the task is {statuses[owner]}" if owner in statuses else "the task no longer exists"
+            findings.append(dms_lag.unknown(owner, why))
+    if not measured:
+        return findings, facts
+    try:
+        instances = source.instance_identifiers([str(t.get("ReplicationInstanceArn", "")) for t in measured])
+        targets = []
+        for task in measured:
+            instance = instances.get(str(task.get("ReplicationInstanceArn", "")))
+            if instance is None:
+                findings.append(dms_lag.unknown(identifier(task), "its replication instance was not found"))
+                continue
+            targets.append(dms_lag.Target(identifier(task), instance, dms_lag.resource_id(str(task.get("ReplicationTaskArn")))))
+        answer = source.metric_data(dms_lag.queries(targets), ctx.now - check.lookback - dms_lag.PERIOD_DELTA,
+                                    ctx.now) if targets else {}
+    except RuleError as exc:
+        return findings + [dms_lag.unknown(identifier(t), f"could not check: {exc}") for t in measured], facts
+    for index, target in enumerate(targets):
+        series = dms_lag.series_of(answer, index)
+        found = dms_lag.assess(target, series, ctx.now, check)
+        if found is not None:
+            findings.append(found)
+        latest = {dms_lag.METRICS[k]: points[-1][1] for k, points in series.items() if points}
+        facts[target.task] = latest
+    return findings, facts
+
+
 class DmsTaskRule(RuleType):
     name: ClassVar[str] = "dms_task"
     source_type: ClassVar[str] = "dms"
-    message_fields: ClassVar[frozenset[str]] = frozenset({"task", "status", "stop_reason", "last_failure", "tables_errored"})
+    message_fields: ClassVar[frozenset[str]] = frozenset(
+        {"task", "status", "stop_reason", "last_failure", "tables_errored"}) | TABLE_FIELDS | LAG_FIELDS
 
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> DmsTaskOptions:
         return DmsTaskOptions.from_mapping(data)
 
     @classmethod
-    def evaluate_one(cls, rule: Rule, source: Any) -> Evaluation:
+    def evaluate_one(cls, rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
         options: DmsTaskOptions = rule.options
         tasks = source.describe_tasks(options.tasks)
         findings = []
@@ -90,14 +172,22 @@ class DmsTaskRule(RuleType):
         for name in missing(options.tasks, tasks):
             findings.append(Finding(group=name, value="missing", summary=f"task {name} does not exist (deleted or renamed?)",
                                     details={"task": name, "status": "missing", "stop_reason": "", "last_failure": ""}))
-        return Evaluation(findings=tuple(findings), facts={"tasks": {identifier(t): t.get("Status") for t in tasks}})
+        facts: dict[str, Any] = {"tasks": {identifier(t): t.get("Status") for t in tasks}}
+        active = ctx.active.get(rule.name, frozenset())
+        if options.tables is not None:
+            found, facts["tables"] = table_findings(tasks, options.tables, source, active)
+            findings += found
+        if options.lag is not None:
+            found, facts["lag"] = lag_findings(tasks, options.lag, source, ctx, active)
+            findings += found
+        return Evaluation(findings=tuple(findings), facts=facts)
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
         out: dict[str, Evaluation | Exception] = {}
         for rule in rules:
             try:
-                out[rule.name] = cls.evaluate_one(rule, source)
+                out[rule.name] = cls.evaluate_one(rule, source, ctx)
             except Exception as exc:
                 out[rule.name] = exc
         return out

@@ -1,20 +1,24 @@
-"""The ``dms`` source: AWS DMS replication tasks through boto3.
+"""The ``dms`` source: AWS DMS replication tasks (and their CloudWatch metrics) through boto3.
 
 Credentials come from boto3's chain (environment, profile, instance role).
 botocore's standard retry mode handles throttling; what still fails is
-reported in plain words. ``client`` can be injected (tests use botocore's
-Stubber for errors no server can produce).
+reported in plain words. ``client`` and ``cloudwatch`` can be injected (tests
+use botocore's Stubber for errors no server can produce).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from watchdog.config import DmsSource as DmsConfig
 from watchdog.ruletypes.base import RuleError
 
 ARN_PREFIX = "arn:"
+TABLE_PAGE = 500  # DescribeTableStatistics' largest MaxRecords: one request per task up to 500 tables
+METRIC_QUERIES_PER_CALL = 500  # GetMetricData's limit on MetricDataQueries
 
 
 class DmsError(RuleError):
@@ -25,8 +29,8 @@ class DmsError(RuleError):
         self.code = code
 
 
-def explain(exc: Exception, action: str) -> DmsError:
-    """A DmsError in plain words for a botocore exception raised by ``action``."""
+def explain(exc: Exception, action: str, service: str = "dms") -> DmsError:
+    """A DmsError in plain words for a botocore exception raised by ``service:action``."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     if isinstance(exc, ClientError):
@@ -34,37 +38,52 @@ def explain(exc: Exception, action: str) -> DmsError:
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")).strip()
         if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
-            return DmsError(f"AWS denied dms:{action} ({code}): give watchdog's role that permission "
+            return DmsError(f"AWS denied {service}:{action} ({code}): give watchdog's role that permission "
                             f"(see the IAM policy in the README). AWS said: {message}", code)
         if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"):
-            return DmsError(f"AWS throttled dms:{action} even after retries ({code}); it will be tried again next run", code)
+            return DmsError(f"AWS throttled {service}:{action} even after retries ({code}); it will be tried again next run", code)
         if code == "InvalidResourceStateFault":
-            return DmsError(f"dms:{action} refused: the task is in a state that does not allow it ({message})", code)
+            return DmsError(f"{service}:{action} refused: the task is in a state that does not allow it ({message})", code)
         if code == "ResourceNotFoundFault":
-            return DmsError(f"dms:{action}: no such replication task ({message})", code)
-        return DmsError(f"dms:{action} failed: {code}: {message}", code)
+            return DmsError(f"{service}:{action}: no such replication task ({message})", code)
+        return DmsError(f"{service}:{action} failed: {code}: {message}", code)
     if isinstance(exc, NoCredentialsError):
         return DmsError("no AWS credentials found: set a profile, environment variables or an instance role", "NoCredentials")
     if isinstance(exc, BotoCoreError):
-        return DmsError(f"dms:{action} failed: {exc}", type(exc).__name__)
-    return DmsError(f"dms:{action} failed: {type(exc).__name__}: {exc}", type(exc).__name__)
+        return DmsError(f"{service}:{action} failed: {exc}", type(exc).__name__)
+    return DmsError(f"{service}:{action} failed: {type(exc).__name__}: {exc}", type(exc).__name__)
 
 
 class DmsSource:
-    def __init__(self, config: DmsConfig, client: Any = None):
+    def __init__(self, config: DmsConfig, client: Any = None, cloudwatch: Any = None):
         self.config = config
         self._client = client
+        self._cloudwatch = cloudwatch
+        self._session: Any = None
+        self._lock = threading.Lock()
+        self._instances: dict[str, str] = {}  # replication instance ARN -> identifier (they never change)
+
+    def _make(self, service: str, endpoint_url: str | None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        with self._lock:
+            if self._session is None:
+                self._session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
+            return self._session.client(service, endpoint_url=endpoint_url, config=Config(
+                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30))
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
-            self._client = session.client("dms", endpoint_url=self.config.endpoint_url, config=Config(
-                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30))
+            self._client = self._make("dms", self.config.endpoint_url)
         return self._client
+
+    @property
+    def cloudwatch(self) -> Any:
+        if self._cloudwatch is None:
+            self._cloudwatch = self._make("cloudwatch", self.config.cloudwatch_endpoint_url)
+        return self._cloudwatch
 
     def describe_tasks(self, identifiers: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Every replication task, or those named by identifier or ARN; follows Marker pagination."""
@@ -104,6 +123,80 @@ class DmsSource:
             raise explain(exc, "StartReplicationTask") from None
         task: dict[str, Any] = answer.get("ReplicationTask", {})
         return task
+
+
+    def table_statistics(self, arn: str) -> list[dict[str, Any]]:
+        """Every table of one task (DescribeTableStatistics, 500 a page); raises DmsError in plain words."""
+        rows: list[dict[str, Any]] = []
+        marker = None
+        while True:
+            kwargs: dict[str, Any] = {"ReplicationTaskArn": arn, "MaxRecords": TABLE_PAGE}
+            if marker:
+                kwargs["Marker"] = marker
+            try:
+                page = self.client.describe_table_statistics(**kwargs)
+            except Exception as exc:
+                raise explain(exc, "DescribeTableStatistics") from None
+            rows += [r for r in page.get("TableStatistics", []) if isinstance(r, dict)]
+            marker = page.get("Marker")
+            if not marker:
+                return rows
+
+    def reload_tables(self, arn: str, tables: Sequence[tuple[str, str]]) -> None:
+        """ReloadTables (data-reload) for ``(schema, table)`` pairs of a running task; raises DmsError."""
+        try:
+            self.client.reload_tables(ReplicationTaskArn=arn, ReloadOption="data-reload",
+                                      TablesToReload=[{"SchemaName": s, "TableName": t} for s, t in tables])
+        except Exception as exc:
+            raise explain(exc, "ReloadTables") from None
+
+    def instance_identifiers(self, arns: Sequence[str]) -> dict[str, str]:
+        """Replication instance identifiers by ARN (CloudWatch's dimension); asks DMS only for ARNs not seen before."""
+        unknown = sorted({a for a in arns if a and a not in self._instances})
+        if unknown:
+            marker = None
+            while True:
+                kwargs: dict[str, Any] = {"Filters": [{"Name": "replication-instance-arn", "Values": unknown}],
+                                          "MaxRecords": 100}
+                if marker:
+                    kwargs["Marker"] = marker
+                try:
+                    page = self.client.describe_replication_instances(**kwargs)
+                except Exception as exc:
+                    if _not_found(exc):
+                        break
+                    raise explain(exc, "DescribeReplicationInstances") from None
+                for instance in page.get("ReplicationInstances", []):
+                    self._instances[str(instance.get("ReplicationInstanceArn"))] = str(
+                        instance.get("ReplicationInstanceIdentifier"))
+                marker = page.get("Marker")
+                if not marker:
+                    break
+        return {a: self._instances[a] for a in arns if a in self._instances}
+
+    def metric_data(self, queries: Sequence[Mapping[str, Any]], start: datetime,
+                    end: datetime) -> dict[str, list[tuple[datetime, float]]]:
+        """GetMetricData for ``queries`` (one request per 500 of them): ``(timestamp, value)`` oldest first, by query Id."""
+        out: dict[str, list[tuple[datetime, float]]] = {}
+        for first in range(0, len(queries), METRIC_QUERIES_PER_CALL):
+            kwargs: dict[str, Any] = {"MetricDataQueries": list(queries[first:first + METRIC_QUERIES_PER_CALL]),
+                                      "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
+            while True:
+                try:
+                    answer = self.cloudwatch.get_metric_data(**kwargs)
+                except Exception as exc:
+                    raise explain(exc, "GetMetricData", "cloudwatch") from None
+                for result in answer.get("MetricDataResults", []):
+                    points = out.setdefault(str(result.get("Id")), [])
+                    points += [(t, float(v)) for t, v in zip(result.get("Timestamps", []), result.get("Values", []),
+                                                              strict=False) if isinstance(t, datetime)]
+                token = answer.get("NextToken")
+                if not token:
+                    break
+                kwargs["NextToken"] = token  # more datapoints than one answer holds: the same query continued
+        for points in out.values():
+            points.sort()
+        return out
 
 
 def _not_found(exc: Exception) -> bool:

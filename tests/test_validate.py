@@ -107,7 +107,7 @@ def test_wrong_type(project: Path, capsys) -> None:
     write_rule(project, "wrong.yaml", GOOD_RULE.replace("app-errors", "wrong").replace("{above: 50}", "{above: lots}"))
     error = only_error(capsys)
     assert (error["line"], error["path"]) == (7, "threshold.above")
-    assert error["message"] == "must be a number, not a string ('lots')"
+    assert error["message"] == "must be a number or a mapping, not a string ('lots')"
 
 
 def test_bad_duration(project: Path, capsys) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -136,7 +136,8 @@ class Engine:
         return rule.name
 
     def _resolve_removed(self, rule: Rule, now: datetime) -> None:
-        applied = self._apply(rule, Evaluation(), now, now, 0.0)
+        # A removed rule resolves now: it will not be evaluated again to see its condition stay false.
+        applied = self._apply(replace(rule, keep_firing_for=timedelta(0)), Evaluation(), now, now, 0.0)
         self.store.forget_rule(rule.name)
         log(logger, logging.INFO, "rule removed", rule=rule.name, resolved=len(applied.transitions))
 
@@ -204,7 +205,7 @@ class Engine:
         def quiet(group: str) -> bool:  # acting rules speak through their journal
             return acts or silenced(group)
 
-        policy = lifecycle.Policy(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every)
+        policy = lifecycle.Policy.of(rule)
         states: dict[str, lifecycle.GroupState | None] = {}
         transitions: list[lifecycle.Transition] = []
         notices: list[lifecycle.Notice] = []

@@ -4,7 +4,10 @@ Pure: ``step`` takes the previous state, the current finding (or None when
 the condition does not hold) and ``now``, and returns the next state with the
 transitions and notifications it implies. Silenced groups keep their state
 but produce no notification; a resolution is only sent for an alert whose
-firing notification was sent.
+firing notification was sent. With ``keep_firing_for``, a firing alert whose
+condition turns false stays firing (``clear_since`` set, nothing sent) and
+resolves once it has been false that long; a breach in between clears
+``clear_since``, so a value hovering at the threshold does not flap.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from watchdog.rule import Severity
+from watchdog.rule import Rule, Severity
 from watchdog.ruletypes.base import Finding
 
 ERROR_NOTIFY_AFTER = 3  # consecutive failed evaluations before an error is notified
@@ -46,6 +49,13 @@ class Policy:
     severity: Severity
     for_: timedelta = timedelta(0)
     repeat_every: timedelta = timedelta(hours=4)
+    keep_firing_for: timedelta = timedelta(0)  # a firing alert resolves only after being clear this long
+
+    @classmethod
+    def of(cls, rule: Rule) -> Policy:
+        """The lifecycle parameters of ``rule``."""
+        return cls(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every,
+                   keep_firing_for=rule.keep_firing_for)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class GroupState:
     episode: str = ""  # identifies one firing episode (its Slack thread)
     notified_at: datetime | None = None  # last notification sent for this episode
     firing_since: datetime | None = None
+    clear_since: datetime | None = None  # firing, but its condition has been false since then (keep_firing_for)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,11 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
     if finding is None:
         if prev is None:
             return Step(None)
+        if prev.state is State.FIRING and policy.keep_firing_for > timedelta(0):
+            # Keep firing (silently) until the condition has been false for keep_firing_for.
+            clear_since = prev.clear_since or now
+            if now - clear_since < policy.keep_firing_for:
+                return Step(replace(prev, clear_since=clear_since))
         moved = (Transition(group, now, prev.state.value, "resolved" if prev.state is State.FIRING else State.OK.value,
                             prev.value, prev.severity),)
         if prev.state is State.FIRING and prev.notified_at is not None and not silenced:
@@ -128,7 +144,7 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
         return Step(replace(firing, notified_at=now), moved, (_notice(Kind.FIRING, group, firing, now),))
 
     # Still firing: notify when first unsilenced, on a severity change, or when a repeat is due.
-    firing = replace(prev, **current)  # type: ignore[arg-type]
+    firing = replace(prev, clear_since=None, **current)  # type: ignore[arg-type]
     changed: tuple[Transition, ...] = ()
     if severity != prev.severity:
         changed = (Transition(group, now, f"firing/{prev.severity.value}", f"firing/{severity.value}", finding.value, severity),)

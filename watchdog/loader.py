@@ -12,6 +12,7 @@ import os
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from croniter import croniter
@@ -134,6 +135,7 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         schedule=parse_schedule(data["schedule"]) if "schedule" in data else defaults.schedule,
         severity=Severity(data["severity"]) if "severity" in data else defaults.severity,
         for_=parse_duration(data["for"]) if "for" in data else defaults.for_,
+        keep_firing_for=parse_duration(data["keep_firing_for"]) if "keep_firing_for" in data else timedelta(0),
         repeat_every=parse_duration(data["repeat_every"]) if "repeat_every" in data else defaults.repeat_every,
         notify=notify,
         labels={str(k): str(v) for k, v in data.get("labels", {}).items()},

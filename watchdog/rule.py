@@ -70,6 +70,7 @@ class Rule:
     schedule: Schedule = DEFAULT_SCHEDULE
     severity: Severity = DEFAULT_SEVERITY
     for_: timedelta = timedelta(0)
+    keep_firing_for: timedelta = timedelta(0)
     repeat_every: timedelta = DEFAULT_REPEAT_EVERY
     notify: NotifyTarget = NotifyTarget()
     labels: dict[str, str] = field(default_factory=dict)

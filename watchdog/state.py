@@ -60,6 +60,8 @@ MIGRATIONS: tuple[str, ...] = (
         primary key (rule, task)
     );
     """,
+    # keep_firing_for: since when a firing alert's condition has been false
+    "alter table groups add column clear_since text",
 )
 
 # Sent notifications, threads and audit rows older than this are pruned.
@@ -189,7 +191,7 @@ class StateStore:
                 state=State(row["state"]), severity=Severity(row["severity"]), since=from_text(row["since"]),  # type: ignore[arg-type]
                 value=json.loads(row["value"]) if row["value"] is not None else None, summary=row["summary"],
                 details=json.loads(row["details"]), episode=row["episode"], notified_at=from_text(row["notified_at"]),
-                firing_since=from_text(row["firing_since"]))
+                firing_since=from_text(row["firing_since"]), clear_since=from_text(row["clear_since"]))
         return out
 
     def record_evaluation(self, rule: str, *, ran_at: datetime, next_run: datetime, duration: float,
@@ -219,10 +221,10 @@ class StateStore:
                     continue
                 db.execute(
                     """insert or replace into groups (rule, grp, state, severity, since, value, summary, details, episode,
-                           notified_at, firing_since) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                           notified_at, firing_since, clear_since) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (rule, group, state.state.value, state.severity.value, to_text(state.since),
                      None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
-                     state.episode, to_text(state.notified_at), to_text(state.firing_since)))
+                     state.episode, to_text(state.notified_at), to_text(state.firing_since), to_text(state.clear_since)))
             created = to_text(ran_at)
             for group, kind, episode, payload in notifications:
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)

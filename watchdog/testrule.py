@@ -226,7 +226,7 @@ def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
 
 
 def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState], evaluation: Evaluation, now: datetime) -> None:
-    policy = lifecycle.Policy(severity=rule.severity, for_=rule.for_, repeat_every=rule.repeat_every)
+    policy = lifecycle.Policy.of(rule)
     findings = {f.group: f for f in evaluation.findings}
     quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
     for group in sorted(set(states) | set(findings)):

@@ -172,7 +172,8 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
                 seen[group] = (0.0 if options.metric is None else None, 0)
     findings = []
     for group, (value, count) in sorted(seen.items()):
-        if value is None or not options.threshold.breached(value):
+        level = None if value is None else options.threshold.classify(value)
+        if level is None or value is None:
             continue
         what = _describe(options)
         where = f" for {options.group_by}={group}" if options.group_by else ""
@@ -186,7 +187,8 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
         link = dashboard_url(dashboards, options, start, end, group)
         if link:
             details["dashboard_url"] = link
-        findings.append(Finding(group=group, value=value if options.metric else int(value), summary=summary, details=details))
+        findings.append(Finding(group=group, value=value if options.metric else int(value), summary=summary,
+                                severity=level.severity, details=details))
     return Evaluation(findings=tuple(findings), observed=observed)
 
 

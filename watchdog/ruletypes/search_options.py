@@ -1,4 +1,4 @@
-"""Options shared by the search rule types (``threshold`` and ``metric``)."""
+"""Options shared by the search rule types (``threshold``, ``metric``, ``ratio``, ``spike``)."""
 
 from __future__ import annotations
 
@@ -10,35 +10,11 @@ from typing import Any
 from watchdog.durations import format_duration
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError
+from watchdog.ruletypes.thresholds import Threshold
 
 DEFAULT_TIMESTAMP_FIELD = "@timestamp"
 DEFAULT_MAX_GROUPS = 50
 DEFAULT_SAMPLE = 3
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """``above`` or ``below`` a number; ``below`` is the flatline."""
-
-    above: float | None = None
-    below: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.above is None) == (self.below is None):
-            raise ValueError("a threshold needs exactly one of above or below")
-
-    def breached(self, value: float) -> bool:
-        if self.above is not None:
-            return value > self.above
-        assert self.below is not None
-        return value < self.below
-
-    def describe(self) -> str:
-        return f"above {self.above:g}" if self.above is not None else f"below {self.below:g}"
-
-    @property
-    def limit(self) -> float:
-        return self.above if self.above is not None else float(self.below)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -85,12 +61,11 @@ class SearchOptions:
         window = opt.duration(data, "window")
         if window <= timedelta(0):
             raise OptionsError(("window",), "window must be longer than 0s")
-        threshold = data["threshold"]
         return cls(
             source=data["source"],
             index=data["index"],
             window=window,
-            threshold=Threshold(above=threshold.get("above"), below=threshold.get("below")),
+            threshold=Threshold.from_mapping(data["threshold"]),
             timestamp_field=data.get("timestamp_field", DEFAULT_TIMESTAMP_FIELD),
             query=data.get("query"),
             filters=tuple(data.get("filter", ())),

@@ -71,9 +71,14 @@ def drain(sock: socket.socket) -> list[str]:
 
 
 def db_rows(project: Path, sql: str) -> list[tuple]:
+    """The rows of a query on the daemon's state; none while its schema is still being created."""
     db = sqlite3.connect(project / "state.db")
     try:
         return db.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
     finally:
         db.close()
 

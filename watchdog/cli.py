@@ -14,10 +14,12 @@ from typing import Any
 from watchdog import __version__
 from watchdog.config import CONFIG_ENV, Config, default_config_path, load_config
 from watchdog.problems import InvalidFileError, Problem
+from watchdog.silences import MAX_SILENCE_TEXT
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_CLOSED_PIPE = 141
 
 _EPILOG = f"""\
 CONFIG defaults to ${CONFIG_ENV}, then /etc/watchdog/watchdog.yaml.
@@ -31,65 +33,102 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="CONFIG", help=f"config file (default: ${CONFIG_ENV}, then /etc/watchdog/watchdog.yaml)")
+_CONFIG_HELP = f"config file (default: ${CONFIG_ENV}, then /etc/watchdog/watchdog.yaml); before or after the command"
+_FORMAT_HELP = "output format: text for people, json for scripts (default: text)"
+
+
+def _add_config(parser: argparse.ArgumentParser, *, global_: bool = False) -> None:
+    # Given both before and after the command: the subcommand's copy must not reset the global one, so its
+    # default is SUPPRESS (argparse copies sub-namespace values over the parent's).
+    parser.add_argument("-c", "--config", metavar="CONFIG", help=_CONFIG_HELP,
+                        default=None if global_ else argparse.SUPPRESS)
+
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("run", "run the daemon: evaluate each rule on its schedule, notify, remediate"),
+    ("validate", "validate the config and rule files without contacting any source"),
+    ("test-rule", "replay a rule against the real sources over a time range, with no side effects"),
+    ("status", "show every rule's state per group, last and next run, errors and silences"),
+    ("silence", "mute a rule's notifications, or one group's (state is still tracked)"),
+    ("unsilence", "remove a silence (its ID is shown by `watchdog status`)"),
+)
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "run": ("watchdog run -c /etc/watchdog/watchdog.yaml", "watchdog -c watchdog.yaml run --once"),
+    "validate": ("watchdog validate -c watchdog.yaml", "watchdog validate -c watchdog.yaml rules/app-error-rate.yaml --format json"),
+    "test-rule": ("watchdog test-rule rules/app-error-rate.yaml -c watchdog.yaml --last 24h",
+                  "watchdog test-rule rules/app-error-rate.yaml --start 2026-11-27T00:00:00Z --end -6h --format json",
+                  "watchdog test-rule rules/app-logs-flatline.yaml --start -3d --last 1h   # error: give --end or --last"),
+    "status": ("watchdog status -c /etc/watchdog/watchdog.yaml", "watchdog status --format json | jq '.silences'"),
+    "silence": ("watchdog silence app-error-rate --for 2h --reason 'deploy in progress'",
+                "watchdog silence app-error-rate:team-a --for 30m",
+                "watchdog silence warehouse-freshness:google-analytics --for 1d --reason 'vendor outage'"),
+    "unsilence": ("watchdog status            # silences are listed with their IDs: [3] app-error-rate:team-a ...",
+                  "watchdog unsilence 3"),
+}
+
+
+def short_usage() -> str:
+    """What a bare ``watchdog`` prints: the usage line and the commands."""
+    width = max(len(name) for name, _ in COMMANDS)
+    lines = ["usage: watchdog [-c CONFIG] COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in COMMANDS]
+    lines += ["", "`watchdog COMMAND --help` shows a command's options and examples; `watchdog --help` shows more."]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="watchdog", description="Alerting for log search, warehouse freshness and AWS DMS, with Slack notifications.",
                      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"watchdog {__version__}")
+    _add_config(parser, global_=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    helps = dict(COMMANDS)
 
-    def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}\n",
+    def command(name: str) -> argparse.ArgumentParser:
+        examples = "\n".join(f"  {e}" for e in EXAMPLES[name])
+        p = sub.add_parser(name, help=helps[name], description=helps[name], epilog=f"examples:\n{examples}\n\n{_EPILOG}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_config(p)
         return p
 
-    p = command("run", "run the daemon: evaluate each rule on its schedule, notify, remediate",
-                "watchdog run -c /etc/watchdog/watchdog.yaml --once")
-    _add_config(p)
+    p = command("run")
     p.add_argument("--once", action="store_true", help="evaluate every rule once, deliver notifications, and exit")
     p.set_defaults(handler=_cmd_run)
 
-    p = command("validate", "validate the config and rule files without contacting any source",
-                "watchdog validate -c watchdog.yaml rules/app-error-rate.yaml")
-    _add_config(p)
-    p.add_argument("paths", nargs="*", metavar="PATH", help="rule files or directories (default: the config's rules directory)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = command("validate")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="rule files or directories to check (default: the config's rules_dir), e.g. rules/new.yaml")
+    p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
     p.set_defaults(handler=_cmd_validate)
 
-    p = command("test-rule", "replay a rule against the real sources over a time range, with no side effects",
-                "watchdog test-rule rules/app-error-rate.yaml -c watchdog.yaml --last 24h")
-    p.add_argument("rule_file", metavar="RULE_FILE")
-    _add_config(p)
-    p.add_argument("--start", metavar="T", help="ISO 8601 time or relative (-6h); default: --last before --end")
+    p = command("test-rule")
+    p.add_argument("rule_file", metavar="RULE_FILE", help="the rule file to replay, e.g. rules/app-error-rate.yaml")
+    p.add_argument("--start", metavar="T",
+                   help="start of the range: ISO 8601 (2026-11-27T00:00:00Z) or relative (-6h); "
+                        "default: --last before --end. Give --start with --end, not with --last")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--end", metavar="T", help="ISO 8601 time or relative (-1h); default: now")
-    group.add_argument("--last", metavar="DURATION", help="replay this long up to now (default 24h)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    group.add_argument("--end", metavar="T", help="end of the range: ISO 8601 or relative (-1h); default: now")
+    group.add_argument("--last", metavar="DURATION", help="replay this long up to now, e.g. 2h, 7d (default: 24h)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
     p.add_argument("--per-tick", action="store_true", help="one search per tick even where one aggregation would do")
     p.add_argument("--send", action="store_true", help="post the first rendered notification to Slack as a preview")
     p.set_defaults(handler=_cmd_test_rule)
 
-    p = command("status", "show every rule's state per group, last and next run, errors and silences",
-                "watchdog status --format json")
-    _add_config(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = command("status")
+    p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
     p.set_defaults(handler=_cmd_status)
 
-    p = command("silence", "mute a rule's notifications (state is still tracked)",
-                "watchdog silence app-error-rate:team-a --for 2h --reason 'deploy in progress'")
-    _add_config(p)
-    p.add_argument("target", metavar="RULE[:GROUP]")
-    p.add_argument("--for", dest="duration", required=True, metavar="DURATION")
-    p.add_argument("--reason", default="")
+    p = command("silence")
+    p.add_argument("target", metavar="RULE[:GROUP]",
+                   help="a rule name (every group), or RULE:GROUP for one group, e.g. app-error-rate:team-a")
+    p.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                   help=f"how long, more than 0 and at most {MAX_SILENCE_TEXT}: 30m, 2h, 1d, 1h30m")
+    p.add_argument("--reason", default="", help="why, shown in `watchdog status`, e.g. 'deploy in progress'")
     p.set_defaults(handler=_cmd_silence)
 
-    p = command("unsilence", "remove a silence", "watchdog unsilence 3")
-    _add_config(p)
-    p.add_argument("id", metavar="ID")
+    p = command("unsilence")
+    p.add_argument("id", metavar="ID", help="the silence's ID, as `watchdog status` lists it ([3] means ID 3)")
     p.set_defaults(handler=_cmd_unsilence)
     return parser
 
@@ -157,13 +196,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def parse_time(text: str, now: datetime) -> datetime:
-    """ISO 8601 (``2026-11-28T02:00:00Z``) or relative (``-2h``); raises ValueError."""
+    """ISO 8601 (``2026-11-28T02:00:00Z``, UTC when no offset is given) or relative to ``now`` (``-2h``).
+
+    Raises ValueError naming the text and both forms when it is neither, or
+    when it lies outside the years a datetime can hold.
+    """
     from watchdog.durations import parse_duration
 
-    if text.startswith("-"):
-        return now - parse_duration(text[1:])
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    hint = "use ISO 8601 (2026-11-28T02:00:00Z) or a time relative to now (-2h, -1d12h)"
+    try:
+        if text.startswith("-"):
+            return now - parse_duration(text[1:])
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r} is not a time: {hint}") from None
 
 
 def _cmd_test_rule(args: argparse.Namespace) -> int:
@@ -181,11 +228,15 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
         _print_problems(loaded.problems)
         return EXIT_INVALID
     (rule,) = loaded.rules
+    if args.start and args.last:
+        print(f"watchdog test-rule: --start {args.start} and --last {args.last} disagree about where the range starts: "
+              "give --start with --end (or alone, up to now), or --last alone", file=sys.stderr)
+        return EXIT_USAGE
     now = datetime.now(UTC)
     try:
         end = parse_time(args.end, now) if args.end else now
         start = parse_time(args.start, now) if args.start else end - parse_duration(args.last or "24h")
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         print(f"watchdog test-rule: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if start >= end:
@@ -264,11 +315,32 @@ def _attach_relative_times(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _quiet_closed_pipe() -> int:
+    """``watchdog status | head``: the reader left; stop without a traceback, as ``cat`` would.
+
+    Python would try to flush stdout again at exit and fail once more, so
+    stdout is pointed at /dev/null first. 141 is 128 + SIGPIPE, what a shell
+    reports for a command stopped by a closed pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_relative_times(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        print(short_usage(), file=sys.stderr)
+        return EXIT_USAGE
     try:
         result: int = args.handler(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
     return result

@@ -21,7 +21,9 @@ from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERI
 DEFAULT_CONFIG_PATH = "/etc/watchdog/watchdog.yaml"
 CONFIG_ENV = "WATCHDOG_CONFIG"
 DEFAULT_RULES_DIR = "rules"
-DEFAULT_STATE_FILE = "watchdog-state.db"
+# The systemd unit's StateDirectory=watchdog: the service and a shell on the same host find one state file.
+DEFAULT_STATE_DIR = "/var/lib/watchdog"
+STATE_FILE_NAME = "state.db"
 DEFAULT_SEARCH_TIMEOUT = timedelta(seconds=10)
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_STATEMENT_TIMEOUT = timedelta(seconds=30)
@@ -118,6 +120,19 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> str:
     return environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
+def default_state_path(environ: Mapping[str, str] | None = None) -> str:
+    """Where the state lives when the config names no ``state_path``.
+
+    ``$STATE_DIRECTORY/state.db`` when systemd passes a state directory (the
+    first one), else ``/var/lib/watchdog/state.db``: the same file, because
+    the unit's ``StateDirectory=watchdog`` is ``/var/lib/watchdog``. So
+    ``watchdog silence`` typed in a shell reaches the running service.
+    """
+    environ = os.environ if environ is None else environ
+    state_dir = environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR
+    return os.path.join(state_dir, STATE_FILE_NAME)
+
+
 def parse_schedule(data: Mapping[str, Any]) -> Schedule:
     if "every" in data:
         return Schedule(every=parse_duration(data["every"]))
@@ -208,12 +223,10 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         raw = data["slack"]
         slack = SlackConfig(token=raw.get("token"), webhook_url=raw.get("webhook_url"), channel=raw.get("channel"),
                             base_url=raw.get("base_url", DEFAULT_SLACK_BASE_URL), mention_critical=raw.get("mention_critical"))
-    state_dir = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    default_state = os.path.join(state_dir, "state.db") if state_dir else os.path.join(os.getcwd(), DEFAULT_STATE_FILE)
     return Config(
         path=os.path.abspath(path),
         rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),
-        state_path=os.path.join(base_dir, data["state_path"]) if "state_path" in data else default_state,
+        state_path=os.path.normpath(os.path.join(base_dir, data["state_path"])) if "state_path" in data else default_state_path(environ),
         sources={name: _source(name, raw, base_dir) for name, raw in data.get("sources", {}).items()},
         slack=slack, defaults=defaults,
         workers=int(data.get("workers", DEFAULT_WORKERS)),

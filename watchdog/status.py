@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from watchdog.config import Config
-from watchdog.durations import format_duration, parse_duration
+from watchdog.durations import format_duration
 from watchdog.loader import load_rules
+from watchdog.silences import parse_silence_duration, parse_target
 from watchdog.state import StateStore
 from watchdog.times import to_text
 
@@ -23,6 +26,7 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
     loaded = load_rules([config.rules_dir], config)
     records = store.rule_records()
     groups = store.groups()
+    silences = store.silences(now)
     rules = []
     names = [r.name for r in loaded.rules] + sorted(set(records) - {r.name for r in loaded.rules})
     types = {r.name: r.type for r in loaded.rules}
@@ -34,7 +38,8 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
             "last_error": record.health.last_error if record else None,
             "consecutive_errors": record.health.errors if record else 0,
             "groups": [{"group": g, "state": s.state.value, "severity": s.severity.value, "since": to_text(s.since),
-                        "value": s.value, "summary": s.summary}
+                        "value": s.value, "summary": s.summary,
+                        "silenced": next((str(x.id) for x in silences if x.covers(name, g, now)), None)}
                        for g, s in sorted(groups.get(name, {}).items())],
         }
         if record and record.facts:
@@ -43,9 +48,10 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
             entry["removed"] = True
         rules.append(entry)
     return {
+        "state_path": config.state_path,
         "rules": rules,
         "silences": [{"id": str(s.id), "rule": s.rule, "group": s.group, "until": to_text(s.until), "reason": s.reason}
-                     for s in store.silences(now)],
+                     for s in silences],
         "notifiers": store.notifier_status(),
         "outbox_pending": store.outbox_depth(),
         "invalid_files": [p.to_dict() for p in loaded.problems],
@@ -59,7 +65,8 @@ def _age(moment: str | None, now: datetime) -> str:
     return f"{format_duration(delta)} ago" if delta.total_seconds() >= 0 else f"in {format_duration(-delta)}"
 
 
-def _print_text(doc: dict[str, Any], now: datetime) -> None:
+def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
+    print(f"state: {doc['state_path']}{note}")
     for rule in doc["rules"]:
         line = f"{rule['name']} ({rule['type'] or 'removed'}): last run {_age(rule['last_run'], now)}, next {_age(rule['next_run'], now)}"
         print(line)
@@ -67,12 +74,13 @@ def _print_text(doc: dict[str, Any], now: datetime) -> None:
             print(f"  error ({rule['consecutive_errors']}x): {rule['last_error']}")
         for g in rule["groups"]:
             label = g["group"] or "(all)"
-            print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}: {g['summary']}")
+            muted = f" [silenced: {g['silenced']}]" if g["silenced"] else ""
+            print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
             print(f"  check {check['name']}: last load {loaded} ({check.get('age') or 'never loaded'})")
     if doc["silences"]:
-        print("silences:")
+        print("silences (remove one with `watchdog unsilence ID`):")
         for s in doc["silences"]:
             target = s["rule"] + (f":{s['group']}" if s["group"] is not None else "")
             print(f"  [{s['id']}] {target} until {s['until']} {s['reason']}")
@@ -85,49 +93,96 @@ def _print_text(doc: dict[str, Any], now: datetime) -> None:
         print(f"invalid: {problem['file']}:{problem['line']}: {problem['path']}: {problem['message']}")
 
 
+def _open_existing(config: Config) -> StateStore | None:
+    """The state store when its file exists; None otherwise (a command that only reads never creates one)."""
+    return StateStore(config.state_path) if os.path.exists(config.state_path) else None
+
+
 def show_status(config: Config, fmt: str = "text") -> int:
-    store = StateStore(config.state_path)
+    """Print every rule's state from the state file at ``config.state_path``; returns the exit code (0)."""
+    store = _open_existing(config)
+    note = "" if store else " (no such file yet: the daemon has not run with this state_path)"
+    # An empty in-memory store gives the same document (rules from their files, no state) without a file.
+    reader = store or StateStore(":memory:")
     try:
         now = _now()
-        doc = status_document(config, store, now)
+        doc = status_document(config, reader, now)
     finally:
-        store.close()
+        reader.close()
     if fmt == "json":
+        doc["state_exists"] = store is not None
         print(json.dumps(doc, indent=2, default=str))
     else:
-        _print_text(doc, now)
+        _print_text(doc, now, note)
     return 0
 
 
-def add_silence(config: Config, target: str, duration: str, reason: str) -> int:
-    rule, _, group = target.partition(":")
+def reported_groups(facts: Mapping[str, Any]) -> set[str]:
+    """The groups a rule's last evaluation reported, ok ones included (the state keeps only the others)."""
+    found: set[str] = set(facts.get("observed", ()))
+    found |= {str(c["name"]) for c in facts.get("checks", ()) if isinstance(c, Mapping) and "name" in c}
+    tasks = facts.get("tasks", {})
+    found |= {str(t) for t in tasks} if isinstance(tasks, Mapping) else set()
+    return found
+
+
+def add_silence(config: Config, target_text: str, duration: str, reason: str) -> int:
+    """Record a silence for ``RULE`` or ``RULE:GROUP`` in the state the daemon reads; returns the exit code.
+
+    The rule must be one of the config's rules; a group the state does not
+    know yet is accepted (it may appear later) with a note saying so.
+    """
     try:
-        length = parse_duration(duration)
+        target = parse_target(target_text)
+        length = parse_silence_duration(duration)
     except ValueError as exc:
         print(f"watchdog silence: {exc}", file=sys.stderr)
         return 2
-    known = {r.name for r in load_rules([config.rules_dir], config).rules}
-    if rule not in known:
-        print(f"watchdog silence: unknown rule '{rule}'", file=sys.stderr)
+    loaded = load_rules([config.rules_dir], config)
+    known = {r.name for r in loaded.rules}
+    if target.rule not in known:
+        hint = ", ".join(sorted(known)) or "none"
+        print(f"watchdog silence: no rule '{target.rule}' in {config.rules_dir} (rules: {hint})", file=sys.stderr)
         return 1
+    existed = os.path.exists(config.state_path)
     store = StateStore(config.state_path)
     try:
         now = _now()
-        silence_id = store.add_silence(rule, group if ":" in target else None, now + length, reason, now)
+        groups = {g: s.state.value for g, s in store.groups(target.rule).get(target.rule, {}).items()}
+        record = store.rule_record(target.rule)
+        for group in reported_groups(record.facts if record else {}):
+            groups.setdefault(group, "ok")
+        silence_id = store.add_silence(target.rule, target.group, now + length, reason, now)
     finally:
         store.close()
-    print(f"silence {silence_id}: {target} for {format_duration(length)} (until {to_text(now + length)})")
+    print(f"silence {silence_id}: {target} for {format_duration(length)} (until {to_text(now + length)})"
+          + (f": {reason}" if reason else ""))
+    print(f"state: {config.state_path}" + ("" if existed else " (created: the daemon has not run with this state_path yet)"))
+    covered = sorted(g for g in groups if target.group in (None, g))
+    for group in covered:
+        print(f"  silenced {target.rule}:{group or '(all)'} now {groups[group]}")
+    if target.group is not None and target.group not in groups:
+        known_groups = ", ".join(sorted(g or "(all)" for g in groups)) or "none yet"
+        print(f"note: rule '{target.rule}' has no group '{target.group}' in the state (groups now: {known_groups}); "
+              "the silence applies if it appears", file=sys.stderr)
+    elif not covered:
+        print(f"  {target.rule} has no groups in the state yet; the silence applies to every group it reports")
     return 0
 
 
 def remove_silence(config: Config, silence_id: str) -> int:
+    """Remove the silence with ``silence_id`` (as ``watchdog status`` lists it); returns 0, or 1 when there is none."""
+    if not os.path.exists(config.state_path):
+        print(f"watchdog unsilence: no state file at {config.state_path}, so no silence {silence_id}", file=sys.stderr)
+        return 1
     store = StateStore(config.state_path)
     try:
-        removed = silence_id.isdigit() and store.remove_silence(int(silence_id))
+        removed = silence_id.isdigit() and len(silence_id) < 19 and store.remove_silence(int(silence_id))
     finally:
         store.close()
     if not removed:
-        print(f"watchdog unsilence: no silence with id {silence_id}", file=sys.stderr)
+        print(f"watchdog unsilence: no silence with ID {silence_id} in {config.state_path} "
+              "(`watchdog status` lists the silences with their IDs)", file=sys.stderr)
         return 1
-    print(f"silence {silence_id} removed")
+    print(f"silence {silence_id} removed (state: {config.state_path})")
     return 0

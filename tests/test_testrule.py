@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.servers.search import CountingProxy
 from tests.servers.slack_api import SlackServer
@@ -17,7 +19,10 @@ from tests.test_search import load
 from watchdog.config import load_config
 from watchdog.loader import load_rules
 from watchdog.sources import Sources
-from watchdog.testrule import replay
+from watchdog.cli import parse_time
+from watchdog.rule import Schedule
+from watchdog.testrule import MAX_TICKS, replay, ticks_for
+from watchdog.times import to_text
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
@@ -167,6 +172,101 @@ def test_present_only_rules_say_so_and_change_nothing(tmp_path: Path, pg_db: str
     assert "dry run: would restart prod-to-warehouse with resume-processing" in doc["actions"][1]["text"]
     assert set(moto.calls()) == {"DescribeReplicationTasks"} and slack.calls() == []
     assert not (tmp_path / "state.db").exists()
+    text = run_cli(tmp_path, str(tmp_path / "rules" / "fix.yaml"))
+    assert text.returncode == 0 and "search request" not in text.stdout and doc["requests"] == 0  # it makes none
     assert moto_dms.dms_backends  # the task is still failed: nothing was restarted
     dms = boto3.client("dms", endpoint_url=moto.url, region_name="us-east-1")
     assert dms.describe_replication_tasks()["ReplicationTasks"][0]["Status"] == "failed"
+
+
+# --- the whole range, options that agree, a summary that agrees -------------------------------------------------
+
+
+def test_thirty_days_at_one_minute_ticks_find_the_last_days_transition(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST})
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-10-28T06:00:00Z",
+                     "--end", "2026-11-27T06:00:00Z", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["ticks"], doc["ticks_left_out"], doc["replayed_from"]) == (30 * 24 * 60 + 1, 0, "2026-10-28T06:00:00Z")
+    assert (doc["mode"], doc["requests"]) == ("aggregated", 9)  # 5,000 ticks per histogram request
+    assert [(t["at"], t["to"]) for t in doc["transitions"]] == [("2026-11-27T02:13:00Z", "firing"),
+                                                               ("2026-11-27T02:23:00Z", "resolved")]
+    assert "note" not in doc
+
+
+def test_past_the_cap_the_oldest_ticks_are_left_out_and_said_first(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST})
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-10-01T00:00:00Z",
+                     "--end", "2026-11-27T06:00:00Z")
+    assert result.returncode == 0, result.stderr
+    first, header = result.stdout.splitlines()[:2]
+    total = (datetime(2026, 11, 27, 6, tzinfo=UTC) - datetime(2026, 10, 1, tzinfo=UTC)) // timedelta(minutes=1) + 1
+    replayed_from = to_text(datetime(2026, 11, 27, 6, tzinfo=UTC) - timedelta(minutes=MAX_TICKS - 1))
+    assert first == (f"note: the range holds {total} ticks at this schedule; the newest {MAX_TICKS} are replayed, "
+                     f"from {replayed_from}, and the oldest {total - MAX_TICKS} are left out "
+                     "(narrow the range with --start/--end or --last)")
+    assert header.startswith(f"rule burst (threshold): {replayed_from} .. 2026-11-27T06:00:00Z, {MAX_TICKS} tick(s)")
+    assert "2026-11-27T02:13:00Z team-a: ok -> firing" in result.stdout  # the newest data is never the part left out
+
+
+def test_ticks_keep_the_newest_when_capped() -> None:
+    start, end = DAY, DAY + timedelta(hours=1)
+    every = Schedule(every=timedelta(minutes=1))
+    assert ticks_for(every, start, end, limit=1000) == ([DAY + timedelta(minutes=m) for m in range(61)], 0)
+    assert ticks_for(every, start, end, limit=10) == ([DAY + timedelta(minutes=m) for m in range(51, 61)], 51)
+    cron = Schedule(cron="*/5 * * * *", timezone="UTC")
+    assert ticks_for(cron, start, end, limit=1000) == ([DAY + timedelta(minutes=m) for m in range(0, 61, 5)], 0)
+    assert ticks_for(cron, start, end, limit=3) == ([DAY + timedelta(minutes=m) for m in (50, 55, 60)], 10)
+    assert ticks_for(every, end, start) == ([], 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(0, 10**6), span=st.integers(0, 10**5), step=st.integers(1, 3600), limit=st.integers(1, 500))
+def test_ticks_are_the_newest_aligned_runs(start: int, span: int, step: int, limit: int) -> None:
+    begin, end = DAY + timedelta(seconds=start), DAY + timedelta(seconds=start + span)
+    ticks, left_out = ticks_for(Schedule(every=timedelta(seconds=step)), begin, end, limit=limit)
+    everything = [t for t in (datetime.fromtimestamp(k * step, UTC) for k in range(
+        int(begin.timestamp()) // step - 1, int(end.timestamp()) // step + 2)) if begin <= t <= end]
+    assert ticks == everything[len(everything) - len(ticks):] and len(ticks) == min(limit, len(everything))
+    assert left_out == len(everything) - len(ticks)
+
+
+def test_start_and_last_together_are_refused(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"burst": BURST})
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T00:00:00Z", "--last", "1h")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--start 2026-11-27T00:00:00Z and --last 1h disagree" in result.stderr and "give --start with --end" in result.stderr
+    both = run_cli(root, str(root / "rules" / "burst.yaml"), "--end", "-1h", "--last", "1h")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    bad = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "yesterday")
+    assert bad.returncode == 2 and "'yesterday' is not a time: use ISO 8601" in bad.stderr
+
+
+def test_a_firing_flatline_counts_its_breaching_ticks(tmp_path: Path, bursts: CountingProxy) -> None:
+    # team-b stops logging at 04:00: from 04:10 its 10-minute window is empty, while team-a keeps logging.
+    root = project(tmp_path, bursts.url, {"quiet": "type: threshold\nwindow: 10m\nthreshold: {below: 1}\ngroup_by: team\n"
+                                                    "schedule: {every: 5m}\n"})
+    result = run_cli(root, str(root / "rules" / "quiet.yaml"), "--start", "2026-11-27T03:00:00Z", "--end", "2026-11-27T04:30:00Z")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(run_cli(root, str(root / "rules" / "quiet.yaml"), "--start", "2026-11-27T03:00:00Z",
+                             "--end", "2026-11-27T04:30:00Z", "--format", "json").stdout)
+    assert [(t["at"], t["group"], t["to"]) for t in doc["transitions"]] == [("2026-11-27T04:10:00Z", "team-b", "firing")]
+    assert doc["breaching_ticks"] == 5  # 04:10 .. 04:30
+    assert "min over groups per tick (1 tick(s) per column) vs below 1; 5 tick(s) breach:" in result.stdout
+    assert result.stdout.splitlines()[2].endswith("▁" * 5)  # the zero shows while it fires
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.from_regex(r"-([0-9]{1,15}(ms|s|m|h|d|w)){1,2}", fullmatch=True),
+                 st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat().replace("+00:00", "Z"))))
+def test_command_line_times_parse_or_say_how(text: str) -> None:
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    try:
+        moment = parse_time(text, now)
+    except ValueError as exc:
+        assert "use ISO 8601 (2026-11-28T02:00:00Z) or a time relative to now (-2h" in str(exc)
+    else:
+        assert moment.tzinfo is not None
+        if text.startswith("-"):
+            assert moment <= now

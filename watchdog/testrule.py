@@ -33,7 +33,10 @@ from watchdog.times import to_text
 
 SEARCH_TYPES = ("threshold", "metric")
 ASSEMBLED_METRICS = (None, "sum", "min", "max", "avg")  # values that can be built from histogram buckets
-MAX_TICKS = 20000
+# A replay holds at most this many ticks (35 days at 1-minute ticks); past it the oldest ticks are left out, and said so.
+MAX_TICKS = 50_000
+# Ticks per aggregation request: keeps each date histogram well under the servers' bucket limits (65,536 by default).
+AGGREGATED_TICKS_PER_REQUEST = 5_000
 
 
 @dataclass
@@ -51,34 +54,59 @@ class Replay:
     series: list[tuple[datetime, float | None]] = field(default_factory=list)  # the value per tick (max over groups)
     payloads: list[dict[str, Any]] = field(default_factory=list)  # rendered payloads, for --send
     note: str = ""
+    breaching: int = 0  # ticks at which the condition held for at least one group
+    left_out: int = 0  # the oldest ticks of the range beyond MAX_TICKS, not replayed
+
+    @property
+    def covered_start(self) -> datetime:
+        """Where the replayed ticks begin: ``start`` unless the oldest ticks were left out."""
+        return self.ticks[0] if self.left_out and self.ticks else self.start
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "start": to_text(self.start), "end": to_text(self.end), "ticks": len(self.ticks),
-                "mode": self.mode, "requests": self.requests, "transitions": self.transitions,
+                "ticks_left_out": self.left_out, "replayed_from": to_text(self.covered_start),
+                "mode": self.mode, "requests": self.requests, "breaching_ticks": self.breaching,
+                "transitions": self.transitions,
                 "notifications": self.notifications, "actions": self.actions, "errors": self.errors,
                 **({"note": self.note} if self.note else {})}
 
 
-def ticks_for(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
-    """Every planned run in [start, end]; interval schedules are aligned to multiples of their step."""
-    out: list[datetime] = []
+def ticks_for(schedule: Schedule, start: datetime, end: datetime, limit: int = MAX_TICKS) -> tuple[list[datetime], int]:
+    """The newest ``limit`` planned runs in [start, end], and how many older ones were left out.
+
+    Interval schedules are aligned to multiples of their step. When the range
+    holds more than ``limit`` ticks, the oldest are the ones left out: what
+    happened last is what a user replays a rule to see.
+    """
     if schedule.every is not None:
         step = schedule.every.total_seconds()
-        first = math.ceil(start.timestamp() / step) * step
-        moment = datetime.fromtimestamp(first, UTC)
-        while moment <= end and len(out) < MAX_TICKS:
-            out.append(moment)
-            moment += schedule.every
-        return out
+        first = math.ceil(start.timestamp() / step)
+        last = math.floor(end.timestamp() / step)
+        total = max(0, last - first + 1)
+        kept = min(total, limit)
+        return [datetime.fromtimestamp((last - kept + 1 + i) * step, UTC) for i in range(kept)], total - kept
     from zoneinfo import ZoneInfo
 
-    it = croniter(schedule.cron, (start - timedelta(microseconds=1)).astimezone(ZoneInfo(schedule.timezone)))
-    while len(out) < MAX_TICKS:
-        moment = it.get_next(datetime).astimezone(UTC)
-        if moment > end:
-            break
-        out.append(moment)
-    return out
+    # Walk back from the end, so a long range never costs more than ``limit`` steps plus one.
+    it = croniter(schedule.cron, (end + timedelta(microseconds=1)).astimezone(ZoneInfo(schedule.timezone)))
+    newest_first: list[datetime] = []
+    while True:
+        moment = it.get_prev(datetime).astimezone(UTC)
+        if moment < start:
+            return newest_first[::-1], 0
+        if len(newest_first) == limit:
+            return newest_first[::-1], _count_cron(it, moment, start) + 1
+        newest_first.append(moment)
+
+
+def _count_cron(it: croniter, moment: datetime, start: datetime) -> int:
+    """How many more runs of ``it`` lie in [start, moment) (cheap enough: only past the cap)."""
+    count = 0
+    while True:
+        moment = it.get_prev(datetime).astimezone(UTC)
+        if moment < start:
+            return count
+        count += 1
 
 
 class MemoryJournal:
@@ -120,7 +148,17 @@ def _bucket_aggs(options: SearchOptions) -> dict[str, Any]:
 
 
 def aggregated_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tuple[list[dict[str, Any]], int]:
-    """One search for the whole replay; per tick, a response shaped like the live search's."""
+    """One search per AGGREGATED_TICKS_PER_REQUEST ticks; per tick, a response shaped like the live search's."""
+    responses: list[dict[str, Any]] = []
+    requests = 0
+    for at in range(0, len(ticks), AGGREGATED_TICKS_PER_REQUEST):
+        part, sent = _aggregated_chunk(rule, source, ticks[at:at + AGGREGATED_TICKS_PER_REQUEST])
+        responses += part
+        requests += sent
+    return responses, requests
+
+
+def _aggregated_chunk(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tuple[list[dict[str, Any]], int]:
     from watchdog.sources.search import SearchRequest
 
     options: SearchOptions = rule.options
@@ -173,9 +211,14 @@ def _tick_response(options: SearchOptions, series: Mapping[str, Mapping[int, Map
     start = end - options.window
     early = end - searching.lookback(options) if searching.looks_back(options) else start
 
+    step_ms = int(step.total_seconds() * 1000)
+
     def within(buckets: Mapping[int, Mapping[str, Any]], since: datetime) -> list[Mapping[str, Any]]:
+        # Bucket keys are multiples of the step, and so are the window's ends (can_aggregate checked it): look the
+        # few keys up rather than scanning every bucket of the replay at every tick.
         lo, hi = int(since.timestamp() * 1000), int(end.timestamp() * 1000)
-        return [b for k, b in buckets.items() if lo <= k < hi]
+        first = -(-lo // step_ms) * step_ms
+        return [buckets[k] for k in range(first, hi, step_ms) if k in buckets]
 
     if not options.group_by:
         count, value = _combine(options, within(series.get("", {}), start))
@@ -242,6 +285,28 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
             _notify(replay, rule, notice)
 
 
+def _tick_value(options: SearchOptions, response: Mapping[str, Any], known: frozenset[str],
+                evaluation: Evaluation) -> float | None:
+    """The value the sparkline shows for one tick: the group nearest to breaching.
+
+    That is the highest value for ``above`` and the lowest for ``below``,
+    counting a known group that went quiet as zero, as the rule itself does
+    (so a firing flatline shows its zero, not another group's traffic).
+    """
+    seen = {g: v for g, (v, _) in searching.values(options, response).items()}
+    if options.group_by and options.threshold.below is not None:
+        for group in known - set(seen):
+            if group:
+                seen[group] = 0.0 if options.metric is None else None
+    for finding in evaluation.findings:
+        if isinstance(finding.value, (int, float)):
+            seen[finding.group] = float(finding.value)
+    numbers = [v for v in seen.values() if v is not None]
+    if not numbers:
+        return None
+    return min(numbers) if options.threshold.below is not None else max(numbers)
+
+
 def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bool = False) -> None:
     ticks = replay.ticks
     if not ticks:
@@ -263,9 +328,9 @@ def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bo
         ctx = EvalContext(now=tick, active={rule.name: frozenset(states)}, observed={rule.name: observed})
         start, end = searching.window(rule.options, tick)
         evaluation = searching.judge(rule, ctx, response, start, end, dashboards)
+        replay.series.append((tick, _tick_value(rule.options, response, observed | frozenset(states), evaluation)))
+        replay.breaching += bool(evaluation.findings)
         observed = frozenset(evaluation.observed)
-        values = [v for v, _ in searching.values(rule.options, response).values() if v is not None]
-        replay.series.append((tick, max(values) if values else None))
         _advance(replay, rule, states, evaluation, tick)
 
 
@@ -280,7 +345,7 @@ def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
         rule = replace(rule, options=replace(rule.options, dry_run=True))  # plan, never act
     ctx = EvalContext(now=now, journal=journal if rule_type.acts else None, sources=sources if rule_type.acts else None)
     result = rule_type.evaluate([rule], sources.get(rule.source), ctx)[rule.name]
-    replay.requests = 1
+    replay.requests = 0  # no search request: one SQL query or AWS call per check, counted by the source
     if isinstance(result, Exception):
         replay.errors.append({"at": to_text(now), "message": str(result)})
         return
@@ -295,7 +360,11 @@ def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_pe
     """Replay ``rule`` over [start, end] against the real sources; raises the source's error when it cannot run at all."""
     result = Replay(rule=rule.name, start=start, end=end)
     if rule.type in SEARCH_TYPES:
-        result.ticks = ticks_for(rule.schedule, start, end)
+        result.ticks, result.left_out = ticks_for(rule.schedule, start, end)
+        if result.left_out:
+            result.note = (f"the range holds {len(result.ticks) + result.left_out} ticks at this schedule; the newest "
+                           f"{len(result.ticks)} are replayed, from {to_text(result.ticks[0])}, and the oldest "
+                           f"{result.left_out} are left out (narrow the range with --start/--end or --last)")
         replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick)
     else:
         replay_present(rule, sources, result)
@@ -307,32 +376,41 @@ def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_pe
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: Sequence[float | None], limit: float, width: int = 100) -> tuple[str, str]:
-    """A sparkline of ``values`` (max per column when there are more than ``width``) and a line marking breaches."""
+def sparkline(values: Sequence[float | None], limit: float, width: int = 100, *, lowest: bool = False) -> tuple[str, str]:
+    """A sparkline of ``values`` and the number of ticks per column.
+
+    With more than ``width`` values, a column shows the max of its ticks (the
+    min with ``lowest``, for ``below`` thresholds), so a breach stays visible.
+    """
     if not values:
         return "", ""
     per = max(1, math.ceil(len(values) / width))
     columns = []
     for i in range(0, len(values), per):
         chunk = [v for v in values[i:i + per] if v is not None]
-        columns.append(max(chunk) if chunk else None)
+        columns.append((min(chunk) if lowest else max(chunk)) if chunk else None)
     top = max([c for c in columns if c is not None] + [limit, 1e-9])
     line = "".join(" " if c is None else SPARKS[min(len(SPARKS) - 1, int(c / top * (len(SPARKS) - 1)))] for c in columns)
     return line, str(per)
 
 
 def format_text(result: Replay, rule: Rule) -> str:
-    lines = [f"rule {result.rule} ({rule.type}): {to_text(result.start)} .. {to_text(result.end)}, {len(result.ticks)} tick(s), "
-             f"{result.mode}, {result.requests} search request(s)"]
-    if result.note:
+    requests = f", {result.requests} search request(s)" if rule.type in SEARCH_TYPES else ""
+    lines = []
+    if result.note:  # first: it says what the rest does not cover
         lines.append(f"note: {result.note}")
+    lines.append(f"rule {result.rule} ({rule.type}): {to_text(result.covered_start)} .. {to_text(result.end)}, "
+                 f"{len(result.ticks)} tick(s), {result.mode}{requests}")
     if result.series and rule.type in SEARCH_TYPES:
         threshold = rule.options.threshold
         values = [v for _, v in result.series]
-        line, per = sparkline(values, threshold.limit)
-        breaches = sum(1 for v in values if v is not None and threshold.breached(v))
-        what = "max over groups" if rule.options.group_by else "value"
-        lines.append(f"{what} per tick ({per} tick(s) per column) vs {threshold.describe()}; {breaches} tick(s) breach:")
+        line, per = sparkline(values, threshold.limit, lowest=threshold.below is not None)
+        if rule.options.group_by:
+            what = "min over groups" if threshold.below is not None else "max over groups"
+        else:
+            what = "value"
+        lines.append(f"{what} per tick ({per} tick(s) per column) vs {threshold.describe()}; "
+                     f"{result.breaching} tick(s) breach:")
         lines.append(f"  {line}")
     lines.append(f"transitions: {len(result.transitions)}")
     for t in result.transitions:

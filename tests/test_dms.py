@@ -210,7 +210,8 @@ def test_dry_run_changes_nothing(tmp_path: Path, moto: MotoDms, warehouse: str) 
 
 
 TASK = {"ReplicationTaskIdentifier": "t1", "ReplicationTaskArn": "arn:aws:dms:us-east-1:123456789012:task:t1",
-        "Status": "failed", "StopReason": "Stop Reason FATAL_ERROR"}
+        "Status": "failed", "StopReason": "Stop Reason FATAL_ERROR", "MigrationType": "cdc",
+        "ReplicationTaskStartDate": NOW - timedelta(days=3)}
 
 
 def stubbed() -> tuple[DmsSource, Stubber]:

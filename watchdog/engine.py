@@ -21,7 +21,7 @@ from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, Step
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, RuleView, Step
 from watchdog.runner import Batch, Finished, Runner
 from watchdog.state import StateStore
 from watchdog.times import from_text, utcnow
@@ -160,7 +160,8 @@ class Engine:
                 now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
                 observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
                           for r in batch},
-                journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None)
+                journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None,
+                rules=self.view if rule_type.acts else None)
             planned = {r.name: self.next_run[r.name] for r in batch}
             self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
 
@@ -169,6 +170,17 @@ class Engine:
                 return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
 
             self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
+
+    def view(self, name: str) -> RuleView | None:
+        """Another rule's state as an acting rule may see it (None: no such rule)."""
+        rule = self.rules.get(name)
+        if rule is None:
+            return None
+        record = self.store.rule_record(name)
+        groups = self.store.groups(name).get(name, {})
+        return RuleView(type=rule.type, last_run=record.last_run if record else None,
+                        alerting=frozenset(g for g, s in groups.items() if s.state != lifecycle.State.OK),
+                        error=record.health.last_error if record and record.health.errors else None)
 
     def collect(self) -> list[Applied]:
         """Apply every finished evaluation; returns what changed."""

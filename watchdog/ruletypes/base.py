@@ -7,7 +7,7 @@ source's answers into findings. It knows nothing of schedules, state or Slack.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -76,6 +76,16 @@ class Journal(Protocol):
 
 
 @dataclass(frozen=True)
+class RuleView:
+    """What an acting rule may know of another rule: when it last ran, its alerting groups, its evaluation error."""
+
+    type: str
+    last_run: datetime | None
+    alerting: frozenset[str]  # groups pending or firing
+    error: str | None = None  # the last evaluation failed with this
+
+
+@dataclass(frozen=True)
 class EvalContext:
     """What the engine tells a rule type at evaluation time (all keyed by rule name)."""
 
@@ -84,6 +94,7 @@ class EvalContext:
     observed: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups seen by the previous evaluation
     journal: Journal | None = None  # for rule types that act (remediation)
     sources: Any = None  # every source, for rule types that act on more than their own
+    rules: Callable[[str], RuleView | None] | None = None  # other rules' state, for rule types that act
 
 
 class RuleType(ABC):

@@ -81,12 +81,38 @@ class DmsTaskOptions:
                    tables=TableCheck.from_value(data.get("tables")), lag=LagCheck.from_value(data.get("lag")))
 
 
+DESTRUCTIVE_RESTARTS = frozenset({"reload-target", "start-replication"})  # both re-apply the table-preparation mode
+DEFAULT_WAIT_RELOADED = timedelta(minutes=30)
+DEFAULT_VERIFY_WITHIN = timedelta(hours=1)
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     type: str = DEFAULT_RESTART_TYPE
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     within: timedelta = DEFAULT_WITHIN
     wait_running: timedelta = DEFAULT_WAIT_RUNNING
+    allow_destructive: bool = False  # reload-target and start-replication may drop or truncate target tables
+
+    @property
+    def destructive(self) -> bool:
+        return self.type in DESTRUCTIVE_RESTARTS
+
+
+@dataclass(frozen=True)
+class TableReload:
+    """Reload only the tables in error of a running task (ReloadTables) instead of restarting it."""
+
+    enabled: bool = True
+    wait_reloaded: timedelta = DEFAULT_WAIT_RELOADED  # how long reloaded tables may take to leave error
+
+
+@dataclass(frozen=True)
+class Verify:
+    """What "healed" waits for besides a running task with no table in error: a freshness rule without alerts."""
+
+    freshness_rule: str | None = None
+    within: timedelta = DEFAULT_VERIFY_WITHIN
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,8 @@ class DmsRemediateOptions:
     restart: RestartPolicy
     refresh: Refresh | None
     dry_run: bool = False
+    tables: TableReload = TableReload()
+    verify: Verify = Verify()
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], rule_dir: str) -> DmsRemediateOptions:
@@ -115,7 +143,19 @@ class DmsRemediateOptions:
             max_attempts=int(raw_restart.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
             within=opt.duration(raw_restart, "within", DEFAULT_WITHIN),
             wait_running=opt.duration(raw_restart, "wait_running", DEFAULT_WAIT_RUNNING),
+            allow_destructive=bool(raw_restart.get("allow_destructive", False)),
         )
+        if restart.destructive and not restart.allow_destructive:
+            raise OptionsError(("restart", "type"), f"restart type '{restart.type}' re-applies the task's table-preparation "
+                                                    "mode (target tables may be dropped or truncated); set "
+                                                    "'allow_destructive: true' under 'restart' to allow it, or use "
+                                                    "resume-processing")
+        raw_tables = data.get("tables", {})
+        tables = TableReload(enabled=bool(raw_tables.get("reload", True)),
+                             wait_reloaded=opt.duration(raw_tables, "wait_reloaded", DEFAULT_WAIT_RELOADED))
+        raw_verify = data.get("healed_when", {})
+        verify = Verify(freshness_rule=raw_verify.get("fresh"),
+                        within=opt.duration(raw_verify, "within", DEFAULT_VERIFY_WITHIN))
         refresh = None
         if "refresh" in data:
             raw = data["refresh"]
@@ -140,4 +180,5 @@ class DmsRemediateOptions:
                 timeout=opt.duration(raw, "timeout", DEFAULT_REFRESH_TIMEOUT),
             )
         return cls(source=data["source"], tasks=tuple(data["tasks"]) if "tasks" in data else None,
-                   restart=restart, refresh=refresh, dry_run=bool(data.get("dry_run", False)))
+                   restart=restart, refresh=refresh, dry_run=bool(data.get("dry_run", False)), tables=tables,
+                   verify=verify)

@@ -6,6 +6,19 @@ Per task, a state machine kept in the journal (the state store):
                  |                     |  timeout/fails again: next attempt, within the budget
                  +--budget spent-------+--> gave_up (alert; no more restarts until it runs again)
     refreshing --SQL or command fails--> refresh_failed (reported once, not retried)
+    idle --running, some tables in error--> reloading (ReloadTables for those tables alone) --out of error--> refreshing
+    refreshing --done--> verifying (healed_when.fresh: the freshness rule, run after the refresh, has no alert) --> idle
+                                   +--not fresh within healed_when.within--> stale (reported once; closes when fresh)
+
+Doing the least: a running task with tables in error (a suspended table) is
+never restarted; only those tables are reloaded. A failed task is restarted
+with resume-processing unless the rule allows a destructive type
+(``allow_destructive``), and never when it has not completed its first run
+(AWS: any other start type than start-replication on a first run leads to data
+errors, and start-replication re-applies the table-preparation mode). A task is
+healed when it runs, none of its tables is in error, and (with
+``healed_when.fresh``) the warehouse is fresh again; every action and its
+reason is a step in the alert's thread and the audit log.
 
 Intent, action, outcome: the intent to restart (with the task's last start
 time as DMS reported it) is recorded before StartReplicationTask is called,
@@ -35,6 +48,7 @@ from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule, Severity
+from watchdog.ruletypes import dms_tables
 from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Journal, RuleError, RuleType, Step
 from watchdog.ruletypes.dms_options import DmsRemediateOptions
 from watchdog.ruletypes.dms_task import TRANSITIONAL, condition, identifier, missing, task_details
@@ -46,8 +60,30 @@ FIRST_POLL = 1.0
 MAX_CHECK_INTERVAL = timedelta(minutes=2)
 
 
+RELOADING_STATES = frozenset({"table is being reloaded", "before load", "full load"})
+FULL_LOAD_TYPES = frozenset({"full-load", "full-load-and-cdc"})
+MAX_TABLES_NAMED = 10  # steps name this many tables, then "and N more"
+
+
 class RemediationError(RuleError):
     pass
+
+
+def first_run_completed(task: Mapping[str, Any]) -> bool:
+    """Whether the task finished its first run in the sense AWS warns about (its first full load)."""
+    stats = task.get("ReplicationTaskStats") or {}
+    if stats.get("FullLoadFinishDate") or task.get("RecoveryCheckpoint"):
+        return True
+    if str(task.get("MigrationType") or "") in FULL_LOAD_TYPES:
+        progress = stats.get("FullLoadProgressPercent")
+        return isinstance(progress, int | float) and progress >= 100
+    return bool(task.get("ReplicationTaskStartDate"))  # CDC only: no load phase, so a task that started has run
+
+
+def table_list(tables: Sequence[Sequence[str]]) -> str:
+    names = [f"{schema}.{table}" for schema, table in tables]
+    more = len(names) - MAX_TABLES_NAMED
+    return ", ".join(names[:MAX_TABLES_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
 def start_date(task: Mapping[str, Any]) -> str:
@@ -68,6 +104,7 @@ class Run:
         self.ctx = ctx
         self.journal = journal
         self.records = journal.load(rule)
+        self.problems: dict[str, str] = {}  # task -> what could not be checked this evaluation (a finding, not a step)
 
     def now(self) -> datetime:
         # Steps are stamped with the evaluation time: replays (test-rule) stay deterministic.
@@ -90,20 +127,31 @@ class Run:
         if state == "idle":
             if failed:
                 self.failure(task, self.open(record, task))
+            elif status == "running" and self.options.tables.enabled:
+                bad = self.tables_in_error(task)
+                if bad:
+                    self.reload(task, self.open_tables(record, task, bad), bad)
+        elif state == "reloading":
+            self.reloading(task, record)
+        elif state in ("verifying", "stale"):
+            if failed:
+                self.failure(task, record)
+            else:
+                self.verifying(task, record)
         elif state == "restarting":  # watchdog stopped while StartReplicationTask was in flight
             self.reconcile(task, record)
         elif state == "waiting":
             self.waiting(task, record)
         elif state == "refreshing":  # watchdog stopped mid-refresh: a refresh is safe to run again
             self.refresh(task, record)
-        elif state == "retry":  # the last restart call failed; try again within the budget
+        elif state == "retry":  # the last restart or reload call failed; try again within the budget
             if status == "running":
-                self.close(name, record, f"task {name} is running again")
+                self.healthy(task, record, f"task {name} is running again")
             elif failed:
                 self.failure(task, record)
         elif state in ("gave_up", "planned", "missing"):
-            if status == "running":
-                self.close(name, record, f"task {name} is running again; nothing more to do")
+            if status == "running" and self.unsettled(task, record) == []:
+                self.close(name, record, f"task {name} is running again with no table in error; nothing more to do")
         elif state == "refresh_failed":
             if failed:
                 self.failure(task, self.open(record, task))
@@ -138,6 +186,12 @@ class Run:
                       f"dry run: would restart {name} with {restart.type} (attempt {n} of {restart.max_attempts}), "
                       f"wait up to {format_duration(restart.wait_running)} for running" + self.refresh_plan(), task=name)
             return
+        if not first_run_completed(task):
+            self.save(name, {**record, "state": "gave_up", "attempts": attempts}, "action",
+                      f"not restarting {name}: it has not completed its first run, and AWS warns that any start type "
+                      "but start-replication on a first run leads to data errors, while start-replication re-applies "
+                      "the table-preparation mode. Start it by hand.", Severity.CRITICAL, task=name, type=restart.type)
+            return
         if len(attempts) >= restart.max_attempts:
             self.save(name, {**record, "state": "gave_up", "attempts": attempts}, "action",
                       f"gave up: {len(attempts)} restart(s) within {format_duration(restart.within)} did not keep {name} "
@@ -147,8 +201,10 @@ class Run:
         # The intent goes to the journal before the call: a crash during the call is reconciled, never forgotten.
         intent = {"type": restart.type, "at": to_text(self.now()), "start_date": start_date(task), "attempt": n}
         record = {**record, "state": "restarting", "attempts": attempts, "intent": intent}
-        self.save(name, record, "note", f"intent: restart {name} with {restart.type} (attempt {n} of {restart.max_attempts})",
-                  task=name, start_date=intent["start_date"])
+        why = (" (destructive: it re-applies the table-preparation mode; allowed by allow_destructive)"
+               if restart.destructive else "")
+        self.save(name, record, "note", f"intent: restart {name} with {restart.type} (attempt {n} of {restart.max_attempts})"
+                  + why, task=name, start_date=intent["start_date"])
         try:
             self.source.start_task(arn, restart.type)
         except RuleError as exc:
@@ -160,8 +216,9 @@ class Run:
             return
         record = {**self.issued(record), "deadline": to_text(self.now() + restart.wait_running)}
         self.save(name, record, "action",
-                  f"restart issued: StartReplicationTask {restart.type} (attempt {n} of {restart.max_attempts}); "
-                  f"waiting up to {format_duration(restart.wait_running)} for running", task=name, type=restart.type)
+                  f"restart issued: StartReplicationTask {restart.type} (attempt {n} of {restart.max_attempts}) because "
+                  f"the task is {task.get('Status')}{why}; waiting up to {format_duration(restart.wait_running)} for running",
+                  task=name, type=restart.type)
         self.poll(arn, name, record)
 
     @staticmethod
@@ -219,13 +276,7 @@ class Run:
         name = identifier(task)
         status = str(task.get("Status", ""))
         if status == "running":
-            record = {**record, "state": "refreshing" if self.options.refresh else "idle"}
-            if self.options.refresh is None:
-                self.close(name, record, f"task {name} is running again")
-                return
-            self.save(name, record, "action", f"task {name} is running again; starting the warehouse refresh",
-                      task=name, status=status)
-            self.refresh(task, record)
+            self.healthy(task, record, f"task {name} is running again")
             return
         if condition(task, FAILED) is not None and status != "starting":
             self.save(name, {**record, "state": "retry"}, "action",
@@ -267,13 +318,13 @@ class Run:
                       task=name, error=str(exc))
             return
         if done_before is not None:
-            self.close(name, {**record, "state": "idle"},
-                       f"warehouse refresh had already committed at {to_text(done_before)} (watchdog stopped before "
-                       f"recording it); not run again; task {name} is running", refreshed_at=to_text(done_before))
+            self.verify(task, {**record, "state": "idle"},
+                        f"warehouse refresh had already committed at {to_text(done_before)} (watchdog stopped before "
+                        f"recording it); not run again; task {name} is running", refreshed_at=to_text(done_before))
             return
         took = time.monotonic() - started
-        self.close(name, {**record, "state": "idle"}, f"warehouse refresh finished in {took:.1f}s; task {name} is running",
-                   seconds=round(took, 2))
+        self.verify(task, {**record, "state": "idle"}, f"warehouse refresh finished in {took:.1f}s; task {name} is running",
+                    seconds=round(took, 2))
 
     @staticmethod
     def run_command(command: Sequence[str], timeout: float, episode: str = "") -> None:
@@ -288,6 +339,177 @@ class Run:
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
             raise RemediationError(f"{' '.join(command)} exited with {result.returncode}: {tail[0]}")
+
+    # --- tables: reload only what is in error --------------------------------------------------
+
+    def tables_in_error(self, task: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+        """``(schema, table)`` of the task's tables in error now; None when they could not be checked (a finding)."""
+        name = identifier(task)
+        try:
+            rows = self.source.table_statistics(str(task.get("ReplicationTaskArn")))
+        except RuleError as exc:
+            self.problems[name] = f"could not check the tables of task {name}: {exc}"
+            return None
+        return [dms_tables.table_name(r) for r in rows if dms_tables.in_error(r)]
+
+    def still_reloading(self, task: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> list[tuple[str, str]] | None:
+        """Of ``tables``, those not yet back (in error, or still loading); None when they could not be checked."""
+        name = identifier(task)
+        try:
+            rows = self.source.table_statistics(str(task.get("ReplicationTaskArn")))
+        except RuleError as exc:
+            self.problems[name] = f"could not check the tables of task {name}: {exc}"
+            return None
+        wanted = {(str(s), str(t)) for s, t in tables}
+        out = []
+        for row in rows:
+            key = dms_tables.table_name(row)
+            loading = dms_tables.clean(row.get("TableState")).lower() in RELOADING_STATES
+            if dms_tables.in_error(row) or (key in wanted and loading):
+                out.append(key)
+        return out
+
+    def unsettled(self, task: Mapping[str, Any], record: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+        """Tables in error now, or reloaded by this episode and still loading ([] with table reloads off)."""
+        if not self.options.tables.enabled:
+            return []
+        return self.still_reloading(task, record.get("tables", []))
+
+    def open_tables(self, record: dict[str, Any], task: Mapping[str, Any], bad: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Start a new episode for tables seen in error in a running task."""
+        name = identifier(task)
+        record = {"state": "idle", "episode": uuid.uuid4().hex, "since": to_text(self.now()),
+                  "attempts": [a for a in record.get("attempts", []) if self.recent(a)],
+                  "failure": {"status": str(task.get("Status", "")), "tables": [list(t) for t in bad]}}
+        self.save(name, record, "firing", f"task {name} is running but {len(bad)} table(s) are in error (suspended): "
+                  f"{table_list(bad)}", Severity.CRITICAL, task=name, tables=[f"{s}.{t}" for s, t in bad])
+        return record
+
+    def reload(self, task: Mapping[str, Any], record: dict[str, Any], bad: Sequence[tuple[str, str]]) -> None:
+        """ReloadTables for ``bad`` alone (intent, call, outcome), within the attempt budget; the task is not restarted."""
+        name, arn = identifier(task), str(task.get("ReplicationTaskArn"))
+        restart = self.options.restart
+        attempts = [a for a in record.get("attempts", []) if self.recent(a)]
+        n = len(attempts) + 1
+        listed = table_list(bad)
+        if self.options.dry_run:
+            self.save(name, {**record, "state": "planned"}, "action",
+                      f"dry run: would reload {listed} of {name} (ReloadTables data-reload; the task is not restarted)"
+                      + self.refresh_plan(), task=name)
+            return
+        if len(attempts) >= restart.max_attempts:
+            self.save(name, {**record, "state": "gave_up", "attempts": attempts}, "action",
+                      f"gave up: {len(attempts)} attempt(s) within {format_duration(restart.within)} did not bring "
+                      f"{listed} of {name} out of error; no more reloads until they recover. Look at them by hand.",
+                      Severity.CRITICAL, task=name)
+            return
+        attempts.append(to_text(self.now()))
+        tables = [list(t) for t in bad]
+        record = {**record, "state": "reloading", "attempts": attempts, "tables": tables,
+                  "deadline": to_text(self.now() + self.options.tables.wait_reloaded)}
+        # Intent first: a watchdog stopped during the call finds "reloading" and waits; a second reload is harmless.
+        self.save(name, record, "note", f"intent: reload {listed} of {name} (attempt {n} of {restart.max_attempts})",
+                  task=name)
+        try:
+            self.source.reload_tables(arn, [(s, t) for s, t in tables])
+        except RuleError as exc:
+            denied = getattr(exc, "code", "") in ("AccessDeniedException", "AccessDenied")
+            self.save(name, {**record, "state": "gave_up" if denied else "retry"}, "action",
+                      f"reload {n} of {restart.max_attempts} failed: {exc}" + (" (not retried)" if denied else ""),
+                      Severity.CRITICAL, task=name)
+            return
+        self.save(name, record, "action",
+                  f"reload issued: ReloadTables data-reload for {listed} (attempt {n} of {restart.max_attempts}) because "
+                  f"they are in error while task {name} runs; the task is not restarted. Waiting up to "
+                  f"{format_duration(self.options.tables.wait_reloaded)} for them to load", task=name,
+                  tables=[f"{s}.{t}" for s, t in tables])
+
+    def reloading(self, task: Mapping[str, Any], record: dict[str, Any]) -> None:
+        name = identifier(task)
+        status = str(task.get("Status", ""))
+        if condition(task, FAILED) is not None:
+            self.save(name, {**record, "state": "retry"}, "action",
+                      f"task {name} failed while its tables reloaded: {task_details(task)['last_failure'] or status}",
+                      Severity.CRITICAL, task=name, status=status)
+            self.failure(task, self.records[name])
+            return
+        deadline = from_text(record.get("deadline"))
+        late = deadline is not None and self.now() >= deadline
+        if status != "running":
+            return  # transitional (or stopped by a person): never touched; the next evaluation looks again
+        left = self.still_reloading(task, record.get("tables", []))
+        if left is None:
+            return
+        if not left:
+            self.healthy(task, record, f"{table_list(record.get('tables', []))} of task {name} reloaded and out of error")
+        elif late:
+            bad = list(left)
+            self.save(name, {**record, "state": "retry"}, "action",
+                      f"{table_list(bad)} of task {name} still not loaded "
+                      f"{format_duration(self.options.tables.wait_reloaded)} after the reload", Severity.CRITICAL, task=name)
+            self.reload(task, self.records[name], bad)
+
+    def healthy(self, task: Mapping[str, Any], record: dict[str, Any], text: str) -> None:
+        """The task runs: reload any table still in error, else refresh the warehouse, then verify."""
+        name = identifier(task)
+        if self.options.tables.enabled:
+            bad = self.tables_in_error(task)
+            if bad is None:
+                self.records[name] = record  # tables unknown: no verdict; the finding says why, the next run looks again
+                return
+            if bad:
+                self.save(name, record, "action", f"{text}, but {table_list(bad)} are in error", Severity.CRITICAL,
+                          task=name, tables=[f"{s}.{t}" for s, t in bad])
+                self.reload(task, self.records[name], bad)
+                return
+        if self.options.refresh is not None:
+            record = {**record, "state": "refreshing"}
+            self.save(name, record, "action", f"{text}; starting the warehouse refresh", task=name, status="running")
+            self.refresh(task, record)
+            return
+        self.verify(task, record, text)
+
+    # --- healed: running, no table in error, and (when named) the warehouse fresh again ----------
+
+    def verify(self, task: Mapping[str, Any], record: dict[str, Any], text: str, **detail: Any) -> None:
+        name = identifier(task)
+        verify = self.options.verify
+        if verify.freshness_rule is None:
+            self.close(name, record, text, **detail)
+            return
+        record = {**record, "state": "verifying", "verify_since": to_text(self.now()),
+                  "verify_deadline": to_text(self.now() + verify.within)}
+        self.save(name, record, "action", f"{text}; waiting up to {format_duration(verify.within)} for freshness rule "
+                  f"{verify.freshness_rule} to show the warehouse fresh", task=name, **detail)
+
+    def verifying(self, task: Mapping[str, Any], record: dict[str, Any]) -> None:
+        name = identifier(task)
+        verify = self.options.verify
+        rule_name = verify.freshness_rule or ""
+        view = self.ctx.rules(rule_name) if self.ctx.rules is not None else None
+        since = from_text(record.get("verify_since")) or self.now()
+        if view is None or view.type != "freshness":
+            self.problems[name] = f"healed_when.fresh names {rule_name}, which is not a freshness rule of this watchdog"
+        elif view.error:
+            self.problems[name] = f"freshness rule {rule_name} could not check the warehouse: {view.error}"
+        elif view.last_run is not None and view.last_run > since and not view.alerting:
+            if str(task.get("Status", "")) != "running":
+                return  # not failed (advance handles that) but not running: look again next time
+            bad = self.unsettled(task, record)
+            if bad:
+                self.reload(task, record, bad)
+            elif bad is not None:
+                self.close(name, record, f"healed: task {name} is running, no table is in error, and freshness rule "
+                           f"{rule_name} shows the warehouse fresh (evaluated {to_text(view.last_run)})",
+                           fresh_at=to_text(view.last_run))
+            return
+        deadline = from_text(record.get("verify_deadline"))
+        if record.get("state") == "verifying" and deadline is not None and self.now() >= deadline:
+            stale = ", ".join(sorted(view.alerting)[:MAX_TABLES_NAMED]) if view is not None else "unknown"
+            self.save(name, {**record, "state": "stale"}, "action",
+                      f"the warehouse is still not fresh {format_duration(verify.within)} after the remediation "
+                      f"(freshness rule {rule_name} alerts for: {stale or 'nothing yet evaluated'}); look at it by hand. "
+                      "This closes when it is fresh again.", Severity.CRITICAL, task=name)
 
     def close(self, name: str, record: dict[str, Any], text: str, **detail: Any) -> None:
         self.save(name, {"state": "idle", "attempts": record.get("attempts", []), "episode": record.get("episode", ""),
@@ -305,13 +527,20 @@ class Run:
         statuses = {identifier(t): str(t.get("Status", "")) for t in tasks}
         out = []
         for name, record in sorted(self.records.items()):
+            problem = self.problems.pop(name, None)
             if record.get("state", "idle") == "idle":
+                if problem:
+                    out.append(Finding(group=name, value="unknown", summary=problem, severity=Severity.WARNING,
+                                       details={"task": name, "status": statuses.get(name, "missing"), "step": "unknown"}))
                 continue
             status = statuses.get(name, "missing")
             out.append(Finding(group=name, value=record["state"],
                                summary=f"remediation {record['state']} (task {status}, "
-                                       f"{len(record.get('attempts', []))} restart(s))",
+                                       f"{len(record.get('attempts', []))} attempt(s))" + (f"; {problem}" if problem else ""),
                                details={"task": name, "status": status, "step": record["state"]}))
+        for name, problem in sorted(self.problems.items()):
+            out.append(Finding(group=name, value="unknown", summary=problem, severity=Severity.WARNING,
+                               details={"task": name, "status": statuses.get(name, "missing"), "step": "unknown"}))
         return tuple(out)
 
 

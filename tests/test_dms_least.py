@@ -1,0 +1,283 @@
+"""dms_remediate does the least: reload only the tables in error, resume by default, destructive types guarded,
+healed only when the task runs, its tables are out of error and (when named) the warehouse is fresh again.
+
+Against the moto server extended with DescribeTableStatistics and ReloadTables, and a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg2
+import pytest
+
+from tests.helpers import Clock, engine_for, evaluate_now, write_project
+from tests.servers import moto_dms
+from tests.servers.moto_dms import MotoDms
+from watchdog.lifecycle import State
+from watchdog.loader import load_rules
+from watchdog.state import StateStore
+
+NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+TASK = "prod-to-warehouse"
+
+
+def create_task(moto: MotoDms, name: str = TASK, migration: str = "cdc") -> str:
+    dms = boto3.client("dms", endpoint_url=moto.url, region_name="us-east-1")
+    task = dms.create_replication_task(
+        ReplicationTaskIdentifier=name, SourceEndpointArn="arn:src", TargetEndpointArn="arn:tgt",
+        ReplicationInstanceArn="arn:ri", MigrationType=migration, TableMappings="{}")["ReplicationTask"]
+    dms.start_replication_task(ReplicationTaskArn=task["ReplicationTaskArn"], StartReplicationTaskType="start-replication")
+    moto.requests.clear()
+    return str(task["ReplicationTaskArn"])
+
+
+def execute(dsn: str, sql: str) -> None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def count(dsn: str, table: str) -> int:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"select count(*) from {table}")
+        (n,) = cur.fetchone()
+    conn.close()
+    return int(n)
+
+
+@pytest.fixture
+def warehouse(pg_db: str) -> str:
+    execute(pg_db, "create table loads (at timestamptz not null)")
+    return pg_db
+
+
+def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str]) -> Any:
+    return write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
+          warehouse: {{type: postgres, dsn: "{dsn}"}}
+        """, rules)
+
+
+def remediate(extra: str = "", restart: str = "{type: resume-processing, max_attempts: 3, within: 6h, wait_running: 1s}",
+              refresh: bool = True) -> str:
+    text = f"name: fix-dms\ntype: dms_remediate\nsource: aws\ntasks: [{TASK}]\nrestart: {restart}\n"
+    if refresh:
+        text += 'refresh: {source: warehouse, sql: "insert into loads values (now())"}\n'
+    return text + extra
+
+
+TABLES_RULE = f"name: dms-tables\ntype: dms_task\nsource: aws\ntasks: [{TASK}]\ntables: true\n"
+
+
+STEP_KINDS = frozenset({"firing", "note", "action", "resolved"})
+
+
+def steps(store: StateStore, rule: str = "fix-dms") -> list[tuple[str, str]]:
+    """The remediation's steps in the audit log (its intents, actions and outcomes), oldest first."""
+    out = [str(a["action"]).split(": ", 1) for a in store.audit(rule)]
+    return [(p[0], p[1]) for p in out if len(p) > 1 and p[0] in STEP_KINDS]
+
+
+def suspend(table: str = "orders") -> None:
+    moto_dms.set_tables(TASK, [
+        {"SchemaName": "sales", "TableName": "customers", "Inserts": 40},
+        {"SchemaName": "sales", "TableName": table, "TableState": "Table error", "Inserts": 120, "Updates": 7},
+    ])
+
+
+def test_suspended_table_alerts_and_is_healed_by_reloading_that_table_alone(
+        tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    clock = Clock(NOW)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate(), "dms-tables": TABLES_RULE}), clock)
+    evaluate_now(engine)
+
+    # The alert names the table; the remediation reloaded it alone, never restarting the task.
+    assert moto_dms.reloads == [{"task": moto_dms._task(TASK, "us-east-1").arn, "tables": [("sales", "orders")],
+                                 "option": "data-reload"}]
+    assert moto.calls("StartReplicationTask") == []
+    assert engine.store.groups()["fix-dms"][TASK].value == "reloading"
+    clock.now = NOW + timedelta(minutes=1)
+    evaluate_now(engine)  # the next evaluation finds the table loaded again
+    log = steps(engine.store)
+    assert [kind for kind, _ in log] == ["firing", "note", "action", "action", "resolved"]
+    assert log[0][1] == f"task {TASK} is running but 1 table(s) are in error (suspended): sales.orders"
+    assert log[1][1] == f"intent: reload sales.orders of {TASK} (attempt 1 of 3)"
+    assert log[2][1].startswith("reload issued: ReloadTables data-reload for sales.orders (attempt 1 of 3) because they "
+                                f"are in error while task {TASK} runs; the task is not restarted")
+    assert log[3][1] == f"sales.orders of task {TASK} reloaded and out of error; starting the warehouse refresh"
+    assert log[4][1].startswith("warehouse refresh finished in")
+    assert count(warehouse, "loads") == 1
+
+    # The table alert of the dms_task rule fired and resolved now that the table is out of error.
+    table_steps = [r[0] for r in engine.store.db.execute("select kind from outbox where rule = 'dms-tables' order by id")]
+    assert table_steps == ["firing", "resolved"]
+    assert {g: s.state for g, s in engine.store.groups().get("dms-tables", {}).items()
+            if s.state == State.FIRING} == {}
+    assert len(moto_dms.reloads) == 1 and moto.calls("StartReplicationTask") == []
+
+
+def test_a_slow_reload_is_waited_for_then_healed(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    moto_dms.set_task(TASK, hold_reload=True)
+    clock = Clock(NOW)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate()}), clock)
+    evaluate_now(engine)
+    assert engine.store.groups()["fix-dms"][TASK].value == "reloading"
+    clock.now = NOW + timedelta(minutes=2)
+    evaluate_now(engine)  # "Table is being reloaded": still waiting, no second reload
+    assert len(moto_dms.reloads) == 1 and engine.store.groups()["fix-dms"][TASK].value == "reloading"
+    moto_dms.set_tables(TASK, [{"SchemaName": "sales", "TableName": "orders", "TableState": "Table completed"}])
+    clock.now = NOW + timedelta(minutes=4)
+    evaluate_now(engine)
+    assert [k for k, _ in steps(engine.store)][-1] == "resolved" and count(warehouse, "loads") == 1
+    assert moto.calls("StartReplicationTask") == []
+
+
+def test_a_reload_that_does_not_take_is_retried_within_the_budget_then_given_up(
+        tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    moto_dms.set_task(TASK, hold_reload=True)
+    rule = remediate("tables: {wait_reloaded: 5m}\n",
+                     restart="{type: resume-processing, max_attempts: 2, within: 6h, wait_running: 1s}")
+    clock = Clock(NOW)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": rule}), clock)
+    for minute in range(0, 20, 3):
+        clock.now = NOW + timedelta(minutes=minute)
+        evaluate_now(engine)
+    assert len(moto_dms.reloads) == 2 and moto.calls("StartReplicationTask") == []
+    texts = [t for _, t in steps(engine.store)]
+    assert any(t.startswith("gave up: 2 attempt(s) within 6h did not bring sales.orders") for t in texts)
+    assert engine.store.groups()["fix-dms"][TASK].value == "gave_up"
+
+
+def test_failed_task_resumes_then_reloads_the_table_still_in_error(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR", LastFailureMessage="boom")
+    clock = Clock(NOW)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate()}), clock)
+    evaluate_now(engine)
+    clock.now = NOW + timedelta(minutes=1)
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]
+    assert [r["tables"] for r in moto_dms.reloads] == [[("sales", "orders")]]
+    texts = [t for _, t in steps(engine.store)]
+    assert any(t.startswith("restart issued: StartReplicationTask resume-processing (attempt 1 of 3) because the task "
+                            "is failed;") for t in texts)
+    assert f"task {TASK} is running again, but sales.orders are in error" in texts
+    assert [k for k, _ in steps(engine.store)][-1] == "resolved"
+
+
+def test_destructive_start_type_is_refused_without_allow_destructive(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    config = project(tmp_path, moto, warehouse, {
+        "reload": remediate(restart="{type: reload-target}").replace("fix-dms", "reload"),
+        "fresh": remediate(restart="{type: start-replication}").replace("fix-dms", "fresh"),
+        "allowed": remediate(restart="{type: reload-target, allow_destructive: true}").replace("fix-dms", "allowed"),
+    })
+    result = load_rules([config.rules_dir], config)
+    assert [r.name for r in result.rules] == ["allowed"]
+    messages = [str(p) for p in result.problems]
+    assert len(messages) == 2 and all("set 'allow_destructive: true' under 'restart'" in m for m in messages)
+    assert all("restart.type" in m or "restart" in m for m in messages)
+
+
+def test_destructive_restart_with_allow_destructive_says_so(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto, migration="full-load-and-cdc")
+    moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR")
+    rule = remediate(restart="{type: reload-target, allow_destructive: true, wait_running: 1s}", refresh=False)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": rule}), Clock(NOW))
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]
+    texts = [t for _, t in steps(engine.store)]
+    assert any("reload-target" in t and "(destructive: it re-applies the table-preparation mode; allowed by "
+               "allow_destructive)" in t for t in texts)
+
+
+@pytest.mark.parametrize("restart", ["{type: resume-processing}", "{type: start-replication, allow_destructive: true}"])
+def test_no_restart_of_a_task_that_has_not_completed_its_first_run(
+        tmp_path: Path, moto: MotoDms, warehouse: str, restart: str) -> None:
+    create_task(moto, migration="full-load-and-cdc")
+    moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR", Stats={"FullLoadProgressPercent": 40})
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate(restart=restart)}), Clock(NOW))
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == []
+    (kind, text), = [s for s in steps(engine.store) if s[0] == "action"]
+    assert text.startswith(f"not restarting {TASK}: it has not completed its first run")
+    assert engine.store.groups()["fix-dms"][TASK].value == "gave_up"
+
+
+FRESHNESS = """\
+    name: warehouse-fresh
+    type: freshness
+    source: warehouse
+    checks:
+      - {name: loads, sql: "select max(at) from loads"}
+    warn_after: 1h
+    """
+
+
+def test_healed_only_when_the_named_freshness_rule_shows_the_warehouse_fresh(
+        tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    execute(warehouse, "insert into loads values (now() - interval '5 hours')")
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = Clock(start)
+    rules = {"fix-dms": remediate("healed_when: {fresh: warehouse-fresh, within: 30m}\n"), "warehouse-fresh": FRESHNESS}
+    engine = engine_for(project(tmp_path, moto, warehouse, rules), clock)
+    evaluate_now(engine)  # reload issued
+    clock.now = start + timedelta(minutes=1)
+    evaluate_now(engine)  # reloaded, refreshed
+    assert engine.store.groups()["fix-dms"][TASK].value == "verifying"  # not yet confirmed fresh
+    for minute in (2, 3):
+        clock.now = start + timedelta(minutes=minute)
+        evaluate_now(engine)
+    log = steps(engine.store)
+    assert log[-1][0] == "resolved"
+    assert log[-1][1].startswith(f"healed: task {TASK} is running, no table is in error, and freshness rule "
+                                 "warehouse-fresh shows the warehouse fresh")
+    assert count(warehouse, "loads") == 2
+
+
+def test_still_stale_after_the_remediation_is_reported(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    execute(warehouse, "insert into loads values (now() - interval '5 hours')")
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = Clock(start)
+    rules = {"fix-dms": remediate("healed_when: {fresh: warehouse-fresh, within: 10m}\n", refresh=False),
+             "warehouse-fresh": FRESHNESS}
+    engine = engine_for(project(tmp_path, moto, warehouse, rules), clock)
+    for minute in (0, 1, 5, 12):
+        clock.now = start + timedelta(minutes=minute)
+        evaluate_now(engine)
+    log = steps(engine.store)
+    assert log[-1][0] == "action" and log[-1][1].startswith("the warehouse is still not fresh 10m after the remediation "
+                                                            "(freshness rule warehouse-fresh alerts for: loads)")
+    assert engine.store.groups()["fix-dms"][TASK].value == "stale"
+    execute(warehouse, "insert into loads values (now())")
+    for minute in (13, 14):
+        clock.now = start + timedelta(minutes=minute)
+        evaluate_now(engine)
+    assert steps(engine.store)[-1][0] == "resolved"
+
+
+def test_dry_run_plans_the_reload_and_changes_nothing(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate("dry_run: true\n")}), Clock(NOW))
+    evaluate_now(engine)
+    assert moto_dms.reloads == [] and count(warehouse, "loads") == 0
+    assert steps(engine.store)[-1][1].startswith(f"dry run: would reload sales.orders of {TASK} (ReloadTables data-reload")
+

@@ -34,7 +34,7 @@ def setup(tmp_path: Path, slack: SlackServer, *, webhook: bool = False, rules=No
         SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url, **slack_kw)
     engine = Engine(rules or [scripted_rule("r", repeat_every=timedelta(minutes=2))], store, OneSource(source), clock=clock,
                     rule_types=TYPES)
-    outbox = Outbox(store, SlackNotifier(config), clock=clock)
+    outbox = Outbox(store, SlackNotifier(config), clock=clock, quiet_until=engine.quiet_until)
     return clock, store, source, engine, outbox
 
 
@@ -96,19 +96,21 @@ def test_invalid_auth_is_a_visible_error_not_a_loop(tmp_path: Path, slack: Slack
     assert outbox.deliver_due() == 0 and len(slack.calls()) == 1
 
 
-def test_fifty_groups_firing_together_give_a_bounded_number_of_messages(tmp_path: Path, slack: SlackServer) -> None:
+def test_fifty_groups_firing_together_give_one_digest_and_share_its_thread(tmp_path: Path, slack: SlackServer) -> None:
     clock, store, source, engine, outbox = setup(tmp_path, slack)
     source.values = {"r": {f"team-{i:02d}": 50 for i in range(50)}}
     assert step(clock, engine, outbox) == 50
-    posts = slack.calls("chat.postMessage")
-    assert len(posts) == 3  # 20 + 20 + 10 groups
-    assert posts[0].body["text"].startswith("[WARNING] FIRING: r (20 groups): team-00, team-01")
-    source.values = {"r": {f"team-{i:02d}": 50 for i in range(1, 50)}}  # team-00 resolves: a reply in the shared thread
+    (post,) = slack.calls("chat.postMessage")
+    assert post.body["text"].startswith("[WARNING] 50 alerts firing: 50 warning: r (50)")
+    shown = "\n".join(b["text"]["text"] for b in post.body["blocks"] if b["type"] == "section")
+    assert "*r* (50: 50 warning)" in shown and "team-09:" in shown and "team-10:" not in shown
+    assert "… and 40 more of r" in shown
+    source.values = {"r": {f"team-{i:02d}": 50 for i in range(1, 50)}}  # team-00 resolves: a reply in the digest's thread
     step(clock, engine, outbox)
     reply = slack.calls("chat.postMessage")[-1].body
-    first_ts = next(iter(slack.messages))[1]  # the first accepted message: the one listing team-00..team-19
+    first_ts = next(iter(slack.messages))[1]
     assert reply["thread_ts"] == first_ts and "RESOLVED: r [team-00]" in reply["text"]
-    assert slack.calls("chat.update") == []  # the shared message still speaks for 19 firing groups
+    assert slack.calls("chat.update") == []  # the digest still speaks for 49 firing groups
 
 
 def test_webhook_mode_sends_each_notification_as_its_own_message(tmp_path: Path, slack: SlackServer) -> None:

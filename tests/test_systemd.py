@@ -151,7 +151,7 @@ def sleeping_queries(dsn: str) -> int:
 
 
 def test_sigterm_during_an_evaluation_finishes_it_and_loses_nothing(project: Path, pg_db: str) -> None:
-    (project / "rules" / "fresh.yaml").write_text(rule(sql="select max(finished_at) from runs, pg_sleep(3)", every="1m"))
+    (project / "rules" / "fresh.yaml").write_text(rule(sql="select max(finished_at) from runs, pg_sleep(2)", every="1m"))
     proc = start(project)
     try:
         wait_for(lambda: sleeping_queries(pg_db), timeout=30, what="the evaluation to be running")

@@ -30,6 +30,7 @@ DEFAULT_STATEMENT_TIMEOUT = timedelta(seconds=30)
 DEFAULT_WORKERS = 4
 DEFAULT_RULE_TIMEOUT = timedelta(seconds=60)
 DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
+DEFAULT_GROUP_WAIT = timedelta(seconds=3)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class SlackConfig:
     channel: str | None = None
     base_url: str = DEFAULT_SLACK_BASE_URL
     mention_critical: str | None = None
+    # Notifications for one channel within this wait after the first go out as one message.
+    group_wait: timedelta = DEFAULT_GROUP_WAIT
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     if "slack" in data:
         raw = data["slack"]
         slack = SlackConfig(token=raw.get("token"), webhook_url=raw.get("webhook_url"), channel=raw.get("channel"),
-                            base_url=raw.get("base_url", DEFAULT_SLACK_BASE_URL), mention_critical=raw.get("mention_critical"))
+                            base_url=raw.get("base_url", DEFAULT_SLACK_BASE_URL), mention_critical=raw.get("mention_critical"),
+                            group_wait=parse_duration(raw["group_wait"]) if "group_wait" in raw else DEFAULT_GROUP_WAIT)
     return Config(
         path=os.path.abspath(path),
         rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),

@@ -103,8 +103,32 @@ class Engine:
         self.rules: dict[str, Rule] = {}
         self.next_run: dict[str, datetime] = {}
         self.stats = EngineStats()
-        self.journal = StoreJournal(store, clock, self.on_notify)
+        self.journal = StoreJournal(store, clock, self._note_recorded)
+        self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
+        self._recorded = False  # notifications recorded since the engine was last quiet
         self.set_rules(rules)
+
+    def _note_recorded(self) -> None:
+        self._recorded = True
+        self.on_notify()
+
+    def quiet_until(self) -> datetime | None:
+        """The earliest moment an evaluation could record another notification (None: any moment).
+
+        Safe to call from another thread: the engine thread replaces the value
+        after each dispatch and collect. The outbox ends a group wait early
+        when nothing can join the group before it would end.
+        """
+        return self._quiet_until
+
+    def _update_quiet(self) -> None:
+        if not self.runner.idle():
+            self._quiet_until = None
+            return
+        self._quiet_until = min(self.next_run.values(), default=self.clock() + timedelta(days=1))
+        if self._recorded:
+            self._recorded = False
+            self.on_notify()  # let the delivery thread see that what it holds is complete
 
     def set_rules(self, rules: Sequence[Rule]) -> list[str]:
         """Replace the rule set; returns the names of removed rules (their alerts are resolved)."""
@@ -169,6 +193,7 @@ class Engine:
                      ctx: EvalContext = ctx) -> Mapping[str, Any]:
                 return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
 
+            self._quiet_until = None
             self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
 
     def view(self, name: str) -> RuleView | None:
@@ -188,6 +213,7 @@ class Engine:
         for finished in self.runner.collect():
             self.stats.durations.append(finished.duration)
             applied.extend(self._apply_batch(finished))
+        self._update_quiet()
         return applied
 
     def _apply_batch(self, finished: Finished) -> list[Applied]:
@@ -246,7 +272,8 @@ class Engine:
         next_run = self.next_run.get(rule.name, now)
         self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
                                      states=states, notifications=rows, facts=facts,
-                                     audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions])
+                                     audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions],
+                                     recorded_at=now)
         for t in transitions:
             log(logger, logging.INFO, "transition", rule=rule.name, group=t.group or None, state=t.to, previous=t.from_,
                 value=t.value, severity=t.severity.value)
@@ -256,7 +283,7 @@ class Engine:
         self.stats.errors += error is not None
         self.stats.notifications += len(rows)
         if rows:
-            self.on_notify()
+            self._note_recorded()
         return Applied(rule.name, tuple(transitions), tuple(notices), error)
 
     def _route(self, payload: dict[str, Any], kind: lifecycle.Kind) -> dict[str, Any]:

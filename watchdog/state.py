@@ -197,11 +197,13 @@ class StateStore:
     def record_evaluation(self, rule: str, *, ran_at: datetime, next_run: datetime, duration: float,
                           health: Health, states: Mapping[str, GroupState | None],
                           notifications: Sequence[tuple[str, str, str, Mapping[str, Any]]],
-                          facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> None:
+                          facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = (),
+                          recorded_at: datetime | None = None) -> None:
         """Write one evaluation's outcome atomically.
 
         ``states`` maps groups to their new state (None deletes it);
-        ``notifications`` are (group, kind, episode, payload) rows for the outbox.
+        ``notifications`` are (group, kind, episode, payload) rows for the outbox,
+        stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then.
         """
         with self.transaction() as db:
             db.execute(
@@ -225,13 +227,13 @@ class StateStore:
                     (rule, group, state.state.value, state.severity.value, to_text(state.since),
                      None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
                      state.episode, to_text(state.notified_at), to_text(state.firing_since), to_text(state.clear_since)))
-            created = to_text(ran_at)
+            created = to_text(recorded_at or ran_at)
             for group, kind, episode, payload in notifications:
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
                               values (?, ?, ?, ?, ?, ?, ?)""", (created, rule, group, kind, episode, _json(payload), created))
             for group, action, detail in audit:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
-                           (created, rule, group, action, _json(detail)))
+                           (to_text(ran_at), rule, group, action, _json(detail)))
 
     # --- silences ----------------------------------------------------------------
 
@@ -266,8 +268,13 @@ class StateStore:
                            (item.episode, item.id))
         return int(rows[0][0])
 
-    def next_attempt_at(self) -> datetime | None:
-        rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0")
+    def next_attempt_at(self, after: datetime | None = None) -> datetime | None:
+        """The earliest moment an unsent notification is due (only those due after ``after``, if given)."""
+        if after is None:
+            rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0")
+        else:
+            rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0 and next_attempt > ?",
+                               (to_text(after),))
         return from_text(rows[0][0])
 
     def outbox_depth(self) -> int:

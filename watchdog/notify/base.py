@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 
@@ -15,7 +16,7 @@ class Notification:
     id: int
     rule: str
     group: str
-    kind: str  # firing | repeat | severity | resolved | error | recovered | action
+    kind: str  # firing | repeat | severity | resolved | error | recovered | action | digest
     episode: str  # notifications of one episode share a Slack thread
     payload: Mapping[str, Any]  # text, title, severity, fields, samples, links, channel...
 
@@ -48,10 +49,23 @@ class Delivery:
 
 
 class Notifier(ABC):
+    """Delivers one message at a time; the outbox decides what goes into each message and when."""
+
     name: str
-    # Whether firings of many groups of one rule in one evaluation go out as one message.
-    combines: bool = False
+    # Whether notifications bound for one destination within ``group_wait`` go out as one digest message.
+    groups: bool = False
+    # Whether an episode's later notifications are replies in the thread its first message opened.
+    threads: bool = False
+    group_wait: timedelta = timedelta(0)
+
+    def destination(self, payload: Mapping[str, Any]) -> str:
+        """Where a notification goes (a channel, the webhook): what is grouped together."""
+        return ""
+
+    def paced_until(self, destination: str) -> float:
+        """The monotonic moment the next message to ``destination`` may start (pacing within the receiver's limits)."""
+        return 0.0
 
     @abstractmethod
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
-        """Deliver one notification; ``thread`` is the ref of its episode's first message, if any."""
+        """Deliver one notification or digest; ``thread`` is the ref of its episode's first message, if any."""

@@ -4,6 +4,13 @@ A notification is marked sent only after the notifier accepted it; a crash in
 between is the one moment a notification can go out twice, and it is kept as
 short as one database write. Retryable failures back off (or wait for the
 receiver's Retry-After); permanent ones are recorded and shown in status.
+
+Grouping, as Alertmanager users know it: notifications bound for one
+destination (a channel, or one thread of it) are held for the notifier's
+``group_wait`` after the first of them was recorded, then go out as one
+message; one alone goes out as itself. The wait ends early once the engine
+says no evaluation can record another notification before it would end
+(``quiet_until``), so a burst leaves as soon as its evaluations are applied.
 """
 
 from __future__ import annotations
@@ -11,20 +18,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from watchdog.logfmt import log
 from watchdog.notify.base import Delivery, Notification, Notifier
+from watchdog.notify.digest import MAX_ENTRIES, digest
 from watchdog.state import OutboxItem, StateStore
 from watchdog.times import utcnow
 
 logger = logging.getLogger("watchdog.outbox")
 
-MAX_GROUPS_PER_MESSAGE = 20  # firings of one rule in one evaluation share a message, this many at most
 FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(minutes=10)
+PASS_LIMIT = 1000  # due notifications read per pass
 
 
 def backoff(attempts: int, retry_after: float | None) -> timedelta:
@@ -35,61 +44,105 @@ def backoff(attempts: int, retry_after: float | None) -> timedelta:
     return min(delay, MAX_BACKOFF)
 
 
-def combine(items: list[OutboxItem]) -> dict[str, Any]:
-    """One payload announcing the firing of several groups of one rule."""
-    first = dict(items[0].payload)
-    lines = [f"• {i.group}: {i.payload.get('body') or i.payload.get('summary', '')}" for i in items]
-    severities = {str(i.payload.get("severity")) for i in items}
-    severity = "critical" if "critical" in severities else first.get("severity", "warning")
-    title = f"FIRING: {first['rule']} ({len(items)} groups)"
-    details = {k: v for k, v in (first.get("details") or {}).items() if k in ("window", "threshold")}
-    first.update({
-        "group": "", "severity": severity, "title": title, "body": "\n".join(lines), "value": None, "details": details,
-        "text": f"[{str(severity).upper()}] {title}: " + ", ".join(i.group for i in items), "groups": [i.group for i in items],
-    })
-    return first
+@dataclass
+class Message:
+    """Notifications that go out together: one destination, one thread (or none), in recording order."""
+
+    key: tuple[str, str]  # (destination, thread ts or "")
+    thread: Mapping[str, Any] | None
+    items: list[OutboxItem] = field(default_factory=list)
+
+    def notification(self) -> Notification:
+        first = self.items[0]
+        if len(self.items) == 1:
+            return Notification(id=first.id, rule=first.rule, group=first.group, kind=first.kind, episode=first.episode,
+                                payload=first.payload)
+        return Notification(id=first.id, rule="", group="", kind="digest", episode=first.episode,
+                            payload=digest([i.payload for i in self.items]))
 
 
 class Outbox:
-    """Sends due notifications from the store through one notifier."""
+    """Sends due notifications from the store through one notifier.
 
-    def __init__(self, store: StateStore, notifier: Notifier, clock: Callable[[], datetime] = utcnow):
+    ``quiet_until`` (optional) answers when the next notification could be
+    recorded at the earliest (None: any moment); ``wake_at`` tells the caller
+    when the next pass has something to do.
+    """
+
+    def __init__(self, store: StateStore, notifier: Notifier, clock: Callable[[], datetime] = utcnow,
+                 quiet_until: Callable[[], datetime | None] | None = None):
         self.store = store
         self.notifier = notifier
         self.clock = clock
+        self.quiet_until = quiet_until or (lambda: None)
+        self.wake_at: datetime | None = None
         self._notifier_error: str | None = None
 
-    def _attempt(self, items: list[OutboxItem]) -> Delivery:
-        item = items[0]
-        payload = item.payload if len(items) == 1 else combine(items)
-        note = Notification(id=item.id, rule=item.rule, group=item.group if len(items) == 1 else "", kind=item.kind,
-                            episode=item.episode, payload=payload)
-        thread = self.store.thread_ref(item.episode, self.notifier.name) if len(items) == 1 else None
+    def _attempt(self, message: Message) -> Delivery:
         try:
-            return self.notifier.send(note, thread)
+            return self.notifier.send(message.notification(), message.thread)
         except Exception as exc:  # a notifier bug must not stop delivery of the others
             logger.exception("notifier raised", extra={"fields": {"notifier": self.notifier.name}})
             return Delivery.retry(f"{type(exc).__name__}: {exc}")
 
-    def deliver_due(self, stop: threading.Event | None = None) -> int:
-        """Send every due notification, oldest first; returns how many were sent."""
-        sent = 0
-        waiting: set[str] = set()  # episodes with an earlier notification not yet due: keep each thread in order
-        ready: list[OutboxItem] = []
-        admitted: dict[str, int] = {}  # episode -> items of it already in ready
-        for item in self.store.pending(self.clock(), limit=500):
-            if item.episode in waiting or self.store.earlier_unsent(item) > admitted.get(item.episode, 0):
-                waiting.add(item.episode)
+    def messages(self, now: datetime, final: bool = False) -> list[Message]:
+        """The messages to send now, openers first; sets ``wake_at`` for what must wait.
+
+        Within an episode order holds: a notification waits while an earlier one
+        of its episode is unsent, except that with threads the ones after an
+        episode's first message wait for its thread (they are replies in it).
+        """
+        groups: dict[tuple[str, str], Message] = {}
+        held: set[str] = set()
+        admitted: dict[str, int] = {}
+        threads: dict[str, Mapping[str, Any] | None] = {}
+        for item in self.store.pending(now, limit=PASS_LIMIT):
+            if item.episode in held or self.store.earlier_unsent(item) > admitted.get(item.episode, 0):
+                held.add(item.episode)
+                continue
+            if item.episode not in threads:
+                threads[item.episode] = self.store.thread_ref(item.episode, self.notifier.name)
+            thread = threads[item.episode] if self.notifier.threads else None
+            if self.notifier.threads and thread is None and admitted.get(item.episode, 0) >= 1:
+                held.add(item.episode)
                 continue
             admitted[item.episode] = admitted.get(item.episode, 0) + 1
-            ready.append(item)
+            key = (self.notifier.destination(item.payload), str(thread["ts"]) if thread and "ts" in thread else "")
+            if not self.notifier.groups:
+                key = (key[0], f"{key[1]}#{item.id}")
+            groups.setdefault(key, Message(key, thread)).items.append(item)
+        wait = self.notifier.group_wait
+        quiet = self.quiet_until()
+        ready: list[Message] = []
+        self.wake_at = self.store.next_attempt_at(after=now)
+        for message in groups.values():
+            deadline = message.items[0].created + wait
+            if final or deadline <= now or any(i.attempts for i in message.items) or (quiet is not None and quiet >= deadline):
+                for start in range(0, len(message.items), MAX_ENTRIES):
+                    ready.append(Message(message.key, message.thread, message.items[start:start + MAX_ENTRIES]))
+            elif self.wake_at is None or deadline < self.wake_at:
+                self.wake_at = deadline
+        ready.sort(key=lambda m: (m.thread is not None, m.items[0].id))
+        return ready
+
+    def deliver_due(self, stop: threading.Event | None = None, *, until: float | None = None, final: bool = False) -> int:
+        """Send every due message; returns how many notifications were sent.
+
+        Stops starting messages once ``stop`` is set or the monotonic ``until``
+        passes; ``final`` sends without waiting out the group wait (at stop).
+        """
+        sent = 0
         blocked: set[str] = set()  # episodes whose delivery failed in this pass
-        for items in self._messages(ready):
-            if stop is not None and stop.is_set():
+        for message in self.messages(self.clock(), final):
+            if (stop is not None and stop.is_set()) or (until is not None and time.monotonic() >= until):
+                self.wake_at = self.clock()
                 break
+            items = message.items
             if any(i.episode in blocked for i in items):
                 continue
-            result = self._attempt(items)
+            if until is not None and self.notifier.paced_until(message.key[0]) >= until:
+                continue  # its pacing would overrun the budget: it stays for the next start
+            result = self._attempt(message)
             now = self.clock()
             if result.ok:
                 for item in items:
@@ -113,25 +166,9 @@ class Outbox:
                     log(logger, logging.ERROR, "notification failed", id=item.id, rule=item.rule, kind=item.kind,
                         notifier=self.notifier.name, error=error)
             self._set_status(error, now)
+        if sent:  # replies may have become sendable (their thread now exists)
+            self.wake_at = self.clock()
         return sent
-
-    def _messages(self, ready: list[OutboxItem]) -> list[list[OutboxItem]]:
-        """Group due items into messages: firings of one rule recorded together share one, if the notifier combines."""
-        if not self.notifier.combines:
-            return [[item] for item in ready]
-        messages: list[list[OutboxItem]] = []
-        batches: dict[tuple[str, datetime], list[OutboxItem]] = {}
-        for item in ready:
-            if item.kind != "firing" or item.group == "" or item.payload.get("channel") != ready[0].payload.get("channel"):
-                messages.append([item])
-                continue
-            key = (item.rule, item.created)
-            batch = batches.get(key)
-            if batch is None or len(batch) >= MAX_GROUPS_PER_MESSAGE:
-                batch = batches[key] = []
-                messages.append(batch)
-            batch.append(item)
-        return messages
 
     def _set_status(self, error: str | None, now: datetime) -> None:
         if error != self._notifier_error:
@@ -139,15 +176,19 @@ class Outbox:
             self.store.set_notifier_status(self.notifier.name, error, now)
 
     def flush(self, deadline: float, stop: threading.Event | None = None) -> bool:
-        """Deliver until nothing is due or ``deadline`` (monotonic) passes; True when the outbox is empty."""
+        """Deliver everything due, without the group wait, until ``deadline`` (monotonic) passes.
+
+        What is left stays in the outbox for the next start. Returns True when
+        nothing is left to send.
+        """
         while time.monotonic() < deadline:
-            self.deliver_due(stop)
-            due = self.store.next_attempt_at()
-            if due is None:
+            if self.deliver_due(stop, until=deadline, final=True):
+                continue
+            if self.store.outbox_depth() == 0:
                 return True
-            wait = (due - self.clock()).total_seconds()
-            if wait > deadline - time.monotonic():
+            due = self.store.next_attempt_at()
+            wait = max((due - self.clock()).total_seconds(), 0.05) if due is not None else 0.05
+            if time.monotonic() + wait >= deadline:
                 return False
-            if wait > 0:
-                time.sleep(min(wait, 1.0))
+            time.sleep(min(wait, 1.0))
         return self.store.outbox_depth() == 0

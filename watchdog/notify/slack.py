@@ -2,9 +2,11 @@
 
 With a token, an episode's first notification is a new message; repeats,
 remediation steps and the resolution are replies in its thread, and the
-resolution also rewrites the first message. With a webhook each notification
-is its own message. Retrying is the outbox's job: this class only says
-whether a failure is worth retrying.
+resolution also rewrites the first message. Notifications the outbox groups
+arrive as one digest: its message becomes the thread of every alert in it
+(a digest thread), and it is never rewritten (its other alerts may still
+fire). With a webhook each message stands alone. Retrying is the outbox's
+job: this class only says whether a failure is worth retrying.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from slack_sdk.webhook import WebhookClient
 from watchdog.config import SlackConfig
 from watchdog.logfmt import log
 from watchdog.notify.base import Delivery, Notification, Notifier
-from watchdog.notify.slack_blocks import fallback_text, message_blocks, resolved_first_message
+from watchdog.notify.digest import pages
+from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, resolved_first_message
 
 logger = logging.getLogger("watchdog.slack")
 
@@ -58,32 +61,43 @@ def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None)
 
 class SlackNotifier(Notifier):
     name = "slack"
-    combines = True
+    groups = True
 
     def __init__(self, config: SlackConfig):
         self.config = config
+        self.threads = config.token is not None
+        self.group_wait = config.group_wait
         self.client = WebClient(token=config.token, base_url=config.base_url, timeout=TIMEOUT_SECONDS,
                                 retry_handlers=[]) if config.token else None
         self.webhook = WebhookClient(config.webhook_url, timeout=TIMEOUT_SECONDS, retry_handlers=[]) \
             if config.webhook_url and not config.token else None
         self.last_post: dict[str, float] = {}
 
+    def paced_until(self, destination: str) -> float:
+        return self.last_post.get(destination, 0.0) + MIN_SECONDS_BETWEEN_POSTS
+
     def _pace(self, channel: str) -> None:
-        wait = self.last_post.get(channel, 0.0) + MIN_SECONDS_BETWEEN_POSTS - time.monotonic()
+        wait = self.paced_until(channel) - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         self.last_post[channel] = time.monotonic()
 
+    def destination(self, payload: Mapping[str, Any]) -> str:
+        if self.webhook is not None:
+            return "webhook"
+        return str(payload.get("channel") or self.config.channel or "")
+
     def _mention(self, payload: Mapping[str, Any]) -> str | None:
-        if payload.get("severity") != "critical" or payload.get("kind") not in ("firing", "severity"):
+        """Who to page: only for a critical problem announced (never a dry run, an end or a reply)."""
+        if not (payload.get("pages") if payload.get("kind") == "digest" else pages(payload)):
             return None
         mention = payload.get("mention") or self.config.mention_critical
         return str(mention) if mention else None
 
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
         payload = note.payload
-        text = fallback_text(payload, self._mention(payload))
-        blocks = message_blocks(payload)
+        text = fallback_text(payload, None if thread else self._mention(payload))
+        blocks = digest_blocks(payload) if note.kind == "digest" else message_blocks(payload)
         try:
             if self.webhook is not None:
                 self._pace("webhook")
@@ -97,9 +111,10 @@ class SlackNotifier(Notifier):
                 return self._reply(note, thread, text, blocks)
             if not channel:
                 return Delivery.failed("no Slack channel: set slack.channel in the config or notify.slack.channel in the rule")
-            self._pace(channel)
+            self._pace(self.destination(payload))
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False)
-            return Delivery.sent({"channel": answer["channel"], "ts": answer["ts"], "first": dict(payload)})
+            first = {"kind": "digest"} if note.kind == "digest" else dict(payload)  # (a digest's is never rewritten)
+            return Delivery.sent({"channel": answer["channel"], "ts": answer["ts"], "first": first})
         except SlackApiError as exc:
             response = exc.response
             return _classify(response.status_code, str(response.get("error", "")) if isinstance(response.data, dict)
@@ -110,11 +125,12 @@ class SlackNotifier(Notifier):
     def _reply(self, note: Notification, thread: Mapping[str, Any], text: str, blocks: list[dict[str, Any]]) -> Delivery:
         assert self.client is not None
         channel = str(thread["channel"])
-        self._pace(channel)
+        self._pace(self.destination(note.payload))
         self.client.chat_postMessage(channel=channel, thread_ts=str(thread["ts"]), text=text, blocks=blocks,
                                      unfurl_links=False)
-        if note.kind in ("resolved", "recovered") and not (thread.get("first") or {}).get("groups"):
-            # (a message announcing several groups stays as it is: the others may still fire)
+        first_kind = (thread.get("first") or {}).get("kind")
+        if note.kind in ("resolved", "recovered") and first_kind != "digest" and not (thread.get("first") or {}).get("groups"):
+            # (a digest stays as it is: its other alerts may still fire)
             first = dict(thread.get("first") or {})
             first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at")})
             try:  # best effort: the reply is what matters, and retrying would post it twice

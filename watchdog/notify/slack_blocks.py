@@ -76,6 +76,52 @@ def message_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     return blocks[:MAX_BLOCKS]
 
 
+def mrkdwn(value: Any) -> str:
+    """Data as mrkdwn text: Slack's three control characters escaped, so data never becomes markup."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _sections(lines: list[str], room: int) -> list[dict[str, Any]]:
+    """Lines packed into at most ``room`` sections of at most MAX_SECTION characters; the rest counted."""
+    sections: list[str] = []
+    current = ""
+    for index, line in enumerate(lines):
+        line = cut(line, MAX_SECTION - 40)
+        if current and len(current) + 1 + len(line) > MAX_SECTION - 40:
+            if len(sections) + 1 >= room:
+                current += f"\n… and {len(lines) - index} more line(s)"
+                break
+            sections.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    sections.append(current or " ")
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in sections]
+
+
+def digest_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The blocks of a digest (see ``notify.digest``): per rule, its count and one line per notification."""
+    emoji = SEVERITY_EMOJI.get(str(payload.get("severity")), "") if payload.get("shown") not in ("OK", "DRY RUN") \
+        else KIND_EMOJI["resolved"] if payload.get("shown") == "OK" else ""
+    header = f"{emoji} [{payload.get('shown')}] {payload.get('title', '')}".strip()
+    lines: list[str] = []
+    for block in payload.get("rules") or ():
+        counts = ", ".join(f"{n} {k}" for k, n in (block.get("severities") or {}).items())
+        runbook = f" · <{block['runbook_url']}|Runbook>" if block.get("runbook_url") else ""
+        lines.append(f"*{mrkdwn(block['rule'])}* ({block['count']}: {counts}){runbook}")
+        for entry in block.get("entries") or ():
+            icon = KIND_EMOJI.get(entry["kind"]) or SEVERITY_EMOJI.get(entry["severity"], "")
+            where = f" {mrkdwn(entry['group'])}:" if entry.get("group") else ":"
+            since = f" (since {entry['since']})" if entry.get("since") and entry["kind"] not in ("resolved", "recovered") else ""
+            link = f" <{entry['dashboard_url']}|dashboards>" if entry.get("dashboard_url") else ""
+            lines.append(f"{icon} [{entry['shown']}] {entry['label']}{where} {mrkdwn(entry['summary'])}{since}{link}")
+        if block.get("more"):
+            lines.append(f"… and {block['more']} more of {mrkdwn(block['rule'])}")
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": cut(header, MAX_HEADER), "emoji": True}}]
+    blocks.extend(_sections(lines, MAX_BLOCKS - 1))
+    return blocks[:MAX_BLOCKS]
+
+
 def resolved_first_message(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The first message of a thread, rewritten once the alert resolved."""
     resolved = dict(payload)

@@ -281,3 +281,27 @@ def test_dry_run_plans_the_reload_and_changes_nothing(tmp_path: Path, moto: Moto
     assert moto_dms.reloads == [] and count(warehouse, "loads") == 0
     assert steps(engine.store)[-1][1].startswith(f"dry run: would reload sales.orders of {TASK} (ReloadTables data-reload")
 
+
+
+@pytest.mark.parametrize("table", ["orders  2024\n", "*bold* <!channel> `x`", "ta\u202eble"])
+def test_hostile_table_names_are_reloaded_exactly_and_shown_as_plain_text(
+        tmp_path: Path, moto: MotoDms, warehouse: str, table: str) -> None:
+    create_task(moto)
+    moto_dms.set_tables(TASK, [{"SchemaName": "sales", "TableName": table, "TableState": "Table error"}])
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate()}), Clock(NOW))
+    evaluate_now(engine)
+    assert [r["tables"] for r in moto_dms.reloads] == [[("sales", table)]]  # AWS gets its own name back, byte for byte
+    for _, text in steps(engine.store):
+        assert "\n" not in text and "\u202e" not in text
+
+
+def test_requests_per_evaluation_of_a_healthy_task(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    moto_dms.set_tables(TASK, [{"SchemaName": "sales", "TableName": "orders"}])
+    clock = Clock(NOW)
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate()}), clock)
+    for minute in range(3):
+        clock.now = NOW + timedelta(minutes=minute)
+        moto.requests.clear()
+        evaluate_now(engine)
+        assert sorted(moto.calls()) == ["DescribeReplicationTasks", "DescribeTableStatistics"]

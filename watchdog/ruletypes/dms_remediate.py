@@ -81,7 +81,8 @@ def first_run_completed(task: Mapping[str, Any]) -> bool:
 
 
 def table_list(tables: Sequence[Sequence[str]]) -> str:
-    names = [f"{schema}.{table}" for schema, table in tables]
+    """The tables for a step's text: cleaned names (they are AWS data), at most MAX_TABLES_NAMED of them."""
+    names = dms_tables.shown(tables)
     more = len(names) - MAX_TABLES_NAMED
     return ", ".join(names[:MAX_TABLES_NAMED]) + (f" and {more} more" if more > 0 else "")
 
@@ -350,7 +351,7 @@ class Run:
         except RuleError as exc:
             self.problems[name] = f"could not check the tables of task {name}: {exc}"
             return None
-        return [dms_tables.table_name(r) for r in rows if dms_tables.in_error(r)]
+        return [dms_tables.table_key(r) for r in rows if dms_tables.in_error(r)]
 
     def still_reloading(self, task: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> list[tuple[str, str]] | None:
         """Of ``tables``, those not yet back (in error, or still loading); None when they could not be checked."""
@@ -363,7 +364,7 @@ class Run:
         wanted = {(str(s), str(t)) for s, t in tables}
         out = []
         for row in rows:
-            key = dms_tables.table_name(row)
+            key = dms_tables.table_key(row)
             loading = dms_tables.clean(row.get("TableState")).lower() in RELOADING_STATES
             if dms_tables.in_error(row) or (key in wanted and loading):
                 out.append(key)
@@ -382,7 +383,7 @@ class Run:
                   "attempts": [a for a in record.get("attempts", []) if self.recent(a)],
                   "failure": {"status": str(task.get("Status", "")), "tables": [list(t) for t in bad]}}
         self.save(name, record, "firing", f"task {name} is running but {len(bad)} table(s) are in error (suspended): "
-                  f"{table_list(bad)}", Severity.CRITICAL, task=name, tables=[f"{s}.{t}" for s, t in bad])
+                  f"{table_list(bad)}", Severity.CRITICAL, task=name, tables=dms_tables.shown(bad))
         return record
 
     def reload(self, task: Mapping[str, Any], record: dict[str, Any], bad: Sequence[tuple[str, str]]) -> None:
@@ -422,7 +423,7 @@ class Run:
                   f"reload issued: ReloadTables data-reload for {listed} (attempt {n} of {restart.max_attempts}) because "
                   f"they are in error while task {name} runs; the task is not restarted. Waiting up to "
                   f"{format_duration(self.options.tables.wait_reloaded)} for them to load", task=name,
-                  tables=[f"{s}.{t}" for s, t in tables])
+                  tables=dms_tables.shown(tables))
 
     def reloading(self, task: Mapping[str, Any], record: dict[str, Any]) -> None:
         name = identifier(task)
@@ -459,7 +460,7 @@ class Run:
                 return
             if bad:
                 self.save(name, record, "action", f"{text}, but {table_list(bad)} are in error", Severity.CRITICAL,
-                          task=name, tables=[f"{s}.{t}" for s, t in bad])
+                          task=name, tables=dms_tables.shown(bad))
                 self.reload(task, self.records[name], bad)
                 return
         if self.options.refresh is not None:

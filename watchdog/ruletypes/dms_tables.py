@@ -48,8 +48,18 @@ def count(row: Mapping[str, Any], key: str) -> int:
 
 
 def table_name(row: Mapping[str, Any]) -> tuple[str, str]:
-    """``(schema, table)`` of a row, cleaned; what reload_tables is given back."""
+    """``(schema, table)`` of a row, cleaned for display and grouping."""
     return clean(row.get("SchemaName"), MAX_NAME), clean(row.get("TableName"), MAX_NAME)
+
+
+def table_key(row: Mapping[str, Any]) -> tuple[str, str]:
+    """``(schema, table)`` exactly as DMS named them: what ReloadTables is given back (never shown unclean)."""
+    return str(row.get("SchemaName") or ""), str(row.get("TableName") or "")
+
+
+def shown(tables: Iterable[Sequence[str]]) -> list[str]:
+    """``schema.table`` of each ``(schema, table)`` pair, cleaned for display."""
+    return [f"{clean(schema, MAX_NAME)}.{clean(table, MAX_NAME)}" for schema, table in tables]
 
 
 def group(task: str, schema: str, table: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from watchdog.rule import Rule
+from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import dms_lag, dms_tables
 from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
 from watchdog.ruletypes.dms_options import DmsTaskOptions, LagCheck, TableCheck
@@ -89,7 +89,8 @@ def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source
         try:
             rows = source.table_statistics(str(task.get("ReplicationTaskArn")))
         except RuleError as exc:
-            findings.append(Finding(group=f"{name}/tables", value="unknown", summary=f"could not check the tables of task {name}: {exc}",
+            findings.append(Finding(group=f"{name}/tables", value="unknown", severity=Severity.WARNING,
+                                    summary=f"could not check the tables of task {name}: {exc}",
                                     details={"task": name, "condition": "unknown"}))
             findings += [dms_tables.gone(g, name, "state unknown: the table check failed") for g in sorted(known)]
             continue

@@ -17,6 +17,7 @@ from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
 from watchdog.problems import InvalidFileError, Problem, display_path
 from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERITY, Schedule, Severity
+from watchdog.textfile import UnreadableFile, read_text
 
 DEFAULT_CONFIG_PATH = "/etc/watchdog/watchdog.yaml"
 CONFIG_ENV = "WATCHDOG_CONFIG"
@@ -31,6 +32,7 @@ DEFAULT_WORKERS = 4
 DEFAULT_RULE_TIMEOUT = timedelta(seconds=60)
 DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
 DEFAULT_GROUP_WAIT = timedelta(seconds=3)
+MAX_SECRET_BYTES = 64 * 1024  # tokens, passwords and DSNs are short; a bigger file is a mistake
 
 
 @dataclass(frozen=True)
@@ -153,10 +155,9 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
             if isinstance(key, str) and key.endswith("_file") and isinstance(value[key], str):
                 target = os.path.join(base_dir, value[key])
                 try:
-                    with open(target, encoding="utf-8") as fh:
-                        value[key[: -len("_file")]] = fh.read().strip()
-                except OSError as exc:
-                    found.append(Problem.at(doc, path + (key,), f"cannot read {target}: {exc.strerror}"))
+                    value[key[: -len("_file")]] = read_text(target, limit=MAX_SECRET_BYTES).strip()
+                except UnreadableFile as exc:
+                    found.append(Problem.at(doc, path + (key,), f"cannot read {target}: {exc.message}"))
                 del value[key]
             else:
                 walk(value[key], path + (key,))
@@ -198,8 +199,9 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     environ = os.environ if environ is None else environ
     try:
         doc = yamlfile.load(path, display_path(path))
-    except OSError as exc:
-        raise InvalidFileError([Problem.whole_file(display_path(path), f"cannot read config file: {exc.strerror}")]) from None
+    except UnreadableFile as exc:
+        raise InvalidFileError([Problem(display_path(path), exc.line, exc.column, "",
+                                        f"cannot read config file: {exc.message}")]) from None
     except yamlfile.YamlError as exc:
         raise InvalidFileError([Problem.from_yaml_error(exc)]) from None
     if doc.data is None:

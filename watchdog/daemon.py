@@ -19,10 +19,11 @@ from typing import Any
 from watchdog import logfmt, systemd
 from watchdog.config import Config
 from watchdog.engine import Engine
-from watchdog.loader import LoadResult, load_rules, rule_files
+from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
 from watchdog.notify import build_notifier
 from watchdog.notify.outbox import Outbox
+from watchdog.problems import Problem
 from watchdog.rule import Rule
 from watchdog.sources import Sources
 from watchdog.state import StateStore
@@ -40,10 +41,12 @@ PRUNE_EVERY = timedelta(hours=1)
 STATUS_EVERY_SECONDS = 30.0
 
 
-def _log_problems(result: LoadResult) -> None:
+def _log_problems(result: LoadResult, before: set[Problem]) -> None:
+    """Log each problem once: those already logged by the previous load are not repeated."""
     for problem in result.problems:
-        log(logger, logging.ERROR, "invalid rule file", file=problem.file, line=problem.line, path=problem.path or None,
-            problem=problem.message)
+        if problem not in before:
+            log(logger, logging.ERROR, "invalid rule file", file=problem.file, line=problem.line,
+                path=problem.path or None, problem=problem.message)
 
 
 class RuleFiles:
@@ -54,10 +57,12 @@ class RuleFiles:
         self.stamp: tuple[tuple[str, float], ...] = ()
         self.rules: list[Rule] = []
         self.problems: dict[str, str] = {}  # file -> first problem, for the self-monitoring alert
+        self.logged: set[Problem] = set()
 
     def _fingerprint(self) -> tuple[tuple[str, float], ...]:
-        out = []
-        for path in rule_files([self.config.rules_dir]):
+        found = find_rule_files([self.config.rules_dir])
+        out = [(directory, -1.0) for directory, _ in found.unreadable]  # fixing its permissions is a change
+        for path in found.files:
             try:
                 out.append((path, os.stat(path).st_mtime))
             except OSError:
@@ -71,13 +76,18 @@ class RuleFiles:
     def load(self) -> list[Rule]:
         self.stamp = self._fingerprint()
         result = load_rules([self.config.rules_dir], self.config)
-        _log_problems(result)
+        _log_problems(result, self.logged)
+        self.logged = set(result.problems)
         self.problems = {}
         for problem in result.problems:
             self.problems.setdefault(problem.file, f"{problem.line}:{problem.column}: {problem.path + ': ' if problem.path else ''}"
                                                    f"{problem.message}")
         failed = {os.path.abspath(p) for p in result.failed}
-        kept = [r for r in self.rules if r.path in failed and all(n.name != r.name for n in result.rules)]
+
+        def held_by_failed(path: str) -> bool:  # the file failed, or a directory above it could not be read
+            return path in failed or any(path.startswith(f + os.sep) for f in failed)
+
+        kept = [r for r in self.rules if held_by_failed(r.path) and all(n.name != r.name for n in result.rules)]
         for rule in kept:
             log(logger, logging.WARNING, "keeping previous version of invalid rule", rule=rule.name, file=rule.path)
         self.rules = result.rules + kept

@@ -8,19 +8,46 @@ from datetime import timedelta
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
 _PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 _FULL = re.compile(DURATION_PATTERN)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# Longer than any sensible window, age or interval (a yearly job plus slack), far from
+# where date arithmetic overflows; the JSON Schemas say the same (x-max-duration).
+MAX_DURATION_TEXT = "400d"
+MAX_DURATION = timedelta(days=400)
+_MAX_TEXT = 40
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``text`` such as ``1h30m`` into a timedelta.
 
-    Raises ValueError naming the text when it is not a duration.
+    Raises ValueError naming the text when it is not a duration or is longer
+    than MAX_DURATION.
+    """
+    text = text.strip()
+    if len(text) > _MAX_TEXT or not _FULL.match(text):
+        raise ValueError(f"{text[:_MAX_TEXT]!r} is not a duration (use e.g. 30s, 5m, 2h, 1d or 1h30m)")
+    milliseconds = sum(int(n) * _UNIT_MS[unit] for n, unit in _PART.findall(text))
+    if milliseconds > MAX_DURATION // timedelta(milliseconds=1):
+        raise ValueError(f"{text!r} is too long: at most {MAX_DURATION_TEXT}")
+    return timedelta(milliseconds=milliseconds)
+
+
+def bounds_problem(text: str, minimum: str | None = None, maximum: str | None = None) -> str | None:
+    """What is wrong with duration ``text`` given the bounds (duration texts), or None when it is fine.
+
+    Texts that are not durations give None: their form is checked elsewhere
+    (the schema's pattern).
     """
     text = text.strip()
     if not _FULL.match(text):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 2h, 1d or 1h30m)")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
-    return timedelta(seconds=seconds)
+        return None
+    if len(text) > _MAX_TEXT:
+        return f"{text[:20]!r}... is too long: at most {maximum or MAX_DURATION_TEXT}"
+    milliseconds = sum(int(n) * _UNIT_MS[unit] for n, unit in _PART.findall(text))
+    if maximum is not None and milliseconds > parse_duration(maximum) // timedelta(milliseconds=1):
+        return f"{text!r} is too long: at most {maximum}"
+    if minimum is not None and milliseconds < parse_duration(minimum) // timedelta(milliseconds=1):
+        return f"{text!r} is too short: at least {minimum}"
+    return None
 
 
 def format_age(delta: timedelta) -> str:

@@ -7,17 +7,14 @@ contributes no rule at all.
 
 from __future__ import annotations
 
-import difflib
+import logging
 import os
-import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from croniter import croniter
-
-from watchdog import schema, yamlfile
+from watchdog import schema, templates, yamlfile
 from watchdog.config import Config, RuleDefaults, parse_schedule
 from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
@@ -25,7 +22,9 @@ from watchdog.problems import Problem, display_path
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import COMMON_MESSAGE_FIELDS, RULE_TYPES
 from watchdog.ruletypes.base import OptionsError
-from watchdog.ruletypes.options import timezone
+from watchdog.textfile import UnreadableFile
+
+logger = logging.getLogger("watchdog.loader")
 
 RULE_SUFFIXES = (".yaml", ".yml")
 
@@ -35,50 +34,50 @@ class LoadResult:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-    # files that failed, by path: the daemon keeps their previous version running
+    # files and directories that failed, by path: the daemon keeps the previous version of their rules running
     failed: set[str] = field(default_factory=set)
 
 
-def rule_files(paths: Iterable[str]) -> list[str]:
-    """Every rule file under ``paths`` (files as given, directories searched recursively), sorted."""
-    found: list[str] = []
+@dataclass(frozen=True)
+class Found:
+    """The rule files under some paths, and the directories under them that could not be listed."""
+
+    files: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...] = ()  # (directory, reason)
+
+
+def find_rule_files(paths: Iterable[str]) -> Found:
+    """Every rule file under ``paths`` (files as given, directories searched recursively), sorted.
+
+    A directory that cannot be listed is returned in ``unreadable`` with the
+    system's reason: its rules are not dropped silently. Files are only
+    named here, never opened (FIFOs and devices included; reading them is
+    ``textfile``'s business).
+    """
+    files: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+
+    def failed(exc: OSError) -> None:
+        unreadable.append((str(exc.filename), exc.strerror or str(exc)))
+
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
+            for root, dirs, names in os.walk(path, onerror=failed):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(os.path.join(root, f) for f in sorted(files)
+                files.extend(os.path.join(root, f) for f in sorted(names)
                              if f.endswith(RULE_SUFFIXES) and not f.startswith("."))
         else:
-            found.append(path)
-    return found
+            files.append(path)
+    return Found(tuple(files), tuple(unreadable))
+
+
+def rule_files(paths: Iterable[str]) -> list[str]:
+    """Every rule file under ``paths`` that can be found, sorted (see ``find_rule_files``)."""
+    return list(find_rule_files(paths).files)
 
 
 def _check_message(doc: yamlfile.Document, template: str, allowed: frozenset[str]) -> list[Problem]:
-    try:
-        names = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
-    except ValueError as exc:
-        return [Problem.at(doc, ("message",), f"bad template: {exc} (write {{{{ and }}}} for literal braces)")]
-    problems = []
-    for name in sorted(names - allowed):
-        close = difflib.get_close_matches(name, sorted(allowed), n=1)
-        hint = f" (did you mean '{{{close[0]}}}'?)" if close else f" (known: {', '.join(sorted(allowed))})"
-        problems.append(Problem.at(doc, ("message",), f"unknown placeholder '{{{name}}}'{hint}"))
-    return problems
-
-
-def _check_schedule(doc: yamlfile.Document, raw: Mapping[str, Any], base: tuple[str, ...]) -> list[Problem]:
-    problems = []
-    if "cron" in raw and not croniter.is_valid(raw["cron"]):
-        problems.append(Problem.at(doc, base + ("cron",), f"'{raw['cron']}' is not a valid cron expression "
-                                   "(five fields: minute hour day-of-month month day-of-week)"))
-    if "timezone" in raw:
-        try:
-            timezone(raw["timezone"], base + ("timezone",))
-        except OptionsError as exc:
-            problems.append(Problem.at(doc, exc.path, exc.message))
-    if "every" in raw and parse_duration(raw["every"]).total_seconds() < 1:
-        problems.append(Problem.at(doc, base + ("every",), "every must be at least 1s"))
-    return problems
+    return [Problem.at(doc, ("message",), message) for message in templates.problems(template, allowed)]
 
 
 def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type: str, config: Config) -> list[Problem]:
@@ -88,7 +87,7 @@ def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type:
     if isinstance(refresh, dict) and "source" in refresh:
         wanted.append((("refresh", "source"), refresh["source"], "postgres"))
     for path, name, kind in wanted:
-        if name is None:
+        if not isinstance(name, str):  # missing, or not a name: the schema says so
             continue
         source = config.sources.get(name)
         if source is None:
@@ -110,9 +109,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
     data: dict[str, Any] = doc.data
     # Logical checks run on the parts the schema accepted, so every error shows at once.
     flagged = {p.path.split(".")[0].split("[")[0] for p in problems}
-    rule_type = RULE_TYPES.get(data.get("type"))  # type: ignore[arg-type]
-    if isinstance(data.get("schedule"), dict) and "schedule" not in flagged:
-        problems += _check_schedule(doc, data["schedule"], ("schedule",))
+    type_name = data.get("type")
+    rule_type = RULE_TYPES.get(type_name) if isinstance(type_name, str) else None
     if rule_type is not None and isinstance(data.get("message"), str) and "message" not in flagged:
         problems += _check_message(doc, data["message"], rule_type.message_fields | COMMON_MESSAGE_FIELDS)
     if rule_type is not None and config is not None:
@@ -144,6 +142,24 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
     return rule, []
 
 
+def _load_file(path: str, defaults: RuleDefaults, config: Config | None, environ: Mapping[str, str],
+               ) -> tuple[yamlfile.Document | None, Rule | None, list[Problem]]:
+    """One rule file read, parsed and validated: its document and rule, or its problems. Never raises."""
+    shown = display_path(path)
+    try:
+        doc = yamlfile.load(path, shown)
+        rule, problems = parse_rule(doc, path, defaults, config, environ)
+        return doc, rule, problems
+    except UnreadableFile as exc:
+        return None, None, [Problem(shown, exc.line, exc.column, "", f"cannot read rule file: {exc.message}")]
+    except yamlfile.YamlError as exc:
+        return None, None, [Problem.from_yaml_error(exc)]
+    except Exception as exc:  # a bug of ours: this file is in error, the others still load
+        logger.error("unexpected error loading a rule file", exc_info=True, extra={"fields": {"file": shown}})
+        return None, None, [Problem.whole_file(shown, f"internal error while loading this file ({type(exc).__name__}); "
+                                                      "please report it with the file")]
+
+
 def load_rules(paths: Iterable[str], config: Config | None = None,
                environ: Mapping[str, str] | None = None) -> LoadResult:
     """Load every rule file under ``paths``.
@@ -157,20 +173,14 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
     result = LoadResult()
     by_name: dict[str, tuple[Rule, yamlfile.Document]] = {}
     duplicates: dict[str, list[yamlfile.Document]] = {}
-    for path in rule_files(paths):
+    found = find_rule_files(paths)
+    for directory, reason in found.unreadable:
+        result.problems.append(Problem.whole_file(display_path(directory), f"cannot read rules directory: {reason}"))
+        result.failed.add(directory)
+    for path in found.files:
         result.files.append(path)
-        try:
-            doc = yamlfile.load(path, display_path(path))
-        except OSError as exc:
-            result.problems.append(Problem.whole_file(display_path(path), f"cannot read rule file: {exc.strerror}"))
-            result.failed.add(path)
-            continue
-        except yamlfile.YamlError as exc:
-            result.problems.append(Problem.from_yaml_error(exc))
-            result.failed.add(path)
-            continue
-        rule, problems = parse_rule(doc, path, defaults, config, environ)
-        if rule is None:
+        doc, rule, problems = _load_file(path, defaults, config, environ)
+        if rule is None or doc is None:
             result.problems.extend(problems)
             result.failed.add(path)
             continue

@@ -9,14 +9,52 @@ drift; after downtime a rule runs once, with no storm of missed runs.
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 from watchdog.rule import Schedule
 
 MAX_JITTER = timedelta(seconds=15)
+# A valid expression may fire only on 29 February, which can be 8 years apart (2096 -> 2104).
+CRON_HORIZON_YEARS = 9
+CRON_NICKNAMES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+_CRON_FORM = "five fields: minute hour day-of-month month day-of-week"
+
+
+def cron_problem(expression: str, now: datetime | None = None) -> str | None:
+    """What is wrong with the cron ``expression``, or None when it is usable.
+
+    Usable means five fields (or a nickname such as ``@daily``; croniter's
+    seconds and year fields are refused, so what validates is what runs) and
+    at least one run within CRON_HORIZON_YEARS of ``now``: ``0 0 31 2 *``
+    never fires.
+    """
+    fields = expression.split()
+    nickname = len(fields) == 1 and fields[0].lower() in CRON_NICKNAMES
+    shown = expression if len(expression) <= 80 else expression[:80] + "..."
+    try:
+        valid = (len(fields) == 5 or nickname) and croniter.is_valid(expression)
+    except Exception:  # croniter raises more than its documented errors on odd input
+        valid = False
+    if not valid:
+        return f"'{shown}' is not a valid cron expression ({_CRON_FORM})"
+    try:
+        croniter(expression, now or datetime.now(UTC), max_years_between_matches=CRON_HORIZON_YEARS).get_next(datetime)
+    except Exception:
+        return f"'{shown}' never fires (no time matches it within {CRON_HORIZON_YEARS} years)"
+    return None
+
+
+def timezone_problem(name: str) -> str | None:
+    """What is wrong with the time zone ``name``, or None when it is an IANA zone."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name that is a directory of zones
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        return f"unknown time zone '{shown}' (use an IANA name such as UTC or Europe/Berlin)"
+    return None
 
 
 def jitter(name: str, schedule: Schedule) -> timedelta:
@@ -31,7 +69,7 @@ def jitter(name: str, schedule: Schedule) -> timedelta:
 def _cron_after(schedule: Schedule, after: datetime) -> datetime:
     assert schedule.cron is not None
     local = after.astimezone(ZoneInfo(schedule.timezone))
-    following: datetime = croniter(schedule.cron, local).get_next(datetime)
+    following: datetime = croniter(schedule.cron, local, max_years_between_matches=CRON_HORIZON_YEARS).get_next(datetime)
     return following.astimezone(after.tzinfo)
 
 

@@ -18,6 +18,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from watchdog import durations, listen, schedule
 from watchdog.problems import Problem
 from watchdog.yamlfile import Document, Path
 
@@ -44,6 +45,36 @@ def _python_type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def _checked(check: Any) -> Any:
+    """A jsonschema keyword that runs ``check(value, instance)`` on strings and reports the message it returns."""
+    def keyword(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+        if isinstance(instance, str) and value is not False:
+            problem = check(value, instance)
+            if problem is not None:
+                yield ValidationError(problem)
+    return keyword
+
+
+def _listen_problem(_: Any, text: str) -> str | None:
+    try:
+        listen.parse_listen(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# Checks JSON Schema cannot express, named in the schema files so the files still say
+# everything that is checked: editors ignore these keywords, watchdog runs the code.
+KEYWORDS = {
+    "x-min-duration": _checked(lambda minimum, text: durations.bounds_problem(text, minimum=minimum)),
+    "x-max-duration": _checked(lambda maximum, text: durations.bounds_problem(text, maximum=maximum)),
+    "x-cron": _checked(lambda _, text: schedule.cron_problem(text)),
+    "x-timezone": _checked(lambda _, text: schedule.timezone_problem(text)),
+    "x-listen": _checked(_listen_problem),
+}
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, KEYWORDS)  # type: ignore[no-untyped-call]
+
+
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema file ``name`` (e.g. ``rule.schema.json``)."""
@@ -64,7 +95,8 @@ def _registry() -> Registry:
 @functools.cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     """A compiled validator for the schema file ``name``; built once per process."""
-    return jsonschema.Draft202012Validator(load_schema(name), registry=_registry())
+    compiled: jsonschema.protocols.Validator = _Validator(load_schema(name), registry=_registry())
+    return compiled
 
 
 @functools.cache
@@ -88,7 +120,8 @@ def _flat_validator(name: str, branch: int) -> jsonschema.protocols.Validator:
     flat["x-other-keys"] = sorted(
         {k for i, sub in enumerate(schema["allOf"]) if i != branch for k in _then(schema, sub).get("properties", {})}
         - set(flat["properties"]))
-    return jsonschema.Draft202012Validator(flat, registry=_registry())
+    compiled: jsonschema.protocols.Validator = _Validator(flat, registry=_registry())
+    return compiled
 
 
 def _then(schema: dict[str, Any], sub: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +205,7 @@ class _Explainer:
                 if key not in present:
                     yield Problem.at(self.doc, path, f"missing required key '{key}'")
             return
-        if "x-error" in schema and error.validator not in ("type",):
+        if "x-error" in schema and error.validator not in ("type", *KEYWORDS):
             yield Problem.at(self.doc, path, schema["x-error"].replace("{value}", repr(value)))
             return
         if error.validator == "type":

@@ -6,11 +6,11 @@ deliver it without the rule (which may have changed or gone).
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from watchdog import templates
 from watchdog.lifecycle import Kind, Notice
 from watchdog.rule import Rule
 from watchdog.times import to_text
@@ -21,11 +21,6 @@ KIND_LABEL = {
 }
 
 
-class _Lenient(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -33,12 +28,8 @@ def format_value(value: Any) -> str:
 
 
 def render_template(template: str, fields: Mapping[str, Any]) -> str:
-    """``template`` with ``{field}`` placeholders filled; unknown ones are left as written."""
-    values = _Lenient({k: format_value(v) if isinstance(v, float) else v for k, v in fields.items()})
-    try:
-        return string.Formatter().vformat(template, (), values)
-    except (ValueError, IndexError, KeyError, AttributeError):
-        return template
+    """``template`` with ``{field}`` placeholders filled; unknown ones are left as written (see ``templates``)."""
+    return templates.render(template, fields, lambda v: format_value(v) if isinstance(v, float) else str(v))
 
 
 STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved": "REMEDIATED"}

@@ -11,6 +11,7 @@ from typing import Any
 from watchdog import sqlcheck
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError
+from watchdog.textfile import UnreadableFile, read_text
 
 DEFAULT_ALERT_ON = frozenset({"failed", "stopped_with_error"})
 DEFAULT_RESTART_TYPE = "resume-processing"
@@ -18,6 +19,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_WITHIN = timedelta(hours=6)
 DEFAULT_WAIT_RUNNING = timedelta(minutes=10)
 DEFAULT_REFRESH_TIMEOUT = timedelta(minutes=30)
+MAX_SQL_FILE_BYTES = 256 * 1024
 DEFAULT_TABLE_ALERT_ON = frozenset({"error", "validation_failed"})
 DEFAULT_LAG_WARN = timedelta(minutes=5)
 DEFAULT_LAG_ERROR = timedelta(minutes=30)
@@ -163,10 +165,9 @@ class DmsRemediateOptions:
             if "sql_file" in raw:
                 path = os.path.join(rule_dir, raw["sql_file"])
                 try:
-                    with open(path, encoding="utf-8") as fh:
-                        sql = fh.read()
-                except OSError as exc:
-                    raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.strerror}") from None
+                    sql = read_text(path, limit=MAX_SQL_FILE_BYTES)
+                except UnreadableFile as exc:
+                    raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.message}") from None
             if sql is not None:
                 problem = sqlcheck.check_refresh(sql)
                 if problem is not None:

@@ -28,5 +28,5 @@ def timezone(name: str, path: Path) -> ZoneInfo:
     """The zone called ``name``; raises OptionsError naming it when unknown."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise OptionsError(path, f"unknown time zone '{name}' (use an IANA name such as UTC or Europe/Berlin)") from None

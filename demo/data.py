@@ -13,7 +13,10 @@ LOG_MAPPINGS = {"properties": {
 
 
 def log_events(now: datetime) -> list[dict[str, Any]]:
-    """An hour of key=value application logs: team-a has an error burst, billing went quiet, the API is slow."""
+    """An hour of key=value application logs: team-a has an error burst, billing went quiet, the API is slow.
+
+    A few errors in the same hour a day earlier are the baseline of the spike example.
+    """
     rng = random.Random(7)
     events = []
 
@@ -34,6 +37,8 @@ def log_events(now: datetime) -> list[dict[str, Any]]:
         add(rng.uniform(1.5, 5.5), "team-b", "api", "error", "export", error="ClientAbort")
     for _ in range(40):  # billing logged until 40 minutes ago, then stopped
         add(rng.uniform(40, 60), "team-c", "billing", "info", "invoice")
+    for _ in range(12):  # the same hour yesterday: a few API errors, the baseline of the spike rule
+        add(24 * 60 + rng.uniform(0, 60), rng.choice(["team-a", "team-b"]), "api", "error", "login", error="Timeout")
     return events
 
 WAREHOUSE_SQL = """

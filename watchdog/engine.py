@@ -156,8 +156,13 @@ class Engine:
         """
         rule_type = self.rule_types.get(rule.type)
         if rule_type is not None and rule_type.batches:
-            return f"{rule.type}/{rule.source}"
+            return f"{self._batch_key(rule)}/{rule.source}"
         return rule.name
+
+    def _batch_key(self, rule: Rule) -> str:
+        """Rules with the same batch key and source are evaluated together (all search types share one)."""
+        rule_type = self.rule_types.get(rule.type)
+        return (rule_type.batch_key if rule_type is not None else None) or rule.type
 
     def _resolve_removed(self, rule: Rule, now: datetime) -> None:
         # A removed rule resolves now: it will not be evaluated again to see its condition stay false.
@@ -172,14 +177,14 @@ class Engine:
         return [r for name, r in self.rules.items() if self.next_run[name] <= now and name not in busy]
 
     def dispatch(self, rules: Sequence[Rule], now: datetime) -> None:
-        """Hand the rules to the runner, one batch per (rule type, source)."""
+        """Hand the rules to the runner, one batch per (batch key, source): every search type due on a source together."""
         batches: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         for rule in rules:
-            batches[(rule.type, rule.source)].append(rule)
+            batches[(self._batch_key(rule), rule.source)].append(rule)
         active = self.store.groups()
         records = self.store.rule_records()
-        for (type_name, source_name), batch in batches.items():
-            rule_type = self.rule_types[type_name]
+        for (_, source_name), batch in batches.items():
+            rule_type = self.rule_types[batch[0].type]
             ctx = EvalContext(
                 now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
                 observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()

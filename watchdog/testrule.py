@@ -31,7 +31,7 @@ from watchdog.ruletypes.base import EvalContext, Evaluation, Step
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
-SEARCH_TYPES = ("threshold", "metric")
+SEARCH_TYPES = ("threshold", "metric", "ratio", "spike")
 ASSEMBLED_METRICS = (None, "sum", "min", "max", "avg")  # values that can be built from histogram buckets
 # A replay holds at most this many ticks (35 days at 1-minute ticks); past it the oldest ticks are left out, and said so.
 MAX_TICKS = 50_000
@@ -131,7 +131,7 @@ class MemoryJournal:
 def can_aggregate(rule: Rule) -> bool:
     options: SearchOptions = rule.options
     step = rule.schedule.every
-    if step is None:
+    if step is None or rule.type not in ("threshold", "metric") or len(options.group_by) > 1:
         return False
     spans = [options.window, options.delay] + ([searching.lookback(options)] if searching.looks_back(options) else [])
     metric = options.metric.agg if options.metric else None
@@ -171,7 +171,7 @@ def _aggregated_chunk(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tup
     if _bucket_aggs(options):
         histogram["aggs"] = _bucket_aggs(options)
     if options.group_by:
-        aggs = {"groups": {"terms": {"field": options.group_by, "size": max(options.max_groups, 1000)}, "aggs": {"h": histogram}}}
+        aggs = {"groups": {"terms": {"field": options.group_by[0], "size": max(options.max_groups, 1000)}, "aggs": {"h": histogram}}}
     else:
         aggs = {"h": histogram}
     body = {"size": 0, "track_total_hits": True, "query": searching.query(options, first, last), "aggs": aggs}
@@ -242,15 +242,10 @@ def _tick_response(options: SearchOptions, series: Mapping[str, Mapping[int, Map
 
 def per_tick_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tuple[list[Any], int]:
     """One search per tick, sent in ``_msearch`` batches: what the daemon would have run at each tick."""
-    from watchdog.sources.search import MSEARCH_CHUNK, SearchRequest
+    from watchdog.sources.search import MSEARCH_CHUNK
 
-    options: SearchOptions = rule.options
-    requests = []
-    for tick in ticks:
-        start, end = searching.window(options, tick)
-        earliest = end - searching.lookback(options) if searching.looks_back(options) else start
-        index, ignore = searching.expand_index(options.index, earliest, end)
-        requests.append(SearchRequest(index, searching.search_body(options, start, end), ignore))
+    multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
+    requests = [searching.request(rule, tick, multi_terms) for tick in ticks]
     return list(source.msearch(requests)), math.ceil(len(requests) / MSEARCH_CHUNK)
 
 
@@ -285,7 +280,7 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
             _notify(replay, rule, notice)
 
 
-def _tick_value(options: SearchOptions, response: Mapping[str, Any], known: frozenset[str],
+def _tick_value(rule: Rule, response: Mapping[str, Any], known: frozenset[str],
                 evaluation: Evaluation) -> float | None:
     """The value the sparkline shows for one tick: the group nearest to breaching.
 
@@ -293,8 +288,10 @@ def _tick_value(options: SearchOptions, response: Mapping[str, Any], known: froz
     counting a known group that went quiet as zero, as the rule itself does
     (so a firing flatline shows its zero, not another group's traffic).
     """
-    seen = {g: v for g, (v, _) in searching.values(options, response).items()}
-    if options.group_by and options.threshold.below is not None:
+    options: SearchOptions = rule.options
+    seen = {g: v for g, (v, _) in searching.values(rule, response).items()
+            if v is None or math.isfinite(v)}  # a spike from an empty baseline has no finite ratio to draw
+    if searching.looks_back(options):
         for group in known - set(seen):
             if group:
                 seen[group] = 0.0 if options.metric is None else None
@@ -328,7 +325,7 @@ def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bo
         ctx = EvalContext(now=tick, active={rule.name: frozenset(states)}, observed={rule.name: observed})
         start, end = searching.window(rule.options, tick)
         evaluation = searching.judge(rule, ctx, response, start, end, dashboards)
-        replay.series.append((tick, _tick_value(rule.options, response, observed | frozenset(states), evaluation)))
+        replay.series.append((tick, _tick_value(rule, response, observed | frozenset(states), evaluation)))
         replay.breaching += bool(evaluation.findings)
         observed = frozenset(evaluation.observed)
         _advance(replay, rule, states, evaluation, tick)

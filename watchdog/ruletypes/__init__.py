@@ -7,10 +7,13 @@ from watchdog.ruletypes.dms_remediate import DmsRemediateRule
 from watchdog.ruletypes.dms_task import DmsTaskRule
 from watchdog.ruletypes.freshness import FreshnessRule
 from watchdog.ruletypes.metric import MetricRule
+from watchdog.ruletypes.ratio import RatioRule
+from watchdog.ruletypes.spike import SpikeRule
 from watchdog.ruletypes.threshold import ThresholdRule
 
 RULE_TYPES: dict[str, type[RuleType]] = {
-    cls.name: cls for cls in (ThresholdRule, MetricRule, FreshnessRule, DmsTaskRule, DmsRemediateRule)
+    cls.name: cls for cls in (ThresholdRule, MetricRule, RatioRule, SpikeRule, FreshnessRule, DmsTaskRule,
+                              DmsRemediateRule)
 }
 
 COMMON_MESSAGE_FIELDS = frozenset({"rule", "group", "value", "severity", "description", "summary", "labels"})

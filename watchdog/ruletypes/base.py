@@ -107,6 +107,8 @@ class RuleType(ABC):
     acts: ClassVar[bool] = False
     # True for rule types whose rules on one source are cheaper evaluated together (they share a schedule phase).
     batches: ClassVar[bool] = False
+    # Rule types with the same batch key (e.g. every search type) are evaluated together; None: the type's name.
+    batch_key: ClassVar[str | None] = None
 
     @classmethod
     @abstractmethod

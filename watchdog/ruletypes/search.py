@@ -1,15 +1,20 @@
-"""Evaluation shared by the search rule types: windows, indices, queries, findings, samples.
+"""Evaluation shared by the search rule types: windows, indices, queries, groups, findings, samples.
 
-Every rule of a batch becomes one search in a single ``_msearch``: counting
-uses ``size: 0`` and aggregations; example events are fetched (in one more
-``_msearch``) only for groups that just started to breach.
+Every search rule of a batch (``threshold``, ``metric``, ``ratio`` and
+``spike`` alike) becomes one search in a single ``_msearch``: counting uses
+``size: 0`` and aggregations; example events are fetched (in one more
+``_msearch``) only for groups that just started to breach. Each rule type
+says how its search is built (``body``) and how a response becomes a value
+per group (``readings``); the rest is here.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -36,7 +41,9 @@ def window(options: SearchOptions, now: datetime) -> tuple[datetime, datetime]:
 
 
 def looks_back(options: SearchOptions) -> bool:
-    return bool(options.group_by) and options.threshold.below is not None
+    """Whether a grouped flatline (count or metric ``below``) also looks back for groups that went quiet."""
+    plain = options.fraction is None and options.baseline is None
+    return plain and bool(options.group_by) and options.threshold.below is not None
 
 
 def lookback(options: SearchOptions) -> timedelta:
@@ -69,13 +76,82 @@ def expand_index(pattern: str, start: datetime, end: datetime) -> tuple[str, boo
     return ",".join(names), True
 
 
+def time_range(options: SearchOptions, start: datetime, end: datetime) -> dict[str, Any]:
+    """The clause selecting events in [start, end)."""
+    return {"range": {options.timestamp_field: {
+        "gte": to_text(start), "lt": to_text(end), "format": "strict_date_optional_time"}}}
+
+
 def query(options: SearchOptions, start: datetime, end: datetime) -> dict[str, Any]:
-    clauses: list[Any] = [{"range": {options.timestamp_field: {
-        "gte": to_text(start), "lt": to_text(end), "format": "strict_date_optional_time"}}}]
-    if options.query:
-        clauses.append({"query_string": {"query": options.query}})
-    clauses.extend(options.filters)
-    return {"bool": {"filter": clauses}}
+    return {"bool": {"filter": [time_range(options, start, end), *options.selector.clauses()]}}
+
+
+# --- groups ---------------------------------------------------------------------------------------------------
+
+
+def group_label(fields: Sequence[str], parts: Sequence[str]) -> str:
+    """The alert group of a bucket: the value for one field, ``service=api, region=eu`` for several."""
+    if len(fields) == 1:
+        return parts[0]
+    return ", ".join(f"{name}={value}" for name, value in zip(fields, parts, strict=True))
+
+
+def groups_agg(options: SearchOptions, sub: Mapping[str, Any] | None, multi_terms: bool = True) -> dict[str, Any]:
+    """The bucket aggregation of ``group_by``: terms for one field; multi_terms (or composite) for several.
+
+    ``multi_terms`` (OpenSearch 2.1+, Elasticsearch 7.12+) keeps the
+    ``max_groups`` busiest groups, as terms does; ``composite`` (every
+    version) is used where it is missing and keeps the first ``max_groups``
+    in key order.
+    """
+    fields = options.group_by
+    agg: dict[str, Any]
+    if len(fields) == 1:
+        agg = {"terms": {"field": fields[0], "size": options.max_groups}}
+    elif multi_terms:
+        agg = {"multi_terms": {"terms": [{"field": f} for f in fields], "size": options.max_groups}}
+    else:
+        agg = {"composite": {"size": options.max_groups,
+                             "sources": [{f"g{i}": {"terms": {"field": f}}} for i, f in enumerate(fields)]}}
+    if sub:
+        agg["aggs"] = dict(sub)
+    return agg
+
+
+def bucket_parts(bucket: Mapping[str, Any], fields: Sequence[str]) -> tuple[str, ...]:
+    """The field values of a terms, multi_terms or composite bucket."""
+    key = bucket.get("key")
+    if isinstance(key, Mapping):
+        return tuple(str(key.get(f"g{i}")) for i in range(len(fields)))
+    if isinstance(key, list):
+        return tuple(str(k) for k in key)
+    return (str(bucket.get("key_as_string", key)),)
+
+
+def group_buckets(options: SearchOptions, aggs: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...], Mapping[str, Any]]]:
+    """(label, field values, bucket) of every group in a response's ``groups`` aggregation."""
+    out = []
+    for bucket in aggs.get("groups", {}).get("buckets", []):
+        parts = bucket_parts(bucket, options.group_by)
+        out.append((group_label(options.group_by, parts), parts, bucket))
+    return out
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The value of one group in one evaluation, as a rule type reads it from its response.
+
+    ``value`` is what the threshold compares (None: nothing to compare, no
+    finding); ``what`` names it in the alert ("events 30", "error ratio 12.5%
+    (25 of 200)"); ``facts`` go into the alert's details.
+    """
+
+    value: float | None
+    count: int
+    parts: tuple[str, ...] = ()
+    what: str = ""
+    versus: str = ""  # what it is compared with, after the window ("vs 40 the same window 7d earlier: 12.5x")
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _metric_agg(options: SearchOptions) -> dict[str, Any]:
@@ -86,30 +162,30 @@ def _metric_agg(options: SearchOptions) -> dict[str, Any]:
     return {metric.agg: {"field": metric.field}}
 
 
-def search_body(options: SearchOptions, start: datetime, end: datetime) -> dict[str, Any]:
-    """The counting (or aggregating) search for one evaluation."""
-    inner = {"metric": _metric_agg(options)} if options.metric is not None else None
+def metric_aggs(options: SearchOptions) -> dict[str, Any] | None:
+    """``{"metric": ...}`` for a rule with a metric, else None (the value is a count)."""
+    return {"metric": _metric_agg(options)} if options.metric is not None else None
+
+
+def search_body(options: SearchOptions, start: datetime, end: datetime, multi_terms: bool = True) -> dict[str, Any]:
+    """The counting (or aggregating) search of a threshold or metric rule for one evaluation."""
+    inner = metric_aggs(options)
     if looks_back(options):
         # Groups over the lookback; each bucket's "recent" part is the window itself.
-        recent: dict[str, Any] = {"filter": {"range": {options.timestamp_field: {
-            "gte": to_text(start), "lt": to_text(end), "format": "strict_date_optional_time"}}}}
+        recent: dict[str, Any] = {"filter": time_range(options, start, end)}
         if inner:
             recent["aggs"] = inner
-        terms = {"terms": {"field": options.group_by, "size": options.max_groups}, "aggs": {"recent": recent}}
         return {"size": 0, "track_total_hits": True, "query": query(options, end - lookback(options), end),
-                "aggs": {"groups": terms}}
+                "aggs": {"groups": groups_agg(options, {"recent": recent}, multi_terms)}}
     body: dict[str, Any] = {"size": 0, "track_total_hits": True, "query": query(options, start, end)}
     if options.group_by:
-        terms = {"terms": {"field": options.group_by, "size": options.max_groups}}
-        if inner:
-            terms["aggs"] = inner
-        body["aggs"] = {"groups": terms}
+        body["aggs"] = {"groups": groups_agg(options, inner, multi_terms)}
     elif inner:
         body["aggs"] = inner
     return body
 
 
-def _metric_value(aggs: Mapping[str, Any], options: SearchOptions) -> float | None:
+def metric_value(aggs: Mapping[str, Any], options: SearchOptions) -> float | None:
     metric = aggs.get("metric", {})
     if options.metric is not None and options.metric.agg == "percentile":
         values = metric.get("values", {})
@@ -119,83 +195,124 @@ def _metric_value(aggs: Mapping[str, Any], options: SearchOptions) -> float | No
     return None if value is None else float(value)
 
 
-def values(options: SearchOptions, response: Mapping[str, Any]) -> dict[str, tuple[float | None, int]]:
-    """(value, count of events) per group ("" without group_by) from a search response."""
+def total_hits(response: Mapping[str, Any]) -> int:
     total = response.get("hits", {}).get("total", 0)
-    count = int(total.get("value", 0) if isinstance(total, Mapping) else total)
+    return int(total.get("value", 0) if isinstance(total, Mapping) else total)
+
+
+def count_readings(options: SearchOptions, response: Mapping[str, Any]) -> dict[str, Reading]:
+    """The count (or metric) per group ("" without group_by) of a threshold or metric search."""
+
+    def reading(part: Mapping[str, Any], count: int, parts: tuple[str, ...]) -> Reading:
+        value = float(count) if options.metric is None else metric_value(part, options)
+        if options.metric is None:
+            what = f"events {count}"
+        else:
+            what = f"{options.metric.describe()} {'none' if value is None else f'{value:.4g}'}"
+        return Reading(value=value, count=count, parts=parts, what=what)
+
     aggs = response.get("aggregations", {})
     if not options.group_by:
-        value = float(count) if options.metric is None else _metric_value(aggs, options)
-        return {"": (value, count)}
-    out: dict[str, tuple[float | None, int]] = {}
-    for bucket in aggs.get("groups", {}).get("buckets", []):
-        key = str(bucket.get("key_as_string", bucket["key"]))
+        return {"": reading(aggs, total_hits(response), ())}
+    out: dict[str, Reading] = {}
+    for label, parts, bucket in group_buckets(options, aggs):
         part = bucket.get("recent", bucket)
-        n = int(part.get("doc_count", 0))
-        out[key] = (float(n) if options.metric is None else _metric_value(part, options), n)
+        out[label] = reading(part, int(part.get("doc_count", 0)), parts)
     return out
+
+
+def kind(rule: Rule) -> type[SearchRuleType]:
+    """The search rule type of ``rule`` (threshold, metric, ratio, spike)."""
+    from watchdog.ruletypes import RULE_TYPES
+
+    found = RULE_TYPES[rule.type]
+    assert issubclass(found, SearchRuleType)
+    return found
+
+
+def values(rule: Rule, response: Mapping[str, Any]) -> dict[str, tuple[float | None, int]]:
+    """(value, count of events) per group ("" without group_by) from the response to ``rule``'s search."""
+    return {g: (r.value, r.count) for g, r in kind(rule).readings(rule.options, response).items()}
 
 
 def rison_string(text: str) -> str:
     return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
 
 
-def dashboard_url(base: str | None, options: SearchOptions, start: datetime, end: datetime, group: str) -> str | None:
-    """A Kibana / OpenSearch Dashboards Discover link showing the rule's events in the window."""
+def _lucene_phrase(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dashboard_url(base: str | None, options: SearchOptions, start: datetime, end: datetime,
+                  parts: Sequence[str] = ()) -> str | None:
+    """A Kibana / OpenSearch Dashboards Discover link showing the rule's events (of the group) in the window."""
     if not base:
         return None
     lucene = options.query or "*"
-    if options.group_by and group:
-        escaped = group.replace("\\", "\\\\").replace('"', '\\"')
-        lucene = f'({lucene}) AND {options.group_by}:"{escaped}"'
+    if options.fraction is not None and options.fraction.numerator.query:
+        lucene = f"({lucene}) AND ({options.fraction.numerator.query})"
+    if options.group_by and len(parts) == len(options.group_by):
+        terms = " AND ".join(f"{name}:{_lucene_phrase(value)}" for name, value in zip(options.group_by, parts, strict=True))
+        lucene = f"({lucene}) AND {terms}"
     g = f"(time:(from:{rison_string(to_text(start) or '')},to:{rison_string(to_text(end) or '')}))"
     a = f"(query:(language:lucene,query:{rison_string(lucene)}))"
     safe = "(),:!'*"
     return f"{base.rstrip('/')}/app/discover#/?_g={urllib.parse.quote(g, safe=safe)}&_a={urllib.parse.quote(a, safe=safe)}"
 
 
-def _describe(options: SearchOptions) -> str:
-    if options.metric is not None:
-        return options.metric.describe()
-    return "events"
+def _where(options: SearchOptions, group: str) -> str:
+    if not options.group_by:
+        return ""
+    if len(options.group_by) == 1:
+        return f" for {options.group_by[0]}={group}"
+    return f" for {group}"
 
 
 def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: datetime, end: datetime,
           dashboards: str | None) -> Evaluation:
+    """The findings of one search rule from its response (pure)."""
     options: SearchOptions = rule.options
-    seen = values(options, response)
+    seen = kind(rule).readings(options, response)
     observed = tuple(sorted(seen)) if options.group_by else ()  # groups with events in the searched range
-    if options.group_by and options.threshold.below is not None:
+    if looks_back(options):
         # A group seen before that went quiet counts as zero: "team X stopped logging".
         for group in ctx.observed.get(rule.name, frozenset()) | ctx.active.get(rule.name, frozenset()):
             if group and group not in seen:
-                seen[group] = (0.0 if options.metric is None else None, 0)
+                value = 0.0 if options.metric is None else None
+                seen[group] = Reading(value=value, count=0, what="events 0" if value is not None else "")
     findings = []
-    for group, (value, count) in sorted(seen.items()):
-        level = None if value is None else options.threshold.classify(value)
-        if level is None or value is None:
+    for group, reading in sorted(seen.items()):
+        level = None if reading.value is None else options.threshold.classify(reading.value)
+        if level is None:
             continue
-        what = _describe(options)
-        where = f" for {options.group_by}={group}" if options.group_by else ""
-        shown = f"{value:g}" if options.metric is None else f"{value:.4g}"
-        summary = f"{what} {shown}{where} in the last {format_duration(options.window)} ({options.threshold.describe()})"
-        details = {
-            "count": count, "threshold": options.threshold.describe(), "window": format_duration(options.window),
+        summary = f"{reading.what}{_where(options, group)} in the last {format_duration(options.window)}" \
+                  f"{reading.versus} ({options.threshold.describe()})"
+        details: dict[str, Any] = {
+            "count": reading.count, "threshold": options.threshold.describe(), "window": format_duration(options.window),
             "index": options.index, "query": options.query or "", "start": to_text(start), "end": to_text(end),
-            "metric": options.metric.describe() if options.metric else "count",
+            "metric": options.metric.describe() if options.metric else "count", **reading.facts,
         }
-        link = dashboard_url(dashboards, options, start, end, group)
+        if reading.parts and len(options.group_by) > 1:
+            details["group_fields"] = dict(zip(options.group_by, reading.parts, strict=True))
+        link = dashboard_url(dashboards, options, start, end, reading.parts)
         if link:
             details["dashboard_url"] = link
-        findings.append(Finding(group=group, value=value if options.metric else int(value), summary=summary,
-                                severity=level.severity, details=details))
+        value = reading.value
+        shown: float | None = int(value) if options.metric is None and options.fraction is None \
+            and options.baseline is None and value is not None else value
+        if shown is not None and not math.isfinite(shown):
+            shown = None  # a spike from an empty baseline: the summary says so
+        findings.append(Finding(group=group, value=shown, summary=summary, severity=level.severity, details=details))
     return Evaluation(findings=tuple(findings), observed=observed)
 
 
-def sample_request(options: SearchOptions, start: datetime, end: datetime, group: str) -> dict[str, Any]:
+def sample_request(options: SearchOptions, start: datetime, end: datetime, parts: Sequence[str]) -> dict[str, Any]:
+    """The search for a finding's example events: the newest events of its group in the window."""
     body_query = query(options, start, end)
-    if options.group_by and group:
-        body_query["bool"]["filter"].append({"term": {options.group_by: group}})
+    if options.fraction is not None:  # a ratio's examples are numerator events (the errors, not the requests)
+        body_query["bool"]["filter"].extend(options.fraction.numerator.clauses())
+    for name, value in zip(options.group_by, parts, strict=False):
+        body_query["bool"]["filter"].append({"term": {name: value}})
     body: dict[str, Any] = {"size": options.sample, "query": body_query,
                             "sort": [{options.timestamp_field: {"order": "desc"}}]}
     if options.sample_fields:
@@ -203,37 +320,63 @@ def sample_request(options: SearchOptions, start: datetime, end: datetime, group
     return body
 
 
-def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-    """Evaluate search rules sharing one source: one ``_msearch`` for all, one more for samples."""
+def request(rule: Rule, now: datetime, multi_terms: bool = True) -> Any:
+    """The SearchRequest of ``rule``'s evaluation at ``now``."""
     from watchdog.sources.search import SearchRequest
 
-    requests = []
-    windows = {}
-    for rule in rules:
-        start, end = window(rule.options, ctx.now)
-        windows[rule.name] = (start, end)
-        earliest = end - lookback(rule.options) if looks_back(rule.options) else start
-        index, ignore = expand_index(rule.options.index, earliest, end)
-        requests.append(SearchRequest(index, search_body(rule.options, start, end), ignore))
+    options: SearchOptions = rule.options
+    start, end = window(options, now)
+    names: list[str] = []
+    ignore = False
+    for lo, hi in kind(rule).spans(options, start, end):
+        index, ignore_part = expand_index(options.index, lo, hi)
+        ignore = ignore or ignore_part
+        names += [name for name in index.split(",") if name not in names]
+    return SearchRequest(",".join(names), kind(rule).body(options, start, end, multi_terms), ignore)
+
+
+def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
+    """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
+    multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
+    requests = [request(rule, ctx.now, multi_terms) for rule in rules]
     responses = source.msearch(requests)
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
     out: dict[str, Evaluation | Exception] = {}
     wanted: list[tuple[str, Finding, Any]] = []
-    for rule, request, response in zip(rules, requests, responses, strict=True):
+    for rule, sent, response in zip(rules, requests, responses, strict=True):
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
-        start, end = windows[rule.name]
-        evaluation = judge(rule, ctx, response, start, end, dashboards)
+        start, end = window(rule.options, ctx.now)
+        try:
+            evaluation = judge(rule, ctx, response, start, end, dashboards)
+        except Exception as exc:  # an answer this rule cannot read is this rule's error, not the batch's
+            out[rule.name] = exc
+            continue
         out[rule.name] = evaluation
         if rule.options.sample:
             fresh = [f for f in evaluation.findings if f.group not in ctx.active.get(rule.name, frozenset())]
             for finding in fresh[:MAX_SAMPLE_GROUPS]:
-                wanted.append((rule.name, finding, SearchRequest(request.index, sample_request(
-                    rule.options, start, end, finding.group), request.ignore_unavailable)))
+                parts = _finding_parts(rule.options, finding)
+                if parts is None:
+                    continue
+                wanted.append((rule.name, finding, type(sent)(sent.index, sample_request(
+                    rule.options, start, end, parts), sent.ignore_unavailable)))
     if wanted:
         _attach_samples(out, wanted, source)
     return out
+
+
+def _finding_parts(options: SearchOptions, finding: Finding) -> tuple[str, ...] | None:
+    """The group's field values of a finding (None when unknown: a quiet group seen only in earlier runs)."""
+    if not options.group_by:
+        return ()
+    if len(options.group_by) == 1:
+        return (finding.group,)
+    fields = finding.details.get("group_fields")
+    if not isinstance(fields, Mapping):
+        return None
+    return tuple(str(fields[name]) for name in options.group_by)
 
 
 def _attach_samples(out: dict[str, Evaluation | Exception], wanted: list[tuple[str, Finding, Any]], source: Any) -> None:
@@ -256,10 +399,15 @@ def _attach_samples(out: dict[str, Evaluation | Exception], wanted: list[tuple[s
 
 
 class SearchRuleType(RuleType):
-    """What ``threshold`` and ``metric`` share: options, batching, evaluation."""
+    """What the search rule types share: options, batching into one ``_msearch``, evaluation.
+
+    ``threshold`` and ``metric`` use these defaults; ``ratio`` and ``spike``
+    override ``body``, ``spans`` and ``readings``.
+    """
 
     source_type: ClassVar[str] = "search"
     batches: ClassVar[bool] = True
+    batch_key: ClassVar[str | None] = "search"  # every search type due together on a source shares one _msearch
 
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SearchOptions:
@@ -268,3 +416,18 @@ class SearchRuleType(RuleType):
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
         return evaluate(rules, source, ctx)
+
+    @classmethod
+    def body(cls, options: SearchOptions, start: datetime, end: datetime, multi_terms: bool = True) -> dict[str, Any]:
+        """The search body of one evaluation over the window [start, end)."""
+        return search_body(options, start, end, multi_terms)
+
+    @classmethod
+    def spans(cls, options: SearchOptions, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The time ranges the search reads (to choose the dated indices)."""
+        return [(end - lookback(options) if looks_back(options) else start, end)]
+
+    @classmethod
+    def readings(cls, options: SearchOptions, response: Mapping[str, Any]) -> dict[str, Reading]:
+        """The value per group ("" without group_by) from a response to ``body``."""
+        return count_readings(options, response)

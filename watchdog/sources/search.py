@@ -155,6 +155,25 @@ class SearchSource:
         text = str(exc).split("\n")[0]
         return f"HTTP {status}: {text}" if isinstance(status, int) else f"{type(exc).__name__}: {text}"
 
+    def multi_terms(self) -> bool:
+        """Whether the cluster has the ``multi_terms`` aggregation (OpenSearch 2.1+, Elasticsearch 7.12+).
+
+        Detects the flavor first when needed; a cluster that cannot be reached
+        answers True (the search that follows reports the failure). With a
+        configured flavor and no version known, Elasticsearch (7.14+ by
+        construction) has it, OpenSearch is not assumed to.
+        """
+        with self.lock:
+            if self.client is None:
+                try:
+                    self._detect()
+                except SearchError:
+                    return True
+        if not self.version:
+            return self.flavor == "elasticsearch"
+        version = _version_tuple(self.version)
+        return version >= (2, 1) if self.flavor == "opensearch" and version < (7,) else version >= (7, 12)
+
     # --- searching ------------------------------------------------------------------------
 
     def msearch(self, requests: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:

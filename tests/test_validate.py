@@ -252,7 +252,7 @@ def test_a_bad_rule_does_not_stop_the_others(project: Path) -> None:
     write_rule(project, "bad.yaml", "name: bad\ntype: nope\n")
     result = load_rules([str(project / "rules")], load_config("watchdog.yaml"))
     assert [r.name for r in result.rules] == ["app-errors"]
-    assert [p.message for p in result.problems] == ["'nope' is not one of: threshold, metric, freshness, dms_task, dms_remediate"]
+    assert [p.message for p in result.problems] == ["'nope' is not one of: threshold, metric, ratio, spike, freshness, dms_task, dms_remediate"]
 
 
 def test_typed_rule_objects(project: Path) -> None:

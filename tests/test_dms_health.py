@@ -305,3 +305,16 @@ def test_hostile_table_names_stay_data(tmp_path: Path, moto: MotoDms, name: str)
     (group, state), = firing(engine, "dms-tables").items()
     assert "\n" not in state.summary and "\x00" not in group and "\u202e" not in group
     assert len(state.details["table"]) <= dms_tables.MAX_NAME
+
+
+def test_long_multiline_failure_message_stays_one_bounded_line(tmp_path: Path, moto: MotoDms) -> None:
+    create_task(moto)
+    moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR",
+                      LastFailureMessage="Last Error\n*ODBC* <!here>\r\n" + "x" * 5000)
+    rule = f"name: dms\ntype: dms_task\nsource: aws\ntasks: [{TASK}]\n"
+    engine = engine_for(project(tmp_path, moto, {"dms": rule}), Clock(NOW))
+    evaluate_now(engine)
+    state = firing(engine, "dms")[TASK]
+    assert "\n" not in state.summary and "\r" not in state.summary
+    assert state.summary.startswith(f"task {TASK} is failed (stop reason FATAL_ERROR): Last Error *ODBC* <!here> xxx")
+    assert len(state.details["last_failure"]) == 500

@@ -22,6 +22,7 @@ from watchdog.ruletypes.dms_options import DmsTaskOptions, LagCheck, TableCheck
 
 NORMAL_STOP_REASONS = frozenset({"NORMAL", "FULL_LOAD_ONLY_FINISHED", "STOPPED_AFTER_FULL_LOAD"})
 TRANSITIONAL = frozenset({"creating", "starting", "stopping", "modifying", "deleting", "moving", "testing", "ready"})
+MAX_FAILURE_MESSAGE = 500  # DMS failure messages can be long stack-like texts; the log has the rest
 NEVER_STARTED = frozenset({"creating", "ready", "deleting"})  # no table statistics to ask for
 TABLE_FIELDS = frozenset({"schema", "table", "table_state", "validation_state", "inserts", "updates", "deletes", "ddls",
                           "full_load_rows", "full_load_error_rows", "validation_failed", "validation_suspended",
@@ -59,10 +60,12 @@ def identifier(task: Mapping[str, Any]) -> str:
 
 
 def task_details(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The message placeholders of one task; AWS's texts as bounded plain lines (they are data)."""
     stats = task.get("ReplicationTaskStats") or {}
-    return {"task": identifier(task), "arn": task.get("ReplicationTaskArn", ""), "status": task.get("Status", ""),
-            "stop_reason": stop_reason(task) or "", "last_failure": task.get("LastFailureMessage") or "",
-            "tables_errored": stats.get("TablesErrored", 0)}
+    return {"task": identifier(task), "arn": task.get("ReplicationTaskArn", ""),
+            "status": dms_tables.clean(task.get("Status"), 40), "stop_reason": dms_tables.clean(stop_reason(task), 80),
+            "last_failure": dms_tables.clean(task.get("LastFailureMessage"), MAX_FAILURE_MESSAGE),
+            "tables_errored": dms_tables.count(stats, "TablesErrored")}
 
 
 def missing(requested: Sequence[str] | None, tasks: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -108,6 +108,8 @@ def test_suspended_table_alerts_for_that_table_with_its_counters(tmp_path: Path,
     clock.now = NOW + timedelta(minutes=1)
     evaluate_now(engine)
     assert firing(engine, "dms-tables") == {}
+    observed = engine.store.rule_records()["dms-tables"].facts["observed"]
+    assert observed == [f"{TASK}/sales.customers", f"{TASK}/sales.orders"]  # known to status and silence while ok
 
 
 def test_validation_failures_alert_as_warnings(tmp_path: Path, moto: MotoDms) -> None:
@@ -172,7 +174,7 @@ def test_table_check_denied_is_reported_not_silent() -> None:
     stub = Stubber(client)
     stub.add_client_error("describe_table_statistics", service_error_code="AccessDeniedException", service_message="no")
     with stub:
-        found, _ = table_findings([task], TableCheck(), source, {"t1/s.orders"})
+        found, _, _ = table_findings([task], TableCheck(), source, {"t1/s.orders"})
     assert [(f.group, f.value) for f in found] == [("t1/tables", "unknown"), ("t1/s.orders", "unknown")]
     assert "could not check the tables of task t1: AWS denied dms:DescribeTableStatistics" in found[0].summary
 

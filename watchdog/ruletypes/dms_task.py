@@ -75,14 +75,15 @@ def missing(requested: Sequence[str] | None, tasks: Sequence[Mapping[str, Any]])
 
 
 def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source: Any,
-                   active: Iterable[str]) -> tuple[list[Finding], dict[str, Any]]:
-    """Findings of every table of ``tasks`` (one DescribeTableStatistics per task), and per-task facts."""
+                   active: Iterable[str]) -> tuple[list[Finding], dict[str, Any], set[str]]:
+    """Findings of every table of ``tasks`` (one DescribeTableStatistics per task), per-task facts, the groups seen."""
     by_task: dict[str, set[str]] = {}
     for name in active:
         if "/" in name and not name.endswith("/" + dms_lag.LAG_GROUP):
             by_task.setdefault(dms_tables.task_of(name), set()).add(name)
     findings: list[Finding] = []
     facts: dict[str, Any] = {}
+    seen: set[str] = set()
     for task in tasks:
         name, status = identifier(task), str(task.get("Status", ""))
         known = by_task.pop(name, set())
@@ -98,12 +99,13 @@ def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source
             findings += [dms_tables.gone(g, name, "state unknown: the table check failed") for g in sorted(known)]
             continue
         found = dms_tables.findings(name, rows, check.alert_on, known - {f"{name}/tables"})
+        seen |= {dms_tables.group(name, *dms_tables.table_name(r)) for r in rows}
         findings += found
         facts[name] = {"tables": len(rows), "in_error": sum(dms_tables.in_error(r) for r in rows),
                        "alerting": len(found)}
     for name, groups in sorted(by_task.items()):  # tables of tasks that no longer exist
         findings += [dms_tables.gone(g, name, "the task no longer exists") for g in sorted(groups - {f"{name}/tables"})]
-    return findings, facts
+    return findings, facts, seen
 
 
 def lag_findings(tasks: Sequence[Mapping[str, Any]], check: LagCheck, source: Any, ctx: EvalContext,
@@ -178,13 +180,17 @@ class DmsTaskRule(RuleType):
                                     details={"task": name, "status": "missing", "stop_reason": "", "last_failure": ""}))
         facts: dict[str, Any] = {"tasks": {identifier(t): t.get("Status") for t in tasks}}
         active = ctx.active.get(rule.name, frozenset())
+        observed: set[str] = set()
         if options.tables is not None:
-            found, facts["tables"] = table_findings(tasks, options.tables, source, active)
+            found, facts["tables"], seen = table_findings(tasks, options.tables, source, active)
             findings += found
+            observed |= seen
         if options.lag is not None:
             found, facts["lag"] = lag_findings(tasks, options.lag, source, ctx, active)
             findings += found
-        return Evaluation(findings=tuple(findings), facts=facts)
+            observed |= {dms_lag.group(name) for name in facts["lag"]}
+        # Every group checked, ok ones included: `watchdog status` and `silence` know a table before it alerts.
+        return Evaluation(findings=tuple(findings), facts=facts, observed=tuple(sorted(observed)) if observed else ())
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:

@@ -253,13 +253,14 @@ def test_requests_per_evaluation(tmp_path: Path, moto: MotoDms) -> None:
 def test_lag_options_are_checked(tmp_path: Path, moto: MotoDms) -> None:
     config = project(tmp_path, moto, {
         "bad-order": "name: bad-order\ntype: dms_task\nsource: aws\nlag: {warn_after: 30m, error_after: 5m}\n",
-        "bad-key": "name: bad-key\ntype: dms_task\nsource: aws\ntables: {alert_on: [on_fire]}\n",
+        "bad-key": "name: bad-key\ntype: dms_task\nsource: aws\ntables: {alert_on: [eror]}\n",
         "good": "name: good\ntype: dms_task\nsource: aws\ntables: {alert_on: [error]}\nlag: {error_after: 1h, stall_after: 20m}\n",
     })
     result = load_rules([config.rules_dir], config)
     assert [r.name for r in result.rules] == ["good"]
     messages = " | ".join(str(p) for p in result.problems)
-    assert "'error_after' must be longer than 'warn_after'" in messages and "bad-key" in messages
+    assert "'error_after' must be longer than 'warn_after'" in messages
+    assert "tables.alert_on[0]: 'eror' is not one of: error, cancelled, validation_failed (did you mean 'error'?)" in messages
     lag = result.rules[0].options.lag
     assert lag == LagCheck(warn_after=None, error_after=timedelta(hours=1), stall_after=timedelta(minutes=20))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import json
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 from opensearchpy import OpenSearch, helpers
@@ -35,11 +35,22 @@ def load_logs(url: str) -> None:
 
 def fail_dms_task(url: str) -> None:
     """A replication task that ran, then failed the way DMS tasks do about once a month."""
-    dms = boto3.client("dms", endpoint_url=url, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo")
+    keys = {"region_name": "us-east-1", "aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
+    dms = boto3.client("dms", endpoint_url=url, **keys)
+    instance = dms.create_replication_instance(ReplicationInstanceIdentifier="demo",
+                                               ReplicationInstanceClass="dms.t3.micro")["ReplicationInstance"]
     task = dms.create_replication_task(
         ReplicationTaskIdentifier="prod-to-warehouse", SourceEndpointArn="arn:aws:dms:us-east-1:123456789012:endpoint:src",
         TargetEndpointArn="arn:aws:dms:us-east-1:123456789012:endpoint:tgt", MigrationType="full-load-and-cdc",
-        ReplicationInstanceArn="arn:aws:dms:us-east-1:123456789012:rep:demo", TableMappings="{}")["ReplicationTask"]
+        ReplicationInstanceArn=instance["ReplicationInstanceArn"], TableMappings="{}")["ReplicationTask"]
+    # Twenty minutes of CDC latency as DMS publishes it (CloudWatch AWS/DMS, one point a minute), for `lag:` checks.
+    now = datetime.now(UTC)
+    dimensions = [{"Name": "ReplicationInstanceIdentifier", "Value": "demo"},
+                  {"Name": "ReplicationTaskIdentifier", "Value": task["ReplicationTaskArn"].rsplit(":", 1)[-1]}]
+    boto3.client("cloudwatch", endpoint_url=url, **keys).put_metric_data(Namespace="AWS/DMS", MetricData=[
+        {"MetricName": metric, "Dimensions": dimensions, "Timestamp": now - timedelta(minutes=m), "Value": value,
+         "Unit": "Seconds"}
+        for m in range(20) for metric, value in (("CDCLatencySource", 4.0 + m % 3), ("CDCLatencyTarget", 9.0 + m % 4))])
     dms.start_replication_task(ReplicationTaskArn=task["ReplicationTaskArn"], StartReplicationTaskType="start-replication")
     hook = urllib.request.Request(f"{url}/_watchdog/dms/task", method="POST", data=json.dumps({
         "task": "prod-to-warehouse", "status": "failed", "StopReason": "Stop Reason FATAL_ERROR",

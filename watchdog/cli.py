@@ -13,6 +13,7 @@ from typing import Any
 
 from watchdog import __version__
 from watchdog.config import CONFIG_ENV, Config, default_config_path, load_config
+from watchdog.escape import terminal
 from watchdog.problems import InvalidFileError, Problem
 from watchdog.silences import MAX_SILENCE_TEXT
 
@@ -142,7 +143,7 @@ def _config_path(args: argparse.Namespace) -> tuple[str, bool]:
 
 def _print_problems(problems: Sequence[Problem]) -> None:
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(terminal(str(problem)), file=sys.stderr)
 
 
 def load_config_or_exit(args: argparse.Namespace) -> Config:
@@ -185,7 +186,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         for problem in problems:
-            print(problem)
+            print(terminal(str(problem)))
         files = len(result.files) if result else 0
         bad = len({p.file for p in problems})
         if valid:
@@ -262,6 +263,7 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
 def _send_preview(config: Config, payloads: list[dict[str, Any]]) -> int:
     from watchdog.notify.base import Notification
     from watchdog.notify.slack import SlackNotifier
+    from watchdog.notify.slack_blocks import fallback_text
 
     if config.slack is None:
         print("watchdog test-rule: --send needs a slack block in the config", file=sys.stderr)
@@ -269,7 +271,9 @@ def _send_preview(config: Config, payloads: list[dict[str, Any]]) -> int:
     if not payloads:
         print("watchdog test-rule: nothing to send: the replay produced no notification", file=sys.stderr)
         return EXIT_OK
-    payload = {**payloads[0], "title": f"PREVIEW {payloads[0].get('title', '')}", "text": f"(preview) {payloads[0].get('text', '')}"}
+    first = payloads[0]
+    payload = {**first, "title": f"PREVIEW {first.get('title', '')}", "text": f"(preview) {first.get('text', '')}",
+               "text_mrkdwn": f"(preview) {fallback_text(first)}"}
     delivery = SlackNotifier(config.slack).send(
         Notification(id=0, rule=str(payload["rule"]), group=str(payload["group"]), kind=str(payload["kind"]),
                      episode="preview", payload=payload), None)

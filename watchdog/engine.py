@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from watchdog import lifecycle, schedule
+from watchdog.escape import storable
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
 from watchdog.rule import NotifyTarget, Rule, Severity
@@ -262,8 +263,10 @@ class Engine:
             health, notice = lifecycle.health_step(prev_health, None, now, silenced=silenced(""))
             facts = dict(result.facts)
             if result.observed:
-                facts["observed"] = sorted(result.observed)
-            findings = {f.group: f for f in result.findings}
+                facts["observed"] = sorted({storable(g) for g in result.observed})
+            # Groups come from data: a lone surrogate must not make one group two (or crash the state write).
+            findings = {storable(f.group): f if storable(f.group) == f.group else replace(f, group=storable(f.group))
+                        for f in result.findings}
             for group in sorted(set(prev_states) | set(findings)):
                 moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
                                        silenced=quiet(group))

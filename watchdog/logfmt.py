@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from watchdog.escape import logfmt_key, logfmt_value
+
 
 def _value(value: Any) -> str:
     if isinstance(value, datetime):
@@ -15,14 +17,15 @@ def _value(value: Any) -> str:
         text = f"{value:.6g}"
     else:
         text = str(value)
-    if text == "" or any(c in text for c in ' ="\n\t'):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+    return logfmt_value(text)
 
 
 def logfmt(**fields: Any) -> str:
-    """``logfmt(rule="a", count=3)`` gives ``rule=a count=3``; None values are left out."""
-    return " ".join(f"{key}={_value(value)}" for key, value in fields.items() if value is not None)
+    """``logfmt(rule="a", count=3)`` gives ``rule=a count=3``; None values are left out.
+
+    Always one line: every value passes through ``escape.logfmt_value``.
+    """
+    return " ".join(f"{logfmt_key(key)}={_value(value)}" for key, value in fields.items() if value is not None)
 
 
 class LogfmtFormatter(logging.Formatter):

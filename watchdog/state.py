@@ -8,6 +8,7 @@ notified is notified again and nothing decided is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from watchdog.escape import storable
 from watchdog.lifecycle import GroupState, Health, State
 from watchdog.rule import Severity
 from watchdog.times import from_text, to_text
@@ -72,6 +74,47 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+def _bindable(args: Any) -> Any:
+    """Statement parameters with every string made storable (see ``escape.storable``)."""
+    if isinstance(args, Mapping):
+        return {k: storable(v) if isinstance(v, str) else v for k, v in args.items()}
+    return tuple(storable(v) if isinstance(v, str) else v for v in args)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose parameters pass through ``escape.storable``: any string can be stored.
+
+    Data (group values, error texts) may hold lone surrogates, which SQLite's
+    UTF-8 cannot; this is the one place text enters the database.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, _bindable(parameters))
+
+
+# The state holds alert texts and remediation records: only its owner may read it.
+STATE_FILE_MODE = 0o600
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` (and so, through SQLite, its -wal and -shm files) readable by its owner only.
+
+    SQLite gives the WAL and shared-memory files the database file's mode, so
+    creating the database 0600 before SQLite opens it covers all three. An
+    existing database readable by others is narrowed to 0600.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, STATE_FILE_MODE)
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            for name in (path, path + "-wal", path + "-shm"):
+                with contextlib.suppress(OSError):  # not ours to change (another user runs status): leave it
+                    os.chmod(name, mode & 0o700 | STATE_FILE_MODE)
+        return
+    os.close(fd)
+
+
 @dataclass(frozen=True)
 class RuleRecord:
     rule: str
@@ -114,7 +157,9 @@ class StateStore:
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        if path != ":memory:":
+            _create_private(path)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.RLock()
         self.db.execute("pragma journal_mode=wal")

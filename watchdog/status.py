@@ -11,6 +11,7 @@ from typing import Any
 
 from watchdog.config import Config
 from watchdog.durations import format_duration
+from watchdog.escape import terminal
 from watchdog.loader import load_rules
 from watchdog.silences import parse_silence_duration, parse_target
 from watchdog.state import StateStore
@@ -65,32 +66,37 @@ def _age(moment: str | None, now: datetime) -> str:
     return f"{format_duration(delta)} ago" if delta.total_seconds() >= 0 else f"in {format_duration(-delta)}"
 
 
+def _print(line: str) -> None:
+    """One line of text output; data in it cannot add lines or terminal control sequences."""
+    print(terminal(line))
+
+
 def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
-    print(f"state: {doc['state_path']}{note}")
+    _print(f"state: {doc['state_path']}{note}")
     for rule in doc["rules"]:
         line = f"{rule['name']} ({rule['type'] or 'removed'}): last run {_age(rule['last_run'], now)}, next {_age(rule['next_run'], now)}"
-        print(line)
+        _print(line)
         if rule["last_error"]:
-            print(f"  error ({rule['consecutive_errors']}x): {rule['last_error']}")
+            _print(f"  error ({rule['consecutive_errors']}x): {rule['last_error']}")
         for g in rule["groups"]:
             label = g["group"] or "(all)"
             muted = f" [silenced: {g['silenced']}]" if g["silenced"] else ""
-            print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
+            _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
-            print(f"  check {check['name']}: last load {loaded} ({check.get('age') or 'never loaded'})")
+            _print(f"  check {check['name']}: last load {loaded} ({check.get('age') or 'never loaded'})")
     if doc["silences"]:
-        print("silences (remove one with `watchdog unsilence ID`):")
+        _print("silences (remove one with `watchdog unsilence ID`):")
         for s in doc["silences"]:
             target = s["rule"] + (f":{s['group']}" if s["group"] is not None else "")
-            print(f"  [{s['id']}] {target} until {s['until']} {s['reason']}")
+            _print(f"  [{s['id']}] {target} until {s['until']} {s['reason']}")
     for name, st in doc["notifiers"].items():
         if not st["ok"]:
-            print(f"notifier {name}: failing since {st['at']}: {st['error']}")
+            _print(f"notifier {name}: failing since {st['at']}: {st['error']}")
     if doc["outbox_pending"]:
-        print(f"outbox: {doc['outbox_pending']} notification(s) waiting")
+        _print(f"outbox: {doc['outbox_pending']} notification(s) waiting")
     for problem in doc["invalid_files"]:
-        print(f"invalid: {problem['file']}:{problem['line']}: {problem['path']}: {problem['message']}")
+        _print(f"invalid: {problem['file']}:{problem['line']}: {problem['path']}: {problem['message']}")
 
 
 def _open_existing(config: Config) -> StateStore | None:

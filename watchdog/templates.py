@@ -57,10 +57,13 @@ def problems(template: str, known: frozenset[str]) -> list[str]:
     return found
 
 
-def render(template: str, values: Mapping[str, Any], plain: Callable[[Any], str] = str) -> str:
+def render(template: str, values: Mapping[str, Any], plain: Callable[[Any], str] = str,
+           escape: Callable[[str], str] | None = None) -> str:
     """``template`` with its placeholders filled from ``values``.
 
-    ``plain`` formats a value that has no format specification. A
+    ``plain`` formats a value that has no format specification; ``escape``
+    (e.g. ``escape.mrkdwn``), when given, is applied to every filled value,
+    never to the template's own text (the author's markup). A
     placeholder that is unknown or not allowed stays as written; a format
     that does not suit the value (``{group:.2f}`` of a name) gives the plain
     value. Never raises.
@@ -80,7 +83,8 @@ def render(template: str, values: Mapping[str, Any], plain: Callable[[Any], str]
             continue
         value = values[name]
         try:
-            out.append(format(value, spec) if spec else plain(value))
+            filled = format(value, spec) if spec else plain(value)
         except (ValueError, TypeError):
-            out.append(plain(value))
+            filled = plain(value)
+        out.append(escape(filled) if escape is not None else filled)
     return "".join(out)

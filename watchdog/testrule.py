@@ -22,6 +22,7 @@ from typing import Any
 from croniter import croniter
 
 from watchdog import lifecycle
+from watchdog.escape import terminal
 from watchdog.notify.render import render, render_step
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.rule import Rule, Schedule
@@ -427,4 +428,4 @@ def format_text(result: Replay, rule: Rule) -> str:
     lines.append(f"errors: {len(result.errors)}")
     for e in result.errors[:10]:
         lines.append(f"  {e['at']}: {e['message']}")
-    return "\n".join(lines)
+    return "\n".join(terminal(line) for line in lines)

@@ -6,11 +6,12 @@ deliver it without the rule (which may have changed or gone).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from watchdog import templates
+from watchdog.escape import mrkdwn
 from watchdog.lifecycle import Kind, Notice
 from watchdog.rule import Rule
 from watchdog.times import to_text
@@ -27,9 +28,15 @@ def format_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def render_template(template: str, fields: Mapping[str, Any]) -> str:
-    """``template`` with ``{field}`` placeholders filled; unknown ones are left as written (see ``templates``)."""
-    return templates.render(template, fields, lambda v: format_value(v) if isinstance(v, float) else str(v))
+def render_template(template: str, fields: Mapping[str, Any], escape: Callable[[str], str] | None = None) -> str:
+    """``template`` with ``{field}`` placeholders filled; unknown ones are left as written (see ``templates``).
+
+    The template is the rule author's markup; each field value is data and,
+    given ``escape`` (e.g. ``escape.mrkdwn``), passes through it, so no value
+    can add markup to the result.
+    """
+    return templates.render(template, fields, lambda v: format_value(v) if isinstance(v, float) else str(v),
+                            escape=escape)
 
 
 STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved": "REMEDIATED"}
@@ -44,6 +51,7 @@ def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at:
     return {
         "rule": rule.name, "group": group, "kind": kind, "severity": severity, "title": title,
         "text": f"[{shown}] {title}: {text}", "body": text, "value": detail.get("status"), "summary": text,
+        "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{shown}] {title}: {text}"),
         "description": rule.description, "runbook_url": rule.runbook_url, "labels": dict(rule.labels),
         "at": to_text(at), "since": to_text(since), "details": dict(detail),
         "channel": rule.notify.channel, "mention": rule.notify.mention,
@@ -58,14 +66,19 @@ def render(rule: Rule, notice: Notice) -> dict[str, Any]:
         **notice.details,
     }
     body = notice.summary
+    body_mrkdwn = mrkdwn(body)
     if rule.message and notice.kind in (Kind.FIRING, Kind.REPEAT, Kind.SEVERITY):
         body = render_template(rule.message, fields)
+        body_mrkdwn = render_template(rule.message, fields, mrkdwn)
     where = f"{rule.name} [{notice.group}]" if notice.group else rule.name
     title = f"{KIND_LABEL[notice.kind]}: {where}"
     severity = notice.severity.value.upper() if notice.kind not in (Kind.RESOLVED, Kind.RECOVERED) else "OK"
+    prefix = f"[{severity}] {title}: "
     return {
         "rule": rule.name, "group": notice.group, "kind": notice.kind.value, "severity": notice.severity.value,
-        "title": title, "text": f"[{severity}] {title}: {body}", "body": body, "value": notice.value,
+        "title": title, "text": prefix + body, "body": body, "value": notice.value,
+        # the same, as Slack mrkdwn: the author's template is markup, every value in it escaped data
+        "body_mrkdwn": body_mrkdwn, "text_mrkdwn": mrkdwn(prefix) + body_mrkdwn,
         "summary": notice.summary, "description": rule.description, "runbook_url": rule.runbook_url,
         "labels": dict(rule.labels), "at": to_text(notice.at), "since": to_text(notice.since),
         "details": {k: (to_text(v) if isinstance(v, datetime) else v) for k, v in notice.details.items()},

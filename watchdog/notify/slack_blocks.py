@@ -11,23 +11,35 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from watchdog.escape import cut_mrkdwn, mrkdwn, mrkdwn_code, mrkdwn_link, plain_text
+
 MAX_BLOCKS = 50
 MAX_HEADER = 150
 MAX_SECTION = 3000
 MAX_FIELD = 2000
 MAX_FIELDS = 10
 MAX_TEXT = 3000
+MAX_LINK = 1000  # a digest line's link longer than this is left out (a line is cut at MAX_SECTION - 40)
 
 SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 KIND_EMOJI = {"resolved": ":white_check_mark:", "recovered": ":white_check_mark:", "error": ":warning:", "action": ":wrench:"}
 
 
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def mrkdwn_body(payload: Mapping[str, Any]) -> str:
+    """The payload's body as mrkdwn: rendered with escaped data when it was recorded, else escaped here.
+
+    Payloads recorded before bodies carried their mrkdwn form (or built
+    without it) are all data, so they are escaped whole.
+    """
+    body = payload.get("body_mrkdwn")
+    if isinstance(body, str) and body:
+        return body
+    return mrkdwn(str(payload.get("body") or payload.get("text") or ""))
 
 
-def _field(label: str, value: Any) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": cut(f"*{label}*\n{value}", MAX_FIELD)}
+def _field(label: str, value: Any) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": cut_mrkdwn(f"*{mrkdwn(label)}*\n{mrkdwn(str(value))}", MAX_FIELD),
+            "verbatim": True}
 
 
 def _emoji(payload: Mapping[str, Any]) -> str:
@@ -36,16 +48,32 @@ def _emoji(payload: Mapping[str, Any]) -> str:
 
 
 def fallback_text(payload: Mapping[str, Any], mention: str | None = None) -> str:
-    text = str(payload.get("text", ""))
-    return cut(f"{mention} {text}" if mention else text, MAX_TEXT)
+    """The message's ``text`` (notifications, screen readers): escaped data after the operator's mention."""
+    text = payload.get("text_mrkdwn")
+    escaped = text if isinstance(text, str) and text else mrkdwn(str(payload.get("text", "")))
+    return cut_mrkdwn(f"{mention} {escaped}" if mention else escaped, MAX_TEXT)
+
+
+def _links(payload: Mapping[str, Any], details: Mapping[str, Any]) -> list[str]:
+    """Runbook and dashboards links; a link too long for Slack is left out, never cut."""
+    links = []
+    if payload.get("runbook_url"):
+        links.append(mrkdwn_link(str(payload["runbook_url"]), "Runbook"))
+    if details.get("dashboard_url"):
+        links.append(mrkdwn_link(str(details["dashboard_url"]), "Open in dashboards"))
+    kept: list[str] = []
+    for link in links:
+        if len(" · ".join([*kept, link])) <= MAX_SECTION:
+            kept.append(link)
+    return kept
 
 
 def message_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The blocks of one notification."""
+    """The blocks of one notification; every piece of data passes through ``watchdog.escape``."""
+    header = plain_text(f"{_emoji(payload)} {payload.get('title', '')}".strip())
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": cut(f"{_emoji(payload)} {payload.get('title', '')}".strip(), MAX_HEADER),
-                                    "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": cut(str(payload.get("body") or payload.get("text") or " "), MAX_SECTION)}},
+        {"type": "header", "text": {"type": "plain_text", "text": cut_mrkdwn(header, MAX_HEADER) or " ", "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": cut_mrkdwn(mrkdwn_body(payload), MAX_SECTION) or " "}},
     ]
     details = payload.get("details") or {}
     fields = [_field("Rule", payload.get("rule"))]
@@ -64,21 +92,13 @@ def message_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     blocks.append({"type": "section", "fields": fields[:MAX_FIELDS]})
     samples = details.get("samples")
     if samples:
-        lines = "\n".join(json.dumps(s, default=str, sort_keys=True) for s in samples)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "```" + cut(lines, MAX_SECTION - 6) + "```"}})
-    links = []
-    if payload.get("runbook_url"):
-        links.append(f"<{payload['runbook_url']}|Runbook>")
-    if details.get("dashboard_url"):
-        links.append(f"<{details['dashboard_url']}|Open in dashboards>")
+        lines = "\n".join(json.dumps(s, default=str, sort_keys=True, ensure_ascii=False) for s in samples)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn_code(lines, MAX_SECTION),
+                                                   "verbatim": True}})
+    links = _links(payload, details)
     if links:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(" · ".join(links), MAX_SECTION)}]})
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(links)}]})
     return blocks[:MAX_BLOCKS]
-
-
-def mrkdwn(value: Any) -> str:
-    """Data as mrkdwn text: Slack's three control characters escaped, so data never becomes markup."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _sections(lines: list[str], room: int) -> list[dict[str, Any]]:
@@ -86,7 +106,7 @@ def _sections(lines: list[str], room: int) -> list[dict[str, Any]]:
     sections: list[str] = []
     current = ""
     for index, line in enumerate(lines):
-        line = cut(line, MAX_SECTION - 40)
+        line = cut_mrkdwn(line, MAX_SECTION - 40)
         if current and len(current) + 1 + len(line) > MAX_SECTION - 40:
             if len(sections) + 1 >= room:
                 current += f"\n… and {len(lines) - index} more line(s)"
@@ -103,21 +123,25 @@ def digest_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The blocks of a digest (see ``notify.digest``): per rule, its count and one line per notification."""
     emoji = SEVERITY_EMOJI.get(str(payload.get("severity")), "") if payload.get("shown") not in ("OK", "DRY RUN") \
         else KIND_EMOJI["resolved"] if payload.get("shown") == "OK" else ""
-    header = f"{emoji} [{payload.get('shown')}] {payload.get('title', '')}".strip()
+    header = plain_text(f"{emoji} [{payload.get('shown')}] {payload.get('title', '')}".strip())
     lines: list[str] = []
     for block in payload.get("rules") or ():
         counts = ", ".join(f"{n} {k}" for k, n in (block.get("severities") or {}).items())
-        runbook = f" · <{block['runbook_url']}|Runbook>" if block.get("runbook_url") else ""
-        lines.append(f"*{mrkdwn(block['rule'])}* ({block['count']}: {counts}){runbook}")
+        runbook = f" · {mrkdwn_link(str(block['runbook_url']), 'Runbook')}" if block.get("runbook_url") else ""
+        lines.append(f"*{mrkdwn(str(block['rule']))}* ({block['count']}: {mrkdwn(counts)}){runbook}")
         for entry in block.get("entries") or ():
             icon = KIND_EMOJI.get(entry["kind"]) or SEVERITY_EMOJI.get(entry["severity"], "")
-            where = f" {mrkdwn(entry['group'])}:" if entry.get("group") else ":"
-            since = f" (since {entry['since']})" if entry.get("since") and entry["kind"] not in ("resolved", "recovered") else ""
-            link = f" <{entry['dashboard_url']}|dashboards>" if entry.get("dashboard_url") else ""
-            lines.append(f"{icon} [{entry['shown']}] {entry['label']}{where} {mrkdwn(entry['summary'])}{since}{link}")
+            where = f" {mrkdwn(str(entry['group']))}:" if entry.get("group") else ":"
+            ended = entry["kind"] in ("resolved", "recovered")
+            since = f" (since {mrkdwn(str(entry['since']))})" if entry.get("since") and not ended else ""
+            link = mrkdwn_link(str(entry["dashboard_url"]), "dashboards") if entry.get("dashboard_url") else ""
+            link = f" {link}" if 0 < len(link) <= MAX_LINK else ""  # a link too long is left out, never cut
+            lines.append(f"{icon} [{mrkdwn(str(entry['shown']))}] {mrkdwn(str(entry['label']))}{where} "
+                         f"{mrkdwn(str(entry['summary']))}{since}{link}")
         if block.get("more"):
-            lines.append(f"… and {block['more']} more of {mrkdwn(block['rule'])}")
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": cut(header, MAX_HEADER), "emoji": True}}]
+            lines.append(f"… and {block['more']} more of {mrkdwn(str(block['rule']))}")
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": cut_mrkdwn(header, MAX_HEADER) or " ",
+                                                                  "emoji": True}}]
     blocks.extend(_sections(lines, MAX_BLOCKS - 1))
     return blocks[:MAX_BLOCKS]
 
@@ -127,5 +151,6 @@ def resolved_first_message(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     resolved = dict(payload)
     title = str(payload.get("title", "")).replace("RESOLVED", "RESOLVED", 1)
     resolved["title"] = title
-    resolved["body"] = f"~{payload.get('summary', '')}~\nResolved at {payload.get('at')} (firing since {payload.get('since')})."
+    resolved["body_mrkdwn"] = (f"~{mrkdwn(str(payload.get('summary', '')))}~\n"
+                               f"Resolved at {mrkdwn(str(payload.get('at')))} (firing since {mrkdwn(str(payload.get('since')))}).")
     return message_blocks(resolved)

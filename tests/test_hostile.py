@@ -1,0 +1,180 @@
+"""Hostile log data end to end: search -> engine -> state -> Slack (local server), logs and ``status``: all inert text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import TYPES, OneSource, ScriptedSource, scripted_rule
+from tests.helpers import Clock, engine_for, evaluate_now
+from tests.servers.search import CountingProxy
+from tests.servers.slack_api import SlackServer
+from tests.test_search import NOW, event, load, project, rule
+from watchdog.cli import main
+from watchdog.engine import Engine
+from watchdog.escape import logfmt_decode
+from watchdog.logfmt import LogfmtFormatter
+from watchdog.notify.outbox import Outbox
+from watchdog.notify.slack import SlackNotifier
+from watchdog.state import StateStore
+
+RUNBOOK = "https://runbook.example/app-errors"
+HOSTILE = {
+    "channel": "<!channel>",
+    "here": "<!here>",
+    "user": "<@U123>",
+    "phish": "<https://evil.example|click here>",
+    "fence": "team ``` <!channel> now live ```",
+    "forged-line": "x\x1b[31m\r\n[CRITICAL] FIRING: forged\u2028level=error msg=forged\x0b",
+    "long": "g" * 10_000,
+}
+LIVE = re.compile(r"<[!@#]|<https?://(?!runbook\.example|dash\.example\.com)", re.IGNORECASE)
+
+
+@pytest.fixture(autouse=True)
+def fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log line watchdog writes during the test, formatted as in production."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep()
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+
+
+def mrkdwn_texts(value: Any) -> Iterator[str]:
+    """Every text of a Slack request body: blocks' texts and the fallback."""
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            yield value["text"]
+        for v in value.values():
+            yield from mrkdwn_texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from mrkdwn_texts(v)
+
+
+def assert_inert(body: dict[str, Any]) -> None:
+    for text in mrkdwn_texts(body):
+        assert not LIVE.search(text), text
+    for block in body.get("blocks", []):
+        texts = [block.get("text", {}).get("text", "")] + [e.get("text", "") for e in block.get("elements", [])]
+        for text in texts:
+            if text.startswith("```"):  # the code block closes only at its very end
+                assert text.count("```") == 2 and text.endswith("```"), text
+            for link in re.findall(r"<([^>]*)>", text):  # links are whole: the author's runbook, our dashboards
+                assert link.startswith((RUNBOOK + "|", "https://dash.example.com/_dashboards/")), link
+
+
+def run(tmp_path: Path, search: CountingProxy, slack: SlackServer, teams: list[str]) -> tuple[Engine, Any]:
+    load(search.url, [{**event(m, team), "message": f"user said {team}"} for team in teams for m in range(1, 4)])
+    config = project(tmp_path, search.url, {
+        "hostile": rule("hostile", "type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {above: 1}\n"
+                        "group_by: team\nsample: 2\nsample_fields: [team, message]\n"
+                        f"runbook_url: {RUNBOOK}\n"
+                        f"message: '*{{group}}* logged {{count}} errors: {{summary}} (<{RUNBOOK}|runbook>)'\n"),
+    }, extra="")
+    (tmp_path / "watchdog.yaml").write_text((tmp_path / "watchdog.yaml").read_text()
+                                            + f"slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}\n")
+    from watchdog.config import load_config
+
+    config = load_config(str(tmp_path / "watchdog.yaml"))
+    engine = engine_for(config, Clock(NOW))
+    evaluate_now(engine)
+    assert config.slack is not None
+    Outbox(engine.store, SlackNotifier(config.slack), clock=engine.clock, quiet_until=engine.quiet_until).deliver_due()
+    return engine, config
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_one_hostile_group_reaches_slack_logs_and_status_as_text(
+        name: str, tmp_path: Path, search: CountingProxy, slack: SlackServer, log_lines: list[str],
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    value = HOSTILE[name]
+    engine, config = run(tmp_path, search, slack, [value])
+    assert set(engine.store.groups()["hostile"]) == {value}
+    (post,) = slack.calls("chat.postMessage")
+    assert_inert(post.body)
+    blocks = post.body["blocks"]
+    # the author's markup is live: bold group, the runbook link in the body and in the context block
+    assert blocks[1]["text"]["text"].startswith("*")
+    if name != "long":  # (10 kB of group: the body is cut before the link, never inside it)
+        assert f"<{RUNBOOK}|runbook>" in blocks[1]["text"]["text"]
+    assert blocks[-1]["type"] == "context" and f"<{RUNBOOK}|Runbook>" in blocks[-1]["elements"][0]["text"]
+    if name == "long":  # 10 kB of group: the dashboards link is left out whole, never cut mid-URL
+        assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in blocks)
+        assert "Open in dashboards" not in blocks[-1]["elements"][0]["text"]
+    else:
+        assert "|Open in dashboards>" in blocks[-1]["elements"][0]["text"]
+    # logs: one line per event, the value inside its quotes
+    for line in log_lines:
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+        fields = logfmt_decode(line)
+        assert fields["level"] in ("debug", "info", "warning", "error")
+    transitions = [logfmt_decode(line) for line in log_lines if "msg=transition" in line]
+    assert transitions and transitions[0]["group"] == value
+    # status text: one line per group, nothing a terminal would act on
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["status", "-c", "watchdog.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u2028" not in out and "\x0b" not in out
+    group_lines = [line for line in out.splitlines() if ": firing " in line]
+    assert len(group_lines) == 1
+
+
+def test_every_hostile_group_at_once_in_one_digest(tmp_path: Path, search: CountingProxy,
+                                                             slack: SlackServer) -> None:
+    teams = [v for k, v in HOSTILE.items() if k != "long"]
+    run(tmp_path, search, slack, teams)
+    (post,) = slack.calls("chat.postMessage")
+    assert_inert(post.body)
+    listed = "\n".join(b.get("text", {}).get("text", "") for b in post.body["blocks"])
+    assert "&lt;!channel&gt;" in listed and "&lt;@U123&gt;" in listed and "&lt;https://evil.example|click here&gt;" in listed
+
+
+def test_a_lone_surrogate_in_a_group_is_stored_and_shown(tmp_path: Path, slack: SlackServer,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """It crashed the SQLite write; now it is one group (U+FFFD in place of the surrogate), every evaluation."""
+    from tests.helpers import Clock as TestClock
+    from watchdog.config import SlackConfig
+
+    clock = TestClock(NOW)
+    store = StateStore(str(tmp_path / "state.db"))
+    source = ScriptedSource()
+    engine = Engine([scripted_rule("r", repeat_every=timedelta(hours=4))], store, OneSource(source), clock=clock,
+                    rule_types=TYPES)
+    outbox = Outbox(store, SlackNotifier(SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url)),
+                    clock=clock, quiet_until=engine.quiet_until)
+    source.values = {"r": {"bad \ud800 team": 50, "<!here>\udfff": 60}}
+    for _ in range(3):
+        clock.now += timedelta(minutes=1)
+        evaluate_now(engine)
+    outbox.deliver_due()
+    groups = store.groups()["r"]
+    assert set(groups) == {"bad \ufffd team", "&lt;!here&gt;\ufffd".replace("&lt;", "<").replace("&gt;", ">")}
+    assert {g.state.value for g in groups.values()} == {"firing"}
+    (post,) = slack.calls("chat.postMessage")  # fired once, combined: not a new group each evaluation
+    assert_inert(post.body)
+    assert "\ufffd" in json.dumps(post.body, ensure_ascii=False)

@@ -164,4 +164,4 @@ def test_template_fields_are_data_and_the_template_is_markup(value: str) -> None
 
 def test_template_values_with_a_format_spec_are_escaped_too() -> None:
     out = render_template("{group:>12}|{labels[team]}", {"labels": {"team": "<!here>"}, "group": "<@U1>"}, mrkdwn)
-    assert out == "     &lt;@U1&gt;|{labels[team]}"  # index access is not a placeholder: left as written
+    assert out == "       &lt;@U1&gt;|{labels[team]}"  # index access is not a placeholder: left as written

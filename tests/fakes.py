@@ -35,8 +35,9 @@ class ScriptedSource:
         if isinstance(value, dict):  # group -> value
             findings = tuple(Finding(group=g, value=v, summary=f"value {v}") for g, v in value.items() if v > 10)
             return Evaluation(findings=findings, observed=tuple(value))
-        if value > 10:
-            return Evaluation(findings=(Finding(group="", value=value, summary=f"value {value}"),))
+        if value > 10:  # above 1000 it is critical
+            severity = Severity.CRITICAL if value > 1000 else None
+            return Evaluation(findings=(Finding(group="", value=value, summary=f"value {value}", severity=severity),))
         return Evaluation()
 
 

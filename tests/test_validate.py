@@ -15,7 +15,6 @@ from watchdog.cli import main
 from watchdog.config import load_config
 from watchdog.loader import load_rules
 from watchdog.problems import InvalidFileError
-from watchdog.schema import load_schema
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +107,7 @@ def test_wrong_type(project: Path, capsys) -> None:
     write_rule(project, "wrong.yaml", GOOD_RULE.replace("app-errors", "wrong").replace("{above: 50}", "{above: lots}"))
     error = only_error(capsys)
     assert (error["line"], error["path"]) == (7, "threshold.above")
-    assert error["message"] == "must be a number or a mapping, not a string ('lots'): e.g. 50 or {warning: 50, critical: 200}"
+    assert error["message"] == "must be a number or a mapping, not a string ('lots')"
 
 
 def test_bad_duration(project: Path, capsys) -> None:
@@ -153,7 +152,7 @@ def test_missing_environment_variable(project: Path, capsys, monkeypatch) -> Non
     write_rule(project, "env.yaml", GOOD_RULE.replace("app-errors", "env") + "notify:\n  slack: {channel: '${WATCHDOG_TEST_CHANNEL}'}\n")
     error = only_error(capsys)
     assert (error["line"], error["path"]) == (10, "notify.slack.channel")
-    assert error["message"].startswith("environment variable 'WATCHDOG_TEST_CHANNEL' is not set: set it")
+    assert error["message"] == "environment variable 'WATCHDOG_TEST_CHANNEL' is not set"
     monkeypatch.setenv("WATCHDOG_TEST_CHANNEL", "#oncall")
     code, _ = validate(capsys)
     assert code == 0
@@ -253,7 +252,7 @@ def test_a_bad_rule_does_not_stop_the_others(project: Path) -> None:
     write_rule(project, "bad.yaml", "name: bad\ntype: nope\n")
     result = load_rules([str(project / "rules")], load_config("watchdog.yaml"))
     assert [r.name for r in result.rules] == ["app-errors"]
-    assert [p.message for p in result.problems] == ["unknown type 'nope': the types are " + ", ".join(load_schema("rule.schema.json")["properties"]["type"]["enum"])]
+    assert [p.message for p in result.problems] == ["'nope' is not one of: threshold, metric, ratio, spike, freshness, dms_task, dms_remediate"]
 
 
 def test_typed_rule_objects(project: Path) -> None:

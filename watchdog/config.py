@@ -77,6 +77,14 @@ SourceConfig = SearchSource | PostgresSource | DmsSource
 
 
 @dataclass(frozen=True)
+class SlackActionsConfig:
+    """Who may act from Slack's buttons: user ids (U..., W...) and user group ids (S...)."""
+
+    allow: tuple[str, ...] = ()  # acknowledge and silence; empty: anyone who sees the message
+    approvers: tuple[str, ...] = ()  # approve or decline remediations; empty: nobody
+
+
+@dataclass(frozen=True)
 class SlackConfig:
     token: str | None = field(default=None, repr=False)
     webhook_url: str | None = field(default=None, repr=False)
@@ -85,6 +93,8 @@ class SlackConfig:
     mention_critical: str | None = None
     # Notifications for one channel within this wait after the first go out as one message.
     group_wait: timedelta = DEFAULT_GROUP_WAIT
+    app_token: str | None = field(default=None, repr=False)  # Socket Mode: buttons in alerts
+    actions: SlackActionsConfig = SlackActionsConfig()
 
 
 @dataclass(frozen=True)
@@ -209,7 +219,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(doc.data, dict):
         raise InvalidFileError([Problem.whole_file(doc.filename, "the config file must be a mapping of keys")])
     problems = interpolate(doc, environ)
-    problems += schema.problems(doc, "config.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
+    problems += schema.problems(doc, "config.schema.json")
     base_dir = os.path.dirname(os.path.abspath(path))
     if not problems:
         problems += _read_secret_files(doc, base_dir)
@@ -226,9 +236,13 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     slack = None
     if "slack" in data:
         raw = data["slack"]
+        actions = raw.get("actions", {})
         slack = SlackConfig(token=raw.get("token"), webhook_url=raw.get("webhook_url"), channel=raw.get("channel"),
                             base_url=raw.get("base_url", DEFAULT_SLACK_BASE_URL), mention_critical=raw.get("mention_critical"),
-                            group_wait=parse_duration(raw["group_wait"]) if "group_wait" in raw else DEFAULT_GROUP_WAIT)
+                            group_wait=parse_duration(raw["group_wait"]) if "group_wait" in raw else DEFAULT_GROUP_WAIT,
+                            app_token=raw.get("app_token"),
+                            actions=SlackActionsConfig(allow=tuple(actions.get("allow", ())),
+                                                       approvers=tuple(actions.get("approvers", ()))))
     return Config(
         path=os.path.abspath(path),
         rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog import logfmt, systemd
 from watchdog.config import Config
@@ -29,6 +29,9 @@ from watchdog.sources import Sources
 from watchdog.state import StateStore
 from watchdog.times import utcnow
 
+if TYPE_CHECKING:
+    from watchdog.notify.socket_mode import SocketHealth
+
 logger = logging.getLogger("watchdog.daemon")
 
 RELOAD_CHECK_SECONDS = 10.0
@@ -39,6 +42,8 @@ STOP_GRACE_SECONDS = 3.0
 FLUSH_SECONDS = 30.0  # ``run --once``: nothing else to do, so wait longer for Slack
 PRUNE_EVERY = timedelta(hours=1)
 STATUS_EVERY_SECONDS = 30.0
+SOCKET_ALERT_AFTER = timedelta(minutes=5)  # a Socket Mode outage this long is alerted (reconnects are routine)
+SOCKET_GROUP = "Slack Socket Mode"
 
 
 def _log_problems(result: LoadResult, before: set[Problem]) -> None:
@@ -97,17 +102,18 @@ class RuleFiles:
 class Delivery(threading.Thread):
     """Sends from the outbox in its own thread (and its own database connection)."""
 
-    def __init__(self, config: Config, stop: threading.Event):
+    def __init__(self, config: Config, stop: threading.Event, socket: SocketHealth | None = None):
         super().__init__(name="delivery", daemon=True)
         self.config = config
         self.stop = stop
+        self.socket = socket
         self.wake = threading.Event()
         self.quiet_until: Callable[[], datetime | None] | None = None  # the engine's (see Outbox)
         self.deadline = 0.0  # monotonic: set with ``stop``, when the last flush must end
 
     def run(self) -> None:
         store = StateStore(self.config.state_path)
-        outbox = Outbox(store, build_notifier(self.config), quiet_until=self.quiet_until)
+        outbox = Outbox(store, build_notifier(self.config, self.socket), quiet_until=self.quiet_until)
         try:
             while not self.stop.is_set():
                 self.wake.clear()
@@ -136,7 +142,13 @@ def run(config: Config, *, once: bool = False) -> int:
     files = RuleFiles(config)
     rules = files.load()
     sources = Sources(config.sources)
-    delivery = Delivery(config, threading.Event())  # halted after the last evaluations are recorded
+    slack_actions = None
+    if not once and config.slack is not None and config.slack.app_token and config.slack.token:
+        from watchdog.notify.socket_mode import SlackActions, SocketHealth
+
+        slack_actions = SlackActions(config.slack, config.state_path, SocketHealth())
+    delivery = Delivery(config, threading.Event(),  # halted after the last evaluations are recorded
+                        slack_actions.health if slack_actions is not None else None)
     engine = Engine(rules, store, sources, workers=config.workers, timeout=config.rule_timeout,
                     on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel)
     delivery.quiet_until = engine.quiet_until
@@ -149,8 +161,13 @@ def run(config: Config, *, once: bool = False) -> int:
             if not outbox.flush(time.monotonic() + FLUSH_SECONDS):
                 log(logger, logging.WARNING, "notifications left in the outbox", pending=store.outbox_depth())
             return 0
+        if slack_actions is not None:
+            engine.socket = slack_actions.health
+            slack_actions.start()
         return Loop(config, engine, files, store, delivery).run()
     finally:
+        if slack_actions is not None:
+            slack_actions.close()
         sources.close()
         store.close()
 
@@ -186,6 +203,17 @@ class Loop:
         firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
         return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
 
+    def check_socket(self) -> None:
+        """A Slack Socket Mode connection down for long is one of watchdog's own alerts (buttons do nothing meanwhile)."""
+        health = self.engine.socket
+        if health is None:
+            return
+        down = not health.connected and health.since is not None and utcnow() - health.since >= SOCKET_ALERT_AFTER
+        problem = (f"Slack Socket Mode disconnected since {health.since:%Y-%m-%d %H:%M} UTC ({health.error or 'no answer'}):"
+                   " buttons in alerts do nothing until it reconnects") if down else None
+        if (problem is None) != (SOCKET_GROUP not in self.engine.own_problems):
+            self.engine.report_problem(SOCKET_GROUP, problem)
+
     def do_reload(self) -> None:
         self.systemd.reloading()
         removed = self.engine.set_rules(self.files.load())
@@ -219,6 +247,7 @@ class Loop:
                 if self.reload.is_set() or self.files.changed():
                     self.reload.clear()
                     self.do_reload()
+            self.check_socket()
             if self.last_turn - last_status >= STATUS_EVERY_SECONDS:
                 last_status = self.last_turn
                 self.systemd.status(self.status_text())

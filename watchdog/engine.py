@@ -107,6 +107,9 @@ class Engine:
         self.journal = StoreJournal(store, clock, self._note_recorded)
         self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
         self._recorded = False  # notifications recorded since the engine was last quiet
+        self.invalid_files: dict[str, str] = {}  # rule files that do not load -> the self alert's text
+        self.own_problems: dict[str, str] = {}  # watchdog's other problems (Slack Socket Mode down)
+        self.socket: Any = None  # the Slack Socket Mode health, when buttons are on (for metrics and status)
         self.set_rules(rules)
 
     def _note_recorded(self) -> None:
@@ -240,11 +243,18 @@ class Engine:
         prev_health = record.health if record else lifecycle.Health()
         prev_states = self.store.groups(rule.name).get(rule.name, {})
         silences = self.store.silences(now)
+        acks = self.store.acks(rule.name)
 
         acts = self.rule_types[rule.type].acts if rule.type in self.rule_types else False
 
         def silenced(group: str) -> bool:
-            return not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in silences)
+            prev = prev_states.get(group)
+            episode = prev.episode if prev is not None else None
+            return not rule.notify.enabled or any(s.covers(rule.name, group, now, episode) for s in silences)
+
+        def acknowledged(group: str) -> Severity | None:
+            prev, ack = prev_states.get(group), acks.get(group)
+            return ack.severity if ack is not None and prev is not None and ack.episode == prev.episode else None
 
         def quiet(group: str) -> bool:  # acting rules speak through their journal
             return acts or silenced(group)
@@ -269,7 +279,7 @@ class Engine:
                         for f in result.findings}
             for group in sorted(set(prev_states) | set(findings)):
                 moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
-                                       silenced=quiet(group))
+                                       silenced=quiet(group), acknowledged=acknowledged(group))
                 if moved.state != prev_states.get(group):
                     states[group] = moved.state
                 transitions.extend(moved.transitions)
@@ -302,13 +312,27 @@ class Engine:
 
     def report_invalid_files(self, problems: Mapping[str, str]) -> None:
         """Alert once per rule file that fails to load (the previous version keeps running); resolve when fixed."""
+        self.invalid_files = {f: f"rule file does not load: {m}" for f, m in problems.items()}
+        self._report_self()
+
+    def report_problem(self, group: str, summary: str | None) -> None:
+        """Raise (or, with None, resolve) one of watchdog's own problems, e.g. the Slack connection being down."""
+        if summary is None:
+            if self.own_problems.pop(group, None) is None:
+                return
+        else:
+            self.own_problems[group] = summary
+        self._report_self()
+
+    def _report_self(self) -> None:
+        problems = {**self.invalid_files, **self.own_problems}
         if not problems and not self.store.groups(SELF_RULE):
             return
         now = self.clock()
         rule = Rule(name=SELF_RULE, type="self", path="", options=None, severity=Severity.WARNING,
                     repeat_every=timedelta(days=1), notify=NotifyTarget(channel=self.ops_channel),
                     description="watchdog's own problems")
-        findings = tuple(Finding(group=f, value=None, summary=f"rule file does not load: {m}") for f, m in problems.items())
+        findings = tuple(Finding(group=f, value=None, summary=m) for f, m in problems.items())
         self._apply(rule, Evaluation(findings=findings), now, now, 0.0)
 
     # --- driving ------------------------------------------------------------------------
@@ -333,28 +357,15 @@ class Engine:
         return max(0.0, min(waits, default=60.0))
 
     def run_all_once(self, timeout: float) -> list[Applied]:
-        """Evaluate every rule now and wait for all of them (``watchdog run --once``).
-
-        Rules that only observe run first and rules that act (remediation)
-        after them, so one round reports the world as it found it before
-        changing it; each phase's results are applied in rule-name order, so
-        the same world gives the same transitions and notifications, in the
-        same order, every run.
-        """
-        deadline = time.monotonic() + timeout
+        """Evaluate every rule now and wait for all of them (``watchdog run --once``)."""
+        now = self.clock()
+        for name in self.rules:
+            self.next_run[name] = now
+        self.dispatch(list(self.rules.values()), now)
         applied: list[Applied] = []
-        for acting in (False, True):
-            phase = [r for r in self.rules.values() if r.type in self.rule_types and self.rule_types[r.type].acts == acting]
-            now = self.clock()
-            for rule in phase:
-                self.next_run[rule.name] = now
-            self.dispatch(phase, now)
-            finished: list[Finished] = []
-            while not self.runner.idle() and time.monotonic() < deadline:
-                self.wake.wait(0.2)
-                self.wake.clear()
-                finished.extend(self.runner.collect())
-            for done in sorted(finished, key=lambda f: f.batch.rules):
-                self.stats.durations.append(done.duration)
-                applied.extend(self._apply_batch(done))
+        deadline = time.monotonic() + timeout
+        while not self.runner.idle() and time.monotonic() < deadline:
+            self.wake.wait(0.2)
+            self.wake.clear()
+            applied.extend(self.collect())
         return applied

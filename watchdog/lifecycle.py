@@ -110,8 +110,12 @@ def _notice(kind: Kind, group: str, state: GroupState, now: datetime) -> Notice:
 
 
 def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding | None,
-         now: datetime, *, silenced: bool = False) -> Step:
-    """Advance one group's lifecycle by one evaluation."""
+         now: datetime, *, silenced: bool = False, acknowledged: Severity | None = None) -> Step:
+    """Advance one group's lifecycle by one evaluation.
+
+    ``acknowledged`` is the severity at which someone acknowledged the current
+    episode: it stops repeats until the alert resolves or its severity rises.
+    """
     if finding is None:
         if prev is None:
             return Step(None)
@@ -154,13 +158,20 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
         kind: Kind | None = Kind.FIRING
     elif severity != prev.severity:
         kind = Kind.SEVERITY
-    elif now - prev.notified_at >= policy.repeat_every:
+    elif now - prev.notified_at >= policy.repeat_every and not _covered_by_ack(severity, acknowledged):
         kind = Kind.REPEAT
     else:
         kind = None
     if kind is None:
         return Step(firing, changed)
     return Step(replace(firing, notified_at=now), changed, (_notice(kind, group, firing, now),))
+
+
+def _covered_by_ack(severity: Severity, acknowledged: Severity | None) -> bool:
+    return acknowledged is not None and SEVERITY_RANK[severity] <= SEVERITY_RANK[acknowledged]
+
+
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,11 @@ class EngineCollector:
         lags = list(stats.lags)
         yield SummaryMetricFamily("watchdog_scheduling_lag_seconds", "Actual minus planned start of evaluations (recent)",
                                   count_value=len(lags), sum_value=sum(lags))
+        socket = getattr(self.engine, "socket", None)
+        if socket is not None:
+            yield GaugeMetricFamily("watchdog_slack_socket_connected", "Whether the Slack Socket Mode connection is up",
+                                    value=int(socket.connected))
+            yield CounterMetricFamily("watchdog_slack_socket_reconnects", "Socket Mode connections made", value=socket.reconnects)
         durations = list(stats.durations)
         yield SummaryMetricFamily("watchdog_evaluation_seconds", "Wall time of evaluation batches (recent)",
                                   count_value=len(durations), sum_value=sum(durations))

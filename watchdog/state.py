@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +64,21 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # keep_firing_for: since when a firing alert's condition has been false
     "alter table groups add column clear_since text",
+    # Slack actions: acknowledgements (per firing episode), silences until an episode resolves, who silenced,
+    # and the clicks already handled (Socket Mode may deliver one click twice).
+    """
+    create table acks (
+        episode text primary key, rule text not null, grp text not null, by_user text not null, at text not null,
+        severity text not null
+    );
+    create table slack_actions (key text primary key, at text not null, outcome text not null);
+    alter table silences add column episode text;
+    alter table silences add column created_by text not null default '';
+    create table approvals (
+        episode text primary key, rule text not null, task text not null, requested text not null,
+        payload text not null, decision text, by_user text, decided text
+    )
+    """,
 )
 
 # Sent notifications, threads and audit rows older than this are pruned.
@@ -134,8 +149,25 @@ class Silence:
     reason: str
     created: datetime
 
-    def covers(self, rule: str, group: str, now: datetime) -> bool:
+    episode: str | None = None  # "until resolved": covers only this firing episode
+    created_by: str = ""  # a Slack user id when silenced from Slack
+
+    def covers(self, rule: str, group: str, now: datetime, episode: str | None = None) -> bool:
+        if self.episode is not None and episode != self.episode:
+            return False
         return self.rule == rule and self.group in (None, group) and self.until > now
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledged firing episode: no repeats until it resolves or its severity rises above ``severity``."""
+
+    episode: str
+    rule: str
+    group: str
+    by: str  # Slack user id
+    at: datetime
+    severity: Severity
 
 
 @dataclass(frozen=True)
@@ -284,9 +316,7 @@ class StateStore:
 
     def add_silence(self, rule: str, group: str | None, until: datetime, reason: str, now: datetime) -> int:
         with self.transaction() as db:
-            cur = db.execute("insert into silences (rule, grp, until, reason, created) values (?, ?, ?, ?, ?)",
-                             (rule, group, to_text(until), reason, to_text(now)))
-            return int(cur.lastrowid or 0)
+            return _insert_silence(db, rule, group, until, reason, now)
 
     def remove_silence(self, silence_id: int) -> bool:
         with self.transaction() as db:
@@ -294,8 +324,100 @@ class StateStore:
 
     def silences(self, now: datetime) -> list[Silence]:
         rows = self._query("select * from silences where until > ? order by id", (to_text(now),))
-        return [Silence(id=r["id"], rule=r["rule"], group=r["grp"], until=from_text(r["until"]),  # type: ignore[arg-type]
-                        reason=r["reason"], created=from_text(r["created"])) for r in rows]  # type: ignore[arg-type]
+        return [_silence(r) for r in rows]
+
+    def silence(self, silence_id: int) -> Silence | None:
+        rows = self._query("select * from silences where id = ?", (silence_id,))
+        return _silence(rows[0]) if rows else None
+
+    # --- Slack actions -------------------------------------------------------------
+
+    def acks(self, rule: str) -> dict[str, Ack]:
+        """The acknowledgements of ``rule``'s episodes, by group."""
+        rows = self._query("select * from acks where rule = ?", (rule,))
+        return {r["grp"]: Ack(episode=r["episode"], rule=r["rule"], group=r["grp"], by=r["by_user"],
+                              at=from_text(r["at"]), severity=Severity(r["severity"])) for r in rows}  # type: ignore[arg-type]
+
+    def episode_group(self, episode: str) -> tuple[str, str, GroupState] | None:
+        """The (rule, group, state) whose current firing episode is ``episode``, if it still fires."""
+        rows = self._query("select rule, grp from groups where episode = ? and state = 'firing'", (episode,))
+        if not rows:
+            return None
+        rule, group = rows[0]["rule"], rows[0]["grp"]
+        state = self.groups(rule).get(rule, {}).get(group)
+        return (rule, group, state) if state is not None else None
+
+    def action_outcome(self, key: str) -> str | None:
+        """What an already handled click did (None: not handled yet)."""
+        rows = self._query("select outcome from slack_actions where key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def act(self, key: str, now: datetime, *, rule: str, group: str, action: str, detail: Mapping[str, Any],
+            effect: Callable[[sqlite3.Connection], str], episode: str = "",
+            notification: tuple[str, Mapping[str, Any]] | None = None) -> str | None:
+        """Apply one Slack action exactly once: its effect, its audit row and its notification, atomically.
+
+        ``effect`` runs inside the transaction and returns the outcome text;
+        ``notification`` is (kind, payload) for the outbox. Returns the
+        outcome, or None when ``key`` was handled before (a redelivery).
+        """
+        at = to_text(now)
+        with self.transaction() as db:
+            if db.execute("select 1 from slack_actions where key = ?", (key,)).fetchone():
+                return None
+            outcome = effect(db)
+            db.execute("insert into slack_actions (key, at, outcome) values (?, ?, ?)", (key, at, outcome))
+            db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
+                       (at, rule, group, action, _json({**detail, "outcome": outcome})))
+            if notification is not None:
+                kind, payload = notification
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
+                              values (?, ?, ?, ?, ?, ?, ?)""", (at, rule, group, kind, episode, _json(payload), at))
+            return outcome
+
+    # --- approvals (dms_remediate approve: true) ------------------------------------------
+
+    def approval(self, episode: str) -> dict[str, Any] | None:
+        """The approval request of a remediation episode: decision (None while waiting), by, decided."""
+        rows = self._query("select * from approvals where episode = ?", (episode,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"rule": r["rule"], "task": r["task"], "requested": from_text(r["requested"]), "decision": r["decision"],
+                "by": r["by_user"], "decided": from_text(r["decided"])}
+
+    def approval_payload(self, episode: str) -> dict[str, Any] | None:
+        """The notification payload that asked for the approval (to redraw its message)."""
+        rows = self._query("select payload from approvals where episode = ?", (episode,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def decide_remediation(self, key: str, episode: str, *, approve: bool, user: str,
+                           now: datetime) -> tuple[str | None, str | None] | None:
+        """Record the first decision on a waiting remediation, with its audit row, atomically.
+
+        Returns None for a click handled before (a redelivery); else
+        (decision, None) when this click decided, (None, earlier decision)
+        when someone decided first, or (None, None) when nothing waits.
+        """
+        at = to_text(now)
+        decision = "approved" if approve else "declined"
+        with self.transaction() as db:
+            if db.execute("select 1 from slack_actions where key = ?", (key,)).fetchone():
+                return None
+            row = db.execute("select * from approvals where episode = ?", (episode,)).fetchone()
+            if row is None:
+                result: tuple[str | None, str | None] = (None, None)
+            elif row["decision"] is not None:
+                result = (None, f"{row['decision']} by <@{row['by_user']}> at {row['decided']}")
+            else:
+                db.execute("update approvals set decision = ?, by_user = ?, decided = ? where episode = ?",
+                           (decision, user, at, episode))
+                db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
+                           (at, row["rule"], row["task"], f"remediation {decision}", _json({"user": user, "episode": episode})))
+                result = (decision, None)
+            db.execute("insert into slack_actions (key, at, outcome) values (?, ?, ?)",
+                       (key, at, result[0] or "no effect"))
+            return result
 
     # --- outbox --------------------------------------------------------------------
 
@@ -392,3 +514,37 @@ class StateStore:
             db.execute("delete from threads where created < ? and episode not in (select episode from groups)", (cutoff,))
             db.execute("delete from audit where at < ?", (cutoff,))
             db.execute("delete from silences where until < ?", (cutoff,))
+            db.execute("delete from silences where episode is not null and episode not in (select episode from groups)")
+            db.execute("delete from acks where episode not in (select episode from groups)")
+            db.execute("delete from slack_actions where at < ?", (cutoff,))
+            db.execute("delete from approvals where requested < ?", (cutoff,))
+
+
+def _silence(row: sqlite3.Row) -> Silence:
+    return Silence(id=row["id"], rule=row["rule"], group=row["grp"], until=from_text(row["until"]),  # type: ignore[arg-type]
+                   reason=row["reason"], created=from_text(row["created"]), episode=row["episode"],  # type: ignore[arg-type]
+                   created_by=row["created_by"])
+
+
+def _insert_silence(db: sqlite3.Connection, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
+                    episode: str | None = None, created_by: str = "") -> int:
+    cur = db.execute("insert into silences (rule, grp, until, reason, created, episode, created_by) values (?, ?, ?, ?, ?, ?, ?)",
+                     (rule, group, to_text(until), reason, to_text(now), episode, created_by))
+    return int(cur.lastrowid or 0)
+
+
+def insert_ack(db: sqlite3.Connection, ack: Ack) -> None:
+    """Record an acknowledgement inside a transaction of ``StateStore.act``."""
+    db.execute("insert or replace into acks (episode, rule, grp, by_user, at, severity) values (?, ?, ?, ?, ?, ?)",
+               (ack.episode, ack.rule, ack.group, ack.by, to_text(ack.at), ack.severity.value))
+
+
+def insert_silence(db: sqlite3.Connection, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
+                   episode: str | None, created_by: str) -> int:
+    """Create a silence inside a transaction of ``StateStore.act``; returns its id."""
+    return _insert_silence(db, rule, group, until, reason, now, episode, created_by)
+
+
+def delete_silence(db: sqlite3.Connection, silence_id: int) -> bool:
+    """Remove a silence inside a transaction of ``StateStore.act``."""
+    return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0

@@ -32,6 +32,8 @@ class SlackServer:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
         self.lock = threading.Lock()
         self._ts = itertools.count(1)
+        self.socket_url = ""  # apps.connections.open answers this (a local Socket Mode server)
+        self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group id -> user ids
         slack = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,9 +42,14 @@ class SlackServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                self.do_POST()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
+                if "?" in self.path:  # GET methods (usergroups.users.list) pass their arguments in the query
+                    self.path, raw = self.path.split("?", 1)[0], raw or self.path.split("?", 1)[1]
                 if "json" in (self.headers.get("Content-Type") or ""):
                     body = json.loads(raw or "{}")
                 else:
@@ -96,6 +103,19 @@ class SlackServer:
                     return 200, {}, {"ok": False, "error": "message_not_found"}
                 self.messages[key] = dict(body)
                 return 200, {}, {"ok": True, "channel": key[0], "ts": key[1]}
+            if method == "apps.connections.open":
+                if not auth.startswith("Bearer xapp-"):
+                    return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
+                if not self.socket_url:
+                    return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
+                return 200, {}, {"ok": True, "url": self.socket_url}
+            if method == "chat.postEphemeral":
+                return 200, {}, {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+            if method == "usergroups.users.list":
+                users = self.usergroups.get(str(body.get("usergroup", "")))
+                if users is None:
+                    return 200, {}, {"ok": False, "error": "no_such_subteam"}
+                return 200, {}, {"ok": True, "users": users}
             if method == "auth.test":
                 return 200, {}, {"ok": True, "user_id": "U0WATCHDOG", "team": "test"}
             return 200, {}, {"ok": False, "error": "unknown_method"}
@@ -109,6 +129,7 @@ class SlackServer:
             self.requests.clear()
             self.failures.clear()
             self.messages.clear()
+            self.usergroups.clear()
 
     def close(self) -> None:
         self.server.shutdown()

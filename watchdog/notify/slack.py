@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -22,9 +22,13 @@ from slack_sdk.webhook import WebhookClient
 
 from watchdog.config import SlackConfig
 from watchdog.logfmt import log
+from watchdog.notify import actions
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import pages
 from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, resolved_first_message
+
+if TYPE_CHECKING:
+    from watchdog.notify.socket_mode import SocketHealth
 
 logger = logging.getLogger("watchdog.slack")
 
@@ -63,10 +67,11 @@ class SlackNotifier(Notifier):
     name = "slack"
     groups = True
 
-    def __init__(self, config: SlackConfig):
+    def __init__(self, config: SlackConfig, socket: SocketHealth | None = None):
         self.config = config
         self.threads = config.token is not None
         self.group_wait = config.group_wait
+        self.socket = socket  # Socket Mode is on: alerts carry buttons
         self.client = WebClient(token=config.token, base_url=config.base_url, timeout=TIMEOUT_SECONDS,
                                 retry_handlers=[]) if config.token else None
         self.webhook = WebhookClient(config.webhook_url, timeout=TIMEOUT_SECONDS, retry_handlers=[]) \
@@ -97,7 +102,7 @@ class SlackNotifier(Notifier):
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
         payload = note.payload
         text = fallback_text(payload, None if thread else self._mention(payload))
-        blocks = digest_blocks(payload) if note.kind == "digest" else message_blocks(payload)
+        blocks = digest_blocks(payload) if note.kind == "digest" else message_blocks(payload) + self._buttons(note)
         try:
             if self.webhook is not None:
                 self._pace("webhook")
@@ -121,6 +126,20 @@ class SlackNotifier(Notifier):
                              else str(response.data), response.headers)
         except (SlackClientError, OSError, TimeoutError) as exc:
             return Delivery.retry(f"cannot reach Slack: {type(exc).__name__}: {exc}")
+
+    def _buttons(self, note: Notification) -> list[dict[str, Any]]:
+        """Acknowledge and silence on a firing alert, approve and decline on a remediation waiting for it."""
+        if self.socket is None or self.client is None:
+            return []
+        wanted = note.payload.get("approval") or (note.kind == "firing" and not note.payload.get("groups")
+                                                  and note.payload.get("actions", True))
+        if not wanted:
+            return []
+        if not self.socket.connected:
+            return [actions.unavailable_note()]
+        if note.payload.get("approval"):
+            return [actions.approval_buttons(note.episode)]
+        return [actions.alert_buttons(note.episode)]
 
     def _reply(self, note: Notification, thread: Mapping[str, Any], text: str, blocks: list[dict[str, Any]]) -> Delivery:
         assert self.client is not None

@@ -1,0 +1,131 @@
+"""A local Slack Socket Mode server: a WebSocket endpoint standing in for Slack's.
+
+The local Slack API server answers ``apps.connections.open`` with this
+server's URL, so slack-sdk's own Socket Mode client connects here. Tests send
+envelopes as Slack would (``click`` builds a ``block_actions`` one) and read
+the client's acknowledgements; ``drop`` closes every connection, as Slack
+does when it refreshes a connection or the network fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
+
+
+class SocketModeServer:
+    def __init__(self) -> None:
+        self.connections: list[ServerConnection] = []
+        self.acks: list[str] = []  # envelope ids the client acknowledged
+        self.connects = 0
+        self.lock = threading.Lock()
+        self.refuse = False  # when set, new connections are closed at once (Slack unreachable)
+        self._ids = itertools.count(1)
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.port = self.server.socket.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}/link"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _handle(self, conn: ServerConnection) -> None:
+        if self.refuse:
+            conn.close()
+            return
+        with self.lock:
+            self.connections.append(conn)
+            self.connects += 1
+        conn.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0WATCHDOG"},
+                              "debug_info": {"host": "local", "approximate_connection_time": 3600}}))
+        try:
+            for raw in conn:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(message, dict) and message.get("envelope_id"):
+                    with self.lock:
+                        self.acks.append(str(message["envelope_id"]))
+        except ConnectionClosed:
+            pass
+        finally:
+            with self.lock:
+                if conn in self.connections:
+                    self.connections.remove(conn)
+
+    def connected(self) -> bool:
+        with self.lock:
+            return bool(self.connections)
+
+    def wait_connected(self, timeout: float = 15.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.connections and self.connects >= count:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"no Socket Mode client connected within {timeout}s (connects: {self.connects})")
+
+    def send(self, envelope: dict[str, Any]) -> str:
+        """Send one envelope to the newest connection; returns its envelope id."""
+        envelope = dict(envelope)
+        envelope.setdefault("envelope_id", f"env-{next(self._ids)}")
+        with self.lock:
+            if not self.connections:
+                raise AssertionError("no Socket Mode client is connected")
+            conn = self.connections[-1]
+        conn.send(json.dumps(envelope))
+        return str(envelope["envelope_id"])
+
+    def click(self, *, user: str, action_id: str, value: str, channel: str = "C0ALERTS", message_ts: str = "1.000001",
+              action_ts: str | None = None, envelope_id: str | None = None, retry_attempt: int = 0) -> str:
+        """Deliver a button click as Slack does (``interactive`` envelope, ``block_actions`` payload)."""
+        action_ts = action_ts or f"{time.time():.6f}"
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": "T000"},
+            "team": {"id": "T000"},
+            "container": {"type": "message", "channel_id": channel, "message_ts": message_ts},
+            "channel": {"id": channel},
+            "message": {"ts": message_ts},
+            "trigger_id": f"trigger-{action_ts}",
+            "actions": [{"type": "button", "action_id": action_id, "block_id": "actions", "value": value,
+                         "action_ts": action_ts}],
+        }
+        envelope: dict[str, Any] = {"type": "interactive", "payload": payload, "accepts_response_payload": False,
+                                    "retry_attempt": retry_attempt, "retry_reason": "timeout" if retry_attempt else ""}
+        if envelope_id:
+            envelope["envelope_id"] = envelope_id
+        return self.send(envelope)
+
+    def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if envelope_id in self.acks:
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"envelope {envelope_id} was not acknowledged within {timeout}s")
+
+    def drop(self) -> None:
+        """Close every connection (the client should reconnect)."""
+        with self.lock:
+            conns = list(self.connections)
+        for conn in conns:
+            conn.close()
+
+    def reset(self) -> None:
+        self.drop()
+        with self.lock:
+            self.acks.clear()
+            self.connects = 0
+            self.refuse = False
+
+    def close(self) -> None:
+        self.drop()
+        self.server.shutdown()

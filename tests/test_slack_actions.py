@@ -1,0 +1,267 @@
+"""Buttons in Slack over Socket Mode: slack-sdk's own client against a local Socket Mode server.
+
+The local Slack API server answers ``apps.connections.open`` with the URL of a
+local WebSocket server (tests/servers/socket_mode.py); clicks are delivered as
+Slack delivers them, and what watchdog answers arrives at the local Slack API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fakes import TYPES, OneSource, ScriptedSource, scripted_rule
+from tests.helpers import Clock
+from tests.servers.slack_api import SlackServer
+from tests.servers.socket_mode import SocketModeServer
+from tests.test_engine import tick
+from watchdog.config import SlackActionsConfig, SlackConfig
+from watchdog.engine import Engine
+from watchdog.notify import actions
+from watchdog.notify.outbox import Outbox
+from watchdog.notify.slack import SlackNotifier
+from watchdog.notify.socket_mode import SlackActions, SocketHealth
+from watchdog.state import StateStore
+
+T0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+CHANNEL = "C0ALERTS"
+
+
+@pytest.fixture(scope="module")
+def socket_server() -> Iterator[SocketModeServer]:
+    server = SocketModeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
+    monkeypatch.setattr("watchdog.notify.socket_mode.SUPERVISE_SECONDS", 0.1)
+    monkeypatch.setattr("watchdog.notify.socket_mode.BACKOFF_FIRST", 0.1)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.03)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Stand:
+    """watchdog's engine, outbox, Slack notifier and Socket Mode connection on one state file."""
+
+    def __init__(self, tmp_path: Path, slack: SlackServer, sockets: SocketModeServer, *,
+                 allow: tuple[str, ...] = (), approvers: tuple[str, ...] = ()):
+        slack.socket_url = sockets.url
+        sockets.reset()
+        self.slack, self.sockets = slack, sockets
+        self.clock = Clock(T0)
+        self.path = str(tmp_path / "state.db")
+        self.store = StateStore(self.path)
+        self.source = ScriptedSource()
+        self.config = SlackConfig(token="xoxb-test", app_token="xapp-test", channel=CHANNEL, base_url=slack.base_url,
+                                  actions=SlackActionsConfig(allow=allow, approvers=approvers))
+        self.engine = Engine([scripted_rule("r", repeat_every=timedelta(minutes=30))], self.store, OneSource(self.source),
+                             clock=self.clock, rule_types=TYPES)
+        self.health = SocketHealth()
+        self.outbox = Outbox(self.store, SlackNotifier(self.config, self.health), clock=self.clock,
+                             quiet_until=self.engine.quiet_until)
+        self.actions = SlackActions(self.config, self.path, self.health, clock=self.clock)
+        self.actions.start()
+        sockets.wait_connected()
+        wait_for(lambda: self.health.connected, "the Socket Mode health")
+
+    def step(self, minutes: float = 1) -> None:
+        self.clock.now += timedelta(minutes=minutes)
+        tick(self.engine)
+        self.outbox.deliver_due()
+
+    def first_message(self) -> tuple[str, dict[str, Any]]:
+        (ts, body), *_ = [(ts, body) for (channel, ts), body in self.slack.messages.items() if "thread_ts" not in body]
+        return ts, body
+
+    def episode(self) -> str:
+        return self.store.groups("r")["r"][""].episode
+
+    def click(self, action_id: str, value: str, user: str = "U0ONCALL", **kw: Any) -> str:
+        ts, _ = self.first_message()
+        envelope = self.sockets.click(user=user, action_id=action_id, value=value, channel=CHANNEL, message_ts=ts, **kw)
+        self.sockets.wait_ack(envelope)
+        return envelope
+
+    def replies(self) -> list[str]:
+        return [p.body["text"] for p in self.slack.calls("chat.postMessage") if "thread_ts" in p.body]
+
+    def close(self) -> None:
+        self.actions.close()
+        self.store.close()
+
+
+@pytest.fixture
+def stand(tmp_path: Path, slack: SlackServer, socket_server: SocketModeServer) -> Iterator[Stand]:
+    s = Stand(tmp_path, slack, socket_server)
+    yield s
+    s.close()
+
+
+def button_ids(blocks: list[dict[str, Any]]) -> list[str]:
+    return [e["action_id"] for b in blocks if b.get("type") == "actions" for e in b["elements"]]
+
+
+def test_firing_alerts_carry_buttons_and_acknowledge_stops_repeats(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    _, first = stand.first_message()
+    assert button_ids(first["blocks"]) == [actions.ACK, actions.SILENCE_1H, actions.SILENCE_4H, actions.SILENCE_RESOLVED]
+    episode = stand.episode()
+    stand.click(actions.ACK, episode)
+    wait_for(lambda: stand.store.acks("r"), "the acknowledgement")
+    ack = stand.store.acks("r")[""]
+    assert (ack.by, ack.episode) == ("U0ONCALL", episode)
+    wait_for(lambda: stand.replies(), "the thread reply")
+    assert stand.replies()[0].startswith("Acknowledged by <@U0ONCALL> at 2026-11-28 02:01 UTC")
+    update = wait_for(lambda: stand.slack.calls("chat.update"), "the message update")[0].body
+    assert actions.ACK not in button_ids(update["blocks"]) and actions.SILENCE_1H in button_ids(update["blocks"])
+    assert any("Acknowledged by <@U0ONCALL>" in str(b) for b in update["blocks"] if b["type"] == "context")
+    assert [a["action"] for a in stand.store.audit("r")][-1] == "acknowledged"
+    assert stand.store.audit("r")[-1]["detail"]["user"] == "U0ONCALL"
+    for _ in range(3):  # 90 minutes: three repeats were due, none is sent
+        stand.step(30)
+    assert not any("STILL FIRING" in text for text in stand.replies())
+    stand.source.values = {"r": 5000}  # critical: above the acknowledged severity
+    stand.step()
+    stand.step(30)
+    texts = stand.replies()
+    assert any("SEVERITY CHANGED" in t for t in texts) and any("STILL FIRING" in t for t in texts)
+
+
+def test_silence_buttons_silence_and_unsilence(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    stand.click(actions.SILENCE_1H, stand.episode())
+    (silence,) = wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+    assert (silence.rule, silence.group, silence.created_by) == ("r", "", "U0ONCALL")
+    assert silence.until == stand.clock() + timedelta(hours=1)
+    reply = wait_for(lambda: [p.body for p in stand.slack.calls("chat.postMessage") if "thread_ts" in p.body], "the reply")[0]
+    assert reply["text"].startswith("Silenced by <@U0ONCALL> until 2026-11-28 03:01 UTC")
+    assert button_ids(reply["blocks"]) == [actions.UNSILENCE]
+    stand.step(35)  # a repeat would be due: silenced
+    assert not any("STILL FIRING" in t for t in stand.replies())
+    stand.click(actions.UNSILENCE, str(silence.id))
+    wait_for(lambda: not stand.store.silences(stand.clock()), "the unsilence")
+    wait_for(lambda: any(t.startswith("Unsilenced by <@U0ONCALL>") for t in stand.replies()), "the unsilence reply")
+    assert [a["action"] for a in stand.store.audit("r")][-2:] == ["silenced", "unsilenced"]
+
+
+def test_silence_until_resolved_ends_with_the_episode(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    stand.click(actions.SILENCE_RESOLVED, stand.episode())
+    (silence,) = wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+    assert silence.episode == stand.episode()
+    stand.source.values = {"r": 0}
+    stand.step()  # resolves: nothing said (silenced)
+    posts = len(stand.slack.calls("chat.postMessage"))
+    stand.source.values = {"r": 60}
+    stand.step()  # a new episode: the silence no longer covers it
+    assert len(stand.slack.calls("chat.postMessage")) == posts + 1
+    assert "FIRING: r" in stand.slack.calls("chat.postMessage")[-1].body["text"]
+
+
+def test_a_click_from_someone_not_allowed_changes_nothing(tmp_path: Path, slack: SlackServer,
+                                                          socket_server: SocketModeServer) -> None:
+    slack_groups = {"S0ONCALL": ["U0MEMBER"]}
+    stand = Stand(tmp_path, slack, socket_server, allow=("U0LEAD", "S0ONCALL"))
+    try:
+        slack.usergroups.update(slack_groups)
+        stand.source.values = {"r": 50}
+        stand.step()
+        stand.click(actions.ACK, stand.episode(), user="U0STRANGER")
+        ephemeral = wait_for(lambda: slack.calls("chat.postEphemeral"), "the ephemeral answer")[0].body
+        assert ephemeral["user"] == "U0STRANGER" and "not allowed" in ephemeral["text"]
+        assert not stand.store.acks("r") and not stand.replies()
+        stand.click(actions.ACK, stand.episode(), user="U0MEMBER")  # in the allowed user group
+        wait_for(lambda: stand.store.acks("r"), "the member's acknowledgement")
+    finally:
+        stand.close()
+
+
+def test_a_redelivered_click_acts_once(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    episode = stand.episode()
+    stand.click(actions.SILENCE_4H, episode, action_ts="1764295260.000100")
+    wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+    stand.click(actions.SILENCE_4H, episode, action_ts="1764295260.000100", retry_attempt=1)  # Slack delivers it again
+    time.sleep(0.5)
+    assert len(stand.store.silences(stand.clock())) == 1
+    assert len([t for t in stand.replies() if t.startswith("Silenced by")]) == 1
+    assert [a["action"] for a in stand.store.audit("r")].count("silenced") == 1
+
+
+def test_a_click_after_resolution_says_so_and_does_nothing(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    episode = stand.episode()
+    stand.source.values = {"r": 0}
+    stand.step()
+    stand.click(actions.ACK, episode)
+    ephemeral = wait_for(lambda: stand.slack.calls("chat.postEphemeral"), "the ephemeral answer")[0].body
+    assert "no longer firing" in ephemeral["text"]
+    assert not stand.store.acks("r")
+
+
+def test_the_connection_reconnects_and_buttons_say_when_it_is_down(stand: Stand) -> None:
+    stand.sockets.refuse = True
+    stand.sockets.drop()
+    wait_for(lambda: not stand.health.connected, "the disconnection")
+    assert stand.store.notifier_status()["slack-socket-mode"]["ok"] is False
+    stand.source.values = {"r": 50}
+    stand.step()  # posted while down: no buttons, a note instead
+    _, first = stand.first_message()
+    assert not button_ids(first["blocks"])
+    assert any("Buttons unavailable" in str(b) for b in first["blocks"])
+    stand.sockets.refuse = False
+    stand.sockets.wait_connected(count=2)
+    wait_for(lambda: stand.health.connected, "the reconnection")
+    assert stand.store.notifier_status()["slack-socket-mode"]["ok"] is True
+    stand.click(actions.ACK, stand.episode())  # the buttons of older messages work again
+    wait_for(lambda: stand.store.acks("r"), "the acknowledgement after reconnecting")
+
+
+VALID = {"type": "block_actions", "user": {"id": "U0ONCALL"}, "container": {"channel_id": "C0ALERTS", "message_ts": "1.000001"},
+         "actions": [{"action_id": actions.ACK, "value": "0123456789abcdef", "action_ts": "2.000002"}]}
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                           max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=json_values, field=st.sampled_from(["user", "container", "actions", "type"]), junk=json_values)
+def test_any_payload_parses_to_a_valid_click_or_none(payload: Any, field: str, junk: Any) -> None:
+    for candidate in (payload, {**VALID, field: junk}):
+        click = actions.parse_click(candidate)
+        if click is not None:
+            assert click.action in actions.ACTIONS
+            assert actions.USER_ID.fullmatch(click.user) and actions.CHANNEL_ID.fullmatch(click.channel)
+            assert actions.mention(click.user) == f"<@{click.user}>"
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=st.text(max_size=40), value=st.text(max_size=80))
+def test_hostile_user_ids_and_values_never_reach_slack(user: str, value: str) -> None:
+    payload = {**VALID, "user": {"id": user}, "actions": [{**VALID["actions"][0], "value": value}]}
+    click = actions.parse_click(payload)
+    if click is not None:
+        assert "<" not in click.user + click.value and "!" not in click.user + click.value

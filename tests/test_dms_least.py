@@ -6,6 +6,8 @@ Against the moto server extended with DescribeTableStatistics and ReloadTables, 
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import pytest
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
+from tests.test_crash import daemon, journal, kill, wait_for
+from tests.test_crash import steps as crash_steps
 from watchdog.lifecycle import State
 from watchdog.loader import load_rules
 from watchdog.state import StateStore
@@ -305,3 +309,69 @@ def test_requests_per_evaluation_of_a_healthy_task(tmp_path: Path, moto: MotoDms
         moto.requests.clear()
         evaluate_now(engine)
         assert sorted(moto.calls()) == ["DescribeReplicationTasks", "DescribeTableStatistics"]
+
+
+def reload_intent(store: StateStore) -> None:
+    """What the journal holds when watchdog died after recording its intent to reload, before the call's outcome."""
+    store.record_step("fix-dms", TASK, {"state": "reloading", "episode": "e1", "since": "2026-11-28T02:59:00Z",
+                                        "attempts": ["2026-11-28T02:59:00Z"], "reload_at": "2026-11-28T02:59:00Z",
+                                        "issued": False, "tables": [["sales", "orders"]],
+                                        "deadline": "2026-11-28T03:29:00Z"}, NOW, None, None)
+
+
+def test_reload_intent_whose_call_never_reached_aws_is_carried_out_once(
+        tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    config = project(tmp_path, moto, warehouse, {"fix-dms": remediate()})
+    store = StateStore(config.state_path)
+    reload_intent(store)
+    clock = Clock(NOW)
+    engine = engine_for(config, clock, store=store)
+    evaluate_now(engine)  # the table is still in error and not loading: the call never arrived; made now
+    clock.now = NOW + timedelta(minutes=1)
+    evaluate_now(engine)
+    assert len(moto_dms.reloads) == 1
+    texts = [t for k, t in steps(store) if k == "action"]
+    assert texts[0].startswith("reload issued: ReloadTables data-reload for sales.orders (attempt 1 of 3) because")
+    assert steps(store)[-1][0] == "resolved"
+
+
+def test_reload_intent_whose_call_reached_aws_is_not_repeated(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    moto_dms.set_tables(TASK, [{"SchemaName": "sales", "TableName": "orders", "TableState": "Table is being reloaded"}])
+    config = project(tmp_path, moto, warehouse, {"fix-dms": remediate()})
+    store = StateStore(config.state_path)
+    reload_intent(store)
+    clock = Clock(NOW)
+    engine = engine_for(config, clock, store=store)
+    evaluate_now(engine)
+    moto_dms.set_tables(TASK, [{"SchemaName": "sales", "TableName": "orders", "TableState": "Table completed"}])
+    clock.now = NOW + timedelta(minutes=1)
+    evaluate_now(engine)
+    assert moto_dms.reloads == []  # AWS had the call: never a second reload
+    texts = [t for k, t in steps(store) if k == "action"]
+    assert "watchdog stopped during the call and AWS shows the tables reloading or loaded" in texts[0]
+    assert steps(store)[-1][0] == "resolved" and count(warehouse, "loads") == 1
+
+
+def test_kill_during_the_reload_call_reloads_once(tmp_path: Path, moto: MotoDms, warehouse: str,
+                                                  daemon: Callable[[], subprocess.Popen[bytes]]) -> None:
+    create_task(moto)
+    suspend()
+    project(tmp_path, moto, warehouse, {"fix-dms": remediate("schedule: {every: 1s}\n")})
+    state = tmp_path / "state.db"
+    moto.delays["ReloadTables"] = 2.0  # AWS is slow to answer: the kill lands while the call is in flight
+    first = daemon()
+    wait_for(lambda: moto.calls("ReloadTables"), what="the reload call")
+    kill(first)
+    assert journal(state)["state"] == "reloading" and journal(state)["issued"] is False  # the intent, no outcome
+    wait_for(lambda: moto_dms.reloads, what="AWS to carry the call out")
+
+    second = daemon()
+    wait_for(lambda: any(kind == "resolved" for kind, _ in crash_steps(state)), what="the remediation to finish")
+    kill(second)
+    assert len(moto_dms.reloads) == 1 and moto.calls("StartReplicationTask") == []
+    assert count(warehouse, "loads") == 1
+    texts = [text for kind, text in crash_steps(state) if kind == "action"]
+    assert "watchdog stopped during the call and AWS shows the tables reloading or loaded" in texts[0]

@@ -80,6 +80,22 @@ def first_run_completed(task: Mapping[str, Any]) -> bool:
     return bool(task.get("ReplicationTaskStartDate"))  # CDC only: no load phase, so a task that started has run
 
 
+def pending(rows: Sequence[Mapping[str, Any]],
+            tables: Sequence[Sequence[str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """From table statistics: the tables not back yet (any in error, or one of ``tables`` still loading), and of
+    ``tables`` those loading now."""
+    wanted = {(str(s), str(t)) for s, t in tables}
+    left, loading = [], []
+    for row in rows:
+        key = dms_tables.table_key(row)
+        is_loading = key in wanted and dms_tables.clean(row.get("TableState")).lower() in RELOADING_STATES
+        if is_loading:
+            loading.append(key)
+        if dms_tables.in_error(row) or is_loading:
+            left.append(key)
+    return left, loading
+
+
 def table_list(tables: Sequence[Sequence[str]]) -> str:
     """The tables for a step's text: cleaned names (they are AWS data), at most MAX_TABLES_NAMED of them."""
     names = dms_tables.shown(tables)
@@ -345,30 +361,23 @@ class Run:
 
     def tables_in_error(self, task: Mapping[str, Any]) -> list[tuple[str, str]] | None:
         """``(schema, table)`` of the task's tables in error now; None when they could not be checked (a finding)."""
+        rows = self.table_rows(task)
+        return None if rows is None else [dms_tables.table_key(r) for r in rows if dms_tables.in_error(r)]
+
+    def table_rows(self, task: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """The task's table statistics; None when they could not be read (a finding says why)."""
         name = identifier(task)
         try:
-            rows = self.source.table_statistics(str(task.get("ReplicationTaskArn")))
+            rows: list[dict[str, Any]] = self.source.table_statistics(str(task.get("ReplicationTaskArn")))
         except RuleError as exc:
             self.problems[name] = f"could not check the tables of task {name}: {exc}"
             return None
-        return [dms_tables.table_key(r) for r in rows if dms_tables.in_error(r)]
+        return rows
 
     def still_reloading(self, task: Mapping[str, Any], tables: Sequence[Sequence[str]]) -> list[tuple[str, str]] | None:
         """Of ``tables``, those not yet back (in error, or still loading); None when they could not be checked."""
-        name = identifier(task)
-        try:
-            rows = self.source.table_statistics(str(task.get("ReplicationTaskArn")))
-        except RuleError as exc:
-            self.problems[name] = f"could not check the tables of task {name}: {exc}"
-            return None
-        wanted = {(str(s), str(t)) for s, t in tables}
-        out = []
-        for row in rows:
-            key = dms_tables.table_key(row)
-            loading = dms_tables.clean(row.get("TableState")).lower() in RELOADING_STATES
-            if dms_tables.in_error(row) or (key in wanted and loading):
-                out.append(key)
-        return out
+        rows = self.table_rows(task)
+        return None if rows is None else pending(rows, tables)[0]
 
     def unsettled(self, task: Mapping[str, Any], record: Mapping[str, Any]) -> list[tuple[str, str]] | None:
         """Tables in error now, or reloaded by this episode and still loading ([] with table reloads off)."""
@@ -406,9 +415,9 @@ class Run:
             return
         attempts.append(to_text(self.now()))
         tables = [list(t) for t in bad]
-        record = {**record, "state": "reloading", "attempts": attempts, "tables": tables,
-                  "deadline": to_text(self.now() + self.options.tables.wait_reloaded)}
-        # Intent first: a watchdog stopped during the call finds "reloading" and waits; a second reload is harmless.
+        record = {**record, "state": "reloading", "attempts": attempts, "tables": tables, "issued": False,
+                  "reload_at": attempts[-1], "deadline": to_text(self.now() + self.options.tables.wait_reloaded)}
+        # Intent first: a watchdog stopped during the call finds it unissued and asks AWS (reconcile_reload).
         self.save(name, record, "note", f"intent: reload {listed} of {name} (attempt {n} of {restart.max_attempts})",
                   task=name)
         try:
@@ -419,6 +428,7 @@ class Run:
                       f"reload {n} of {restart.max_attempts} failed: {exc}" + (" (not retried)" if denied else ""),
                       Severity.CRITICAL, task=name)
             return
+        record = {**record, "issued": True}
         self.save(name, record, "action",
                   f"reload issued: ReloadTables data-reload for {listed} (attempt {n} of {restart.max_attempts}) because "
                   f"they are in error while task {name} runs; the task is not restarted. Waiting up to "
@@ -438,9 +448,14 @@ class Run:
         late = deadline is not None and self.now() >= deadline
         if status != "running":
             return  # transitional (or stopped by a person): never touched; the next evaluation looks again
-        left = self.still_reloading(task, record.get("tables", []))
-        if left is None:
+        rows = self.table_rows(task)
+        if rows is None:
             return
+        left, loading = pending(rows, record.get("tables", []))
+        if record.get("issued") is False:
+            record = self.reconcile_reload(task, record, left, loading)
+            if record.get("issued") is False:
+                return
         if not left:
             self.healthy(task, record, f"{table_list(record.get('tables', []))} of task {name} reloaded and out of error")
         elif late:
@@ -449,6 +464,25 @@ class Run:
                       f"{table_list(bad)} of task {name} still not loaded "
                       f"{format_duration(self.options.tables.wait_reloaded)} after the reload", Severity.CRITICAL, task=name)
             self.reload(task, self.records[name], bad)
+
+    def reconcile_reload(self, task: Mapping[str, Any], record: dict[str, Any], left: Sequence[tuple[str, str]],
+                         loading: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Settle a reload intent left by a watchdog that stopped during the call, from the tables' states now."""
+        name = identifier(task)
+        wanted = [(str(s), str(t)) for s, t in record.get("tables", [])]
+        restart = self.options.restart
+        n = len(record.get("attempts", []))
+        if set(wanted) <= set(left) and not loading:
+            # Every table is still in error and none is loading: the call never reached AWS. Make it now, once.
+            attempts = [a for a in record.get("attempts", []) if a != record.get("reload_at")]
+            self.reload(task, {**record, "attempts": attempts}, wanted)
+            return self.records[name]
+        record = {**record, "issued": True}
+        self.save(name, record, "action",
+                  f"reload issued: ReloadTables data-reload for {table_list(wanted)} (attempt {n} of "
+                  f"{restart.max_attempts}; watchdog stopped during the call and AWS shows the tables reloading or "
+                  "loaded); waiting for them to load", task=name, reconciled=True, tables=dms_tables.shown(wanted))
+        return record
 
     def healthy(self, task: Mapping[str, Any], record: dict[str, Any], text: str) -> None:
         """The task runs: reload any table still in error, else refresh the warehouse, then verify."""

@@ -44,6 +44,7 @@ PRUNE_EVERY = timedelta(hours=1)
 STATUS_EVERY_SECONDS = 30.0
 SOCKET_ALERT_AFTER = timedelta(minutes=5)  # a Socket Mode outage this long is alerted (reconnects are routine)
 SOCKET_GROUP = "Slack Socket Mode"
+LOOP_STALLED_SECONDS = 120.0  # a loop that has not turned for this long is stalled
 
 
 def _log_problems(result: LoadResult, before: set[Problem]) -> None:
@@ -185,6 +186,7 @@ class Loop:
         self.reload = threading.Event()
         self.systemd = systemd.Notifier()
         self.last_turn = time.monotonic()
+        self.unhealthy = ""  # the reason last logged, so it is logged once
         self.heartbeat = None
         if config.self_monitoring.heartbeat_url:
             from watchdog.metrics import Heartbeat
@@ -198,6 +200,27 @@ class Loop:
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reload.set()
         self.engine.wake.set()
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while the loop turns and evaluations complete when expected (monotonic clock); and why."""
+        age = time.monotonic() - self.last_turn
+        if age >= LOOP_STALLED_SECONDS:
+            return False, f"scheduler loop turned {age:.0f}s ago"
+        return self.engine.health()
+
+    def ping(self) -> None:
+        """Ping systemd's watchdog (and the heartbeat URL) only while healthy: a loop that turns but evaluates nothing
+        gets restarted, and the dead man's switch fires."""
+        healthy, why = self.health()
+        if healthy:
+            self.systemd.ping()
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
+        elif self.unhealthy != why.split(" (")[0]:
+            self.unhealthy = why.split(" (")[0]
+            log(logger, logging.ERROR, "unhealthy; not pinging systemd's watchdog", reason=why)
+        if healthy:
+            self.unhealthy = ""
 
     def status_text(self) -> str:
         firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
@@ -231,7 +254,7 @@ class Loop:
         if self.config.metrics_listen:
             from watchdog.metrics import MetricsServer
 
-            metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth, lambda: self.last_turn)
+            metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth, self.health)
         self.delivery.start()
         self.systemd.ready(self.status_text())
         last_check = last_status = time.monotonic()
@@ -239,9 +262,7 @@ class Loop:
         while not self.stop.is_set():
             self.engine.run_pending()
             self.last_turn = time.monotonic()
-            self.systemd.ping()  # only a loop that turns pings systemd's watchdog
-            if self.heartbeat is not None:
-                self.heartbeat.beat()
+            self.ping()
             if self.reload.is_set() or self.last_turn - last_check >= RELOAD_CHECK_SECONDS:
                 last_check = self.last_turn
                 if self.reload.is_set() or self.files.changed():

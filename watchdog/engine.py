@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from watchdog import lifecycle, schedule
+from watchdog.clocksteps import StepDetector
 from watchdog.escape import storable
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
@@ -30,6 +31,8 @@ from watchdog.times import from_text, utcnow
 logger = logging.getLogger("watchdog.engine")
 
 SELF_RULE = "(watchdog)"  # not a valid rule name, so it never collides with one
+# How long past the expected completion of an evaluation (planned start + rule timeout) before watchdog is unhealthy.
+HEALTH_GRACE_SECONDS = 60.0
 
 
 
@@ -92,8 +95,15 @@ class Engine:
     def __init__(self, rules: Sequence[Rule], store: StateStore, sources: Any, *, workers: int = 4,
                  timeout: timedelta = timedelta(seconds=60), clock: Callable[[], datetime] = utcnow,
                  rule_types: Mapping[str, type[RuleType]] = RULE_TYPES,
-                 on_notify: Callable[[], None] | None = None, ops_channel: str | None = None):
+                 on_notify: Callable[[], None] | None = None, ops_channel: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.store = store
+        self.monotonic = monotonic
+        self.timeout = timeout.total_seconds()
+        self.steps = StepDetector()
+        # Monotonic time by which some evaluation must complete, or watchdog is unhealthy (None: nothing expected yet).
+        self.expected_by: float | None = None
+        self.last_completed: float | None = None
         self.sources = sources
         self.clock = clock
         self.rule_types = rule_types
@@ -149,6 +159,7 @@ class Engine:
                 stored = records[name].next_run if name in records else None
                 self.next_run[name] = schedule.first_run(self._phase_key(rule), rule.schedule, now, stored)
         self.rules = new
+        self.expected_by = None
         return removed
 
     def _phase_key(self, rule: Rule) -> str:
@@ -222,6 +233,8 @@ class Engine:
         for finished in self.runner.collect():
             self.stats.durations.append(finished.duration)
             applied.extend(self._apply_batch(finished))
+            self.last_completed = self.monotonic()
+            self.expected_by = None
         self._update_quiet()
         return applied
 
@@ -233,7 +246,9 @@ class Engine:
             rule = self.rules.get(name)
             if rule is None:  # removed while it ran
                 continue
-            self.next_run[name] = schedule.following_run(self._phase_key(rule), rule.schedule, planned[name], now)
+            # A clock set back while this ran would otherwise put its next run a whole step away.
+            following = schedule.following_run(self._phase_key(rule), rule.schedule, planned[name], now)
+            self.next_run[name] = schedule.clamp(rule.schedule, following, now)
             out.append(self._apply(rule, result, ran_at, now, finished.duration))
         return out
 
@@ -341,10 +356,49 @@ class Engine:
         """Collect finished work and dispatch what is due now."""
         applied = self.collect()
         now = self.clock()
+        self.follow_clock(now)
         due = self.due(now)
         if due:
             self.dispatch(due, now)
+        self._expect(now)
         return applied
+
+    def follow_clock(self, now: datetime) -> timedelta | None:
+        """Detect a wall-clock step since the last call; move interval schedules and retries with it.
+
+        Interval rules keep the time left until their next run, measured on
+        the monotonic clock; cron rules keep their wall-clock times (that is
+        what cron means: a clock set back runs nothing twice, one set forward
+        runs what it skipped once). Outbox retries are moved by the step too.
+        Returns the step, or None.
+        """
+        jump = self.steps.step(now, self.monotonic())
+        if jump is None:
+            return None
+        log(logger, logging.WARNING, "wall clock stepped", seconds=round(jump.total_seconds(), 3), now=now.isoformat())
+        if jump < timedelta(0):  # set back; a step forward needs nothing: what became due runs once
+            for name, rule in self.rules.items():
+                if rule.schedule.every is not None:
+                    self.next_run[name] = schedule.clamp(rule.schedule, self.next_run[name] + jump, now)
+            self.store.shift_retries(jump, now)
+            self.on_notify()
+        return jump
+
+    def _expect(self, now: datetime) -> None:
+        """Note by when (monotonic) the next evaluation should complete, if not noted since the last one."""
+        if self.expected_by is not None or not self.next_run:
+            return
+        soonest = min(self.next_run.values())
+        self.expected_by = self.monotonic() + max(0.0, (soonest - now).total_seconds()) + self.timeout + HEALTH_GRACE_SECONDS
+
+    def health(self) -> tuple[bool, str]:
+        """Whether evaluations complete when expected (on the monotonic clock, immune to clock steps), and why."""
+        mono = self.monotonic()
+        since = "never" if self.last_completed is None else f"{mono - self.last_completed:.0f}s ago"
+        if self.expected_by is not None and mono > self.expected_by:
+            return False, (f"no evaluation completed in the expected time (last completed {since}, one was due "
+                           f"{mono - self.expected_by + HEALTH_GRACE_SECONDS:.0f}s ago including the rule timeout)")
+        return True, f"last evaluation completed {since}"
 
     def seconds_until_next(self) -> float:
         """How long the loop may sleep: until the next rule is due or a running batch's deadline."""

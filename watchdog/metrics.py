@@ -2,7 +2,9 @@
 
 Values are read from the engine and the state store when scraped, so the
 engine knows nothing of Prometheus. ``/healthz`` answers 200 while the
-scheduler loop has turned recently, 503 otherwise.
+scheduler loop turns and evaluations complete when expected, 503 otherwise
+(``health`` is the daemon's check, the same one that gates systemd's
+watchdog ping).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
-
-HEALTHY_WITHIN_SECONDS = 120.0
 
 
 class EngineCollector:
@@ -47,7 +47,7 @@ class EngineCollector:
 class MetricsServer:
     """Serves /metrics and /healthz on ``listen`` (host:port) in a daemon thread."""
 
-    def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], last_turn: Callable[[], float]):
+    def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], health: Callable[[], tuple[bool, str]]):
         host, _, port = listen.rpartition(":")
         registry = CollectorRegistry()
         registry.register(EngineCollector(engine, outbox_depth))
@@ -60,9 +60,8 @@ class MetricsServer:
                 if self.path.split("?")[0] == "/metrics":
                     body, status, kind = generate_latest(registry), 200, "text/plain; version=0.0.4; charset=utf-8"
                 elif self.path.split("?")[0] == "/healthz":
-                    age = time.monotonic() - last_turn()
-                    healthy = age < HEALTHY_WITHIN_SECONDS
-                    body = f"{'ok' if healthy else 'stalled'}: scheduler loop turned {age:.0f}s ago\n".encode()
+                    healthy, why = health()
+                    body = f"{'ok' if healthy else 'stalled'}: {why}\n".encode()
                     status, kind = (200 if healthy else 503), "text/plain"
                 else:
                     body, status, kind = b"not found\n", 404, "text/plain"

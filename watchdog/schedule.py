@@ -80,7 +80,7 @@ def first_run(name: str, schedule: Schedule, now: datetime, stored_next: datetim
     once now (plus jitter); otherwise it keeps its stored time.
     """
     if stored_next is not None and stored_next > now:
-        return stored_next
+        return clamp(schedule, stored_next, now)  # stored before the clock was set back: not a whole step away
     if schedule.cron is not None and stored_next is None:
         return following_run(name, schedule, now, now)
     return now + jitter(name, schedule)
@@ -98,3 +98,14 @@ def following_run(name: str, schedule: Schedule, planned: datetime, now: datetim
     offset = jitter(name, schedule)
     base = max(planned, now) - offset
     return _cron_after(schedule, base) + offset
+
+
+def clamp(schedule: Schedule, planned: datetime, now: datetime) -> datetime:
+    """``planned``, but an interval rule's next run never lies more than one period (plus jitter) after ``now``.
+
+    A planned time further away can only come from a wall clock set back
+    since it was planned; cron rules are left as planned.
+    """
+    if schedule.every is None:
+        return planned
+    return min(planned, now + schedule.every + MAX_JITTER)

@@ -460,6 +460,15 @@ class StateStore:
             db.execute("update outbox set attempts = attempts + 1, last_error = ?, next_attempt = ? where id = ?",
                        (error, to_text(next_attempt), item.id))
 
+    def shift_retries(self, step: timedelta, now: datetime) -> None:
+        """Move unsent notifications' next attempts by a wall-clock ``step`` (never before ``now``)."""
+        with self.transaction() as db:
+            for row in db.execute("select id, next_attempt from outbox where sent_at is null and failed = 0").fetchall():
+                planned = from_text(row["next_attempt"])
+                if planned is not None:
+                    db.execute("update outbox set next_attempt = ? where id = ?",
+                               (to_text(max(now, planned + step)), row["id"]))
+
     def mark_failed(self, item: OutboxItem, error: str) -> None:
         with self.transaction() as db:
             db.execute("update outbox set attempts = attempts + 1, last_error = ?, failed = 1 where id = ?", (error, item.id))

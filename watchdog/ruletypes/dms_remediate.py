@@ -600,7 +600,9 @@ class DmsRemediateRule(RuleType):
             record = run.records.get(name, {})
             if record.get("state") == "waiting":
                 due = from_text(record.get("next_check"))
-                if due is not None and ctx.now < due and ctx.now < (from_text(record.get("deadline")) or ctx.now):
+                # A check planned further out than the longest interval dates from before a clock set back: due now.
+                if (due is not None and ctx.now < due <= ctx.now + MAX_CHECK_INTERVAL
+                        and ctx.now < (from_text(record.get("deadline")) or ctx.now)):
                     continue
             run.advance(task)
             if run.records.get(name, {}).get("state") == "waiting":

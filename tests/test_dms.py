@@ -305,3 +305,32 @@ def test_refresh_ledger_skips_an_episode_that_committed(tmp_path: Path, warehous
         source.run_refresh("insert into refreshes default values; select 1/0", 10, episode="e3", rule="r", task="t")
     assert query(warehouse, "select count(*) from refreshes") == [(2,)]  # the failed one rolled back with its ledger row
     assert query(warehouse, "select episode from watchdog_refresh_ledger order by episode") == [("e1",), ("e2",)]
+
+
+def test_start_call_without_an_answer_is_never_retried_blindly(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    fail()
+    config = write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}", timeout: 1s}}
+          warehouse: {{type: postgres, dsn: "{warehouse}"}}
+        """, {"fix-dms": remediate()})
+    moto.delays["StartReplicationTask"] = 2.5  # longer than the read timeout; AWS still carries the call out
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]  # tried once: no botocore retry
+    assert engine.store.remediations("fix-dms")["prod-to-warehouse"]["state"] == "restarting"
+    moto.delays.clear()
+    import time
+
+    time.sleep(2)  # AWS finishes the call the client gave up on
+    clock.now = NOW + timedelta(minutes=1)
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]
+    assert query(warehouse, "select count(*) from refreshes") == [(1,)]
+    texts = [p for _, p in steps(engine.store)]
+    assert kinds(engine.store) == ["firing", "action", "action", "action", "resolved"]
+    assert "restart call got no answer" in texts[1] and "AWS reports the task running" in texts[2]

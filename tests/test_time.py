@@ -131,3 +131,45 @@ def test_interval_rules_never_wait_more_than_one_period(every_s: int, stored_s: 
     assert schedule.first_run("r", every, T0, T0 + timedelta(seconds=stored_s)) <= limit
     following = schedule.following_run("r", every, T0 + timedelta(seconds=planned_s), T0)
     assert schedule.clamp(every, following, T0) <= limit and schedule.clamp(every, following, T0) > T0
+
+
+def test_a_rule_file_written_in_two_halves_is_loaded_once_whole(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from tests.helpers import write_project
+    from watchdog import daemon
+
+    config = write_project(tmp_path, "rules_dir: rules\nstate_path: state.db\nsources:\n"
+                                     "  warehouse: {type: postgres, dsn: 'postgresql://x@127.0.0.1:1/x'}\n", {})
+    files = daemon.RuleFiles(config)
+    assert files.load() == []
+    path = tmp_path / "rules" / "rule.yaml"
+    whole = ("type: freshness\nsource: warehouse\nchecks:\n  - {name: ga, sql: \"select max(at) from t\"}\n"
+             "warn_after: 1h\nname: rule-being-written\n")
+    half = whole.index("le-being")  # cut here, the first half is a valid rule of its own ("name: ru")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "rule.yaml").write_text(whole[:half])
+    assert [r.name for r in daemon.load_rules([str(tmp_path / "cut")], config).rules] == ["ru"]
+    with open(path, "w") as fh:
+        fh.write(whole[:half])
+        fh.flush()
+        assert not files.changed()  # just written: wait for it to settle
+        time.sleep(daemon.STABLE_SECONDS / 2)
+        assert not files.changed()
+        fh.write(whole[half:])
+    assert not files.changed()  # changed again: the wait starts over
+    assert files.seconds_until_stable() is not None
+    time.sleep(daemon.STABLE_SECONDS + 0.1)
+    assert files.changed()
+    assert [r.name for r in files.load()] == ["rule-being-written"]
+    assert not files.changed()
+
+    # A file renamed into place after being written elsewhere (its modification time already old) loads at once.
+    other = tmp_path / "staged.yaml"
+    other.write_text(whole.replace("rule-being-written", "renamed"))
+    old = time.time() - 10
+    os.utime(other, (old, old))
+    os.rename(other, tmp_path / "rules" / "renamed.yaml")
+    assert files.changed()
+    assert sorted(r.name for r in files.load()) == ["renamed", "rule-being-written"]

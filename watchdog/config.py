@@ -28,6 +28,7 @@ STATE_FILE_NAME = "state.db"
 DEFAULT_SEARCH_TIMEOUT = timedelta(seconds=10)
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_STATEMENT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_DMS_TIMEOUT = timedelta(seconds=10)
 DEFAULT_WORKERS = 4
 DEFAULT_RULE_TIMEOUT = timedelta(seconds=60)
 DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
@@ -70,6 +71,7 @@ class DmsSource:
     profile: str | None = None
     endpoint_url: str | None = None
     cloudwatch_endpoint_url: str | None = None  # CloudWatch (CDC latency checks); default: AWS's for the region
+    timeout: timedelta = DEFAULT_DMS_TIMEOUT
     type: str = "dms"
 
 
@@ -176,8 +178,13 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
     return found
 
 
-def _source(name: str, raw: Mapping[str, Any], base_dir: str) -> SourceConfig:
+def _source(name: str, raw: Mapping[str, Any], base_dir: str, rule_timeout: timedelta = DEFAULT_RULE_TIMEOUT) -> SourceConfig:
     kind = raw["type"]
+
+    def timeout(key: str, default: timedelta) -> timedelta:
+        # A default never reaches a short rule_timeout: half of it at most (a given value is checked instead).
+        return parse_duration(raw[key]) if key in raw else min(default, rule_timeout / 2)
+
     if kind == "search":
         sigv4 = raw.get("aws_sigv4") or {}
         basic = raw.get("basic_auth") or {}
@@ -187,18 +194,32 @@ def _source(name: str, raw: Mapping[str, Any], base_dir: str) -> SourceConfig:
             username=basic.get("username"), password=basic.get("password"), api_key=raw.get("api_key"),
             verify_certs=raw.get("verify_certs", True),
             ca_certs=os.path.join(base_dir, raw["ca_certs"]) if "ca_certs" in raw else None,
-            timeout=parse_duration(raw.get("timeout", "10s")),
+            timeout=timeout("timeout", DEFAULT_SEARCH_TIMEOUT),
             dashboards_url=raw.get("dashboards_url"), flavor=raw.get("flavor", "auto"),
         )
     if kind == "postgres":
         params = {k: raw[k] for k in ("host", "port", "dbname", "user", "password", "sslmode") if k in raw}
         return PostgresSource(
             name=name, dsn=raw.get("dsn", ""), params=params,
-            connect_timeout=parse_duration(raw.get("connect_timeout", "10s")),
+            connect_timeout=timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
             statement_timeout=parse_duration(raw.get("statement_timeout", "30s")),
         )
     return DmsSource(name=name, region=raw.get("region"), profile=raw.get("profile"), endpoint_url=raw.get("endpoint_url"),
-                     cloudwatch_endpoint_url=raw.get("cloudwatch_endpoint_url"))
+                     cloudwatch_endpoint_url=raw.get("cloudwatch_endpoint_url"),
+                     timeout=timeout("timeout", DEFAULT_DMS_TIMEOUT))
+
+
+def _timeout_problems(doc: yamlfile.Document, data: Mapping[str, Any]) -> list[Problem]:
+    """Every source's timeouts must be shorter than rule_timeout, so a silent source is reported as such."""
+    rule_timeout = parse_duration(data.get("rule_timeout", "60s"))
+    found = []
+    for name, raw in data.get("sources", {}).items():
+        for key in ("timeout", "connect_timeout"):
+            if key in raw and parse_duration(raw[key]) >= rule_timeout:
+                found.append(Problem.at(doc, ("sources", name, key), f"{raw[key]} is not shorter than rule_timeout "
+                                        f"({data.get('rule_timeout', '60s')}): a source that does not answer would "
+                                        "time the whole evaluation out instead of being reported"))
+    return found
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -221,6 +242,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     problems = interpolate(doc, environ)
     problems += schema.problems(doc, "config.schema.json")
     base_dir = os.path.dirname(os.path.abspath(path))
+    if not problems:
+        problems += _timeout_problems(doc, doc.data)
     if not problems:
         problems += _read_secret_files(doc, base_dir)
     if problems:
@@ -247,7 +270,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         path=os.path.abspath(path),
         rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),
         state_path=os.path.normpath(os.path.join(base_dir, data["state_path"])) if "state_path" in data else default_state_path(environ),
-        sources={name: _source(name, raw, base_dir) for name, raw in data.get("sources", {}).items()},
+        sources={name: _source(name, raw, base_dir, parse_duration(data.get("rule_timeout", "60s")))
+                 for name, raw in data.get("sources", {}).items()},
         slack=slack, defaults=defaults,
         workers=int(data.get("workers", DEFAULT_WORKERS)),
         rule_timeout=parse_duration(data.get("rule_timeout", "60s")),

@@ -40,6 +40,7 @@ RELOAD_CHECK_SECONDS = 10.0
 STOP_SECONDS = 4.0
 STOP_GRACE_SECONDS = 3.0
 FLUSH_SECONDS = 30.0  # ``run --once``: nothing else to do, so wait longer for Slack
+STABLE_SECONDS = 1.0  # a changed rule file is read once it has not changed for this long
 PRUNE_EVERY = timedelta(hours=1)
 STATUS_EVERY_SECONDS = 30.0
 SOCKET_ALERT_AFTER = timedelta(minutes=5)  # a Socket Mode outage this long is alerted (reconnects are routine)
@@ -55,32 +56,61 @@ def _log_problems(result: LoadResult, before: set[Problem]) -> None:
                 path=problem.path or None, problem=problem.message)
 
 
-class RuleFiles:
-    """Loads rules, keeping the previous version of any file that became invalid."""
+Stamp = tuple[tuple[str, int, int, int], ...]  # (path, mtime_ns, size, inode) per rule file
 
-    def __init__(self, config: Config):
+
+class RuleFiles:
+    """Loads rules, keeping the previous version of any file that became invalid.
+
+    A changed file is read only once it has been stable for STABLE_SECONDS
+    (same size, modification time and inode on the monotonic clock), or when
+    its modification time is already that old (a file renamed into place
+    after being written elsewhere): a half-written file is never loaded.
+    """
+
+    def __init__(self, config: Config, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
-        self.stamp: tuple[tuple[str, float], ...] = ()
+        self.monotonic = monotonic
+        self.stamp: Stamp = ()
+        self.pending: tuple[Stamp, float] | None = None  # a change seen, and since when (monotonic) it has held
         self.rules: list[Rule] = []
         self.problems: dict[str, str] = {}  # file -> first problem, for the self-monitoring alert
         self.logged: set[Problem] = set()
 
-    def _fingerprint(self) -> tuple[tuple[str, float], ...]:
+    def _fingerprint(self) -> Stamp:
         found = find_rule_files([self.config.rules_dir])
-        out = [(directory, -1.0) for directory, _ in found.unreadable]  # fixing its permissions is a change
+        out = [(directory, -1, -1, -1) for directory, _ in found.unreadable]  # fixing its permissions is a change
         for path in found.files:
             try:
-                out.append((path, os.stat(path).st_mtime))
+                st = os.stat(path)
             except OSError:
                 continue
+            out.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(out)
 
     def changed(self) -> bool:
-        """Whether any rule file was added, removed or modified (modification times only: cheap)."""
-        return self._fingerprint() != self.stamp
+        """Whether any rule file was added, removed or modified, and every change has settled (stat only: cheap)."""
+        current = self._fingerprint()
+        if current == self.stamp:
+            self.pending = None
+            return False
+        mono = self.monotonic()
+        if self.pending is None or self.pending[0] != current:
+            self.pending = (current, mono)
+            # Written long enough ago (renamed into place, or a removal only): nothing to wait for.
+            old_enough = time.time_ns() - int(STABLE_SECONDS * 1e9)
+            return all(entry[1] <= old_enough for entry in set(current) - set(self.stamp))
+        return mono - self.pending[1] >= STABLE_SECONDS
+
+    def seconds_until_stable(self) -> float | None:
+        """When to look again at a change that has not settled yet (None: no change pending)."""
+        if self.pending is None:
+            return None
+        return max(0.05, self.pending[1] + STABLE_SECONDS - self.monotonic())
 
     def load(self) -> list[Rule]:
         self.stamp = self._fingerprint()
+        self.pending = None
         result = load_rules([self.config.rules_dir], self.config)
         _log_problems(result, self.logged)
         self.logged = set(result.problems)
@@ -263,7 +293,9 @@ class Loop:
             self.engine.run_pending()
             self.last_turn = time.monotonic()
             self.ping()
-            if self.reload.is_set() or self.last_turn - last_check >= RELOAD_CHECK_SECONDS:
+            settling = self.files.seconds_until_stable()
+            if (self.reload.is_set() or self.last_turn - last_check >= RELOAD_CHECK_SECONDS
+                    or (settling is not None and settling <= 0.05)):
                 last_check = self.last_turn
                 if self.reload.is_set() or self.files.changed():
                     self.reload.clear()
@@ -276,6 +308,9 @@ class Loop:
                 last_prune = utcnow()
                 self.store.prune(last_prune)
             waits = [self.engine.seconds_until_next(), RELOAD_CHECK_SECONDS]
+            settling = self.files.seconds_until_stable()
+            if settling is not None:  # a rule file is being written: look again once it may have settled
+                waits.append(settling)
             ping = self.systemd.seconds_until_ping()
             if ping is not None:
                 waits.append(ping)

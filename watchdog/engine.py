@@ -23,8 +23,8 @@ from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, RuleView, Step
-from watchdog.runner import Batch, Finished, Runner
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, RuleView, SourceUnavailable, Step
+from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
 from watchdog.times import from_text, utcnow
 
@@ -61,6 +61,11 @@ def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, RuleError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _unanswered(result: object) -> bool:
+    """Whether an evaluation failed because its source did not answer (cannot connect, timed out)."""
+    return isinstance(result, (SourceUnavailable, RuleTimeout))
 
 
 class StoreJournal:
@@ -120,6 +125,7 @@ class Engine:
         self.invalid_files: dict[str, str] = {}  # rule files that do not load -> the self alert's text
         self.own_problems: dict[str, str] = {}  # watchdog's other problems (Slack Socket Mode down)
         self.socket: Any = None  # the Slack Socket Mode health, when buttons are on (for metrics and status)
+        self.source_problems: dict[str, str] = {}  # sources that do not answer -> their last error
         self.set_rules(rules)
 
     def _note_recorded(self) -> None:
@@ -242,15 +248,36 @@ class Engine:
         ran_at, planned = finished.batch.planned
         now = self.clock()
         out = []
+        answered: set[str] = set()
+        silent: dict[str, str] = {}
         for name, result in finished.outcome.items():
             rule = self.rules.get(name)
             if rule is None:  # removed while it ran
                 continue
+            if _unanswered(result):
+                silent.setdefault(rule.source, _describe_error(result))
+            elif not isinstance(result, BaseException):
+                answered.add(rule.source)
             # A clock set back while this ran would otherwise put its next run a whole step away.
             following = schedule.following_run(self._phase_key(rule), rule.schedule, planned[name], now)
             self.next_run[name] = schedule.clamp(rule.schedule, following, now)
             out.append(self._apply(rule, result, ran_at, now, finished.duration))
+        self._note_sources(silent, answered - set(silent))
         return out
+
+    def _note_sources(self, silent: Mapping[str, str], answered: set[str]) -> None:
+        """Raise one self-monitoring alert per source that does not answer (at its first timeout); resolve it when it does."""
+        before = dict(self.source_problems)
+        for source in answered:
+            self.source_problems.pop(source, None)
+        for source, error in silent.items():
+            if source not in self.source_problems:
+                log(logger, logging.WARNING, "source does not answer", source=source, error=error)
+            self.source_problems[source] = error
+        if set(before) != set(self.source_problems):
+            for source in set(before) - set(self.source_problems):
+                log(logger, logging.INFO, "source answers again", source=source)
+            self._report_self()
 
     def _apply(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
                duration: float) -> Applied:
@@ -282,7 +309,8 @@ class Engine:
         error = None
         if isinstance(result, BaseException):
             error = _describe_error(result)
-            health, notice = lifecycle.health_step(prev_health, error, now, silenced=silenced(""))
+            # A source that does not answer is reported once for the source, not once per rule on it.
+            health, notice = lifecycle.health_step(prev_health, error, now, silenced=silenced("") or _unanswered(result))
             log(logger, logging.WARNING, "evaluation failed", rule=rule.name, error=error, errors=health.errors)
         else:
             health, notice = lifecycle.health_step(prev_health, None, now, silenced=silenced(""))
@@ -340,14 +368,18 @@ class Engine:
         self._report_self()
 
     def _report_self(self) -> None:
+        """Apply watchdog's own problems as the findings of its self-monitoring rule (one group per problem)."""
         problems = {**self.invalid_files, **self.own_problems}
-        if not problems and not self.store.groups(SELF_RULE):
+        if not problems and not self.source_problems and not self.store.groups(SELF_RULE):
             return
         now = self.clock()
         rule = Rule(name=SELF_RULE, type="self", path="", options=None, severity=Severity.WARNING,
                     repeat_every=timedelta(days=1), notify=NotifyTarget(channel=self.ops_channel),
                     description="watchdog's own problems")
         findings = tuple(Finding(group=f, value=None, summary=m) for f, m in problems.items())
+        findings += tuple(Finding(group=f"source {s}", value=None, severity=Severity.CRITICAL,
+                                  summary=f"source {s} does not answer; its rules cannot be evaluated: {m}")
+                          for s, m in self.source_problems.items())
         self._apply(rule, Evaluation(findings=findings), now, now, 0.0)
 
     # --- driving ------------------------------------------------------------------------

@@ -21,6 +21,10 @@ class RuleError(Exception):
     """An evaluation failure whose message is written for the user (shown as is)."""
 
 
+class SourceUnavailable(RuleError):
+    """A source did not answer (cannot connect, or timed out): reported once for the source, not per rule."""
+
+
 class OptionsError(Exception):
     """A logical problem in a rule's options that the schema cannot express."""
 

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 from watchdog.durations import format_duration
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import dms_tables
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Journal, RuleError, RuleType, Step
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Journal, RuleError, RuleType, SourceUnavailable, Step
 from watchdog.ruletypes.dms_options import DmsRemediateOptions
 from watchdog.ruletypes.dms_task import TRANSITIONAL, condition, identifier, missing, task_details
 from watchdog.times import from_text, to_text
@@ -224,6 +224,12 @@ class Run:
                   + why, task=name, start_date=intent["start_date"])
         try:
             self.source.start_task(arn, restart.type)
+        except SourceUnavailable as exc:
+            # No answer: AWS may or may not have restarted the task. The intent stays open; the next evaluation
+            # reconciles it with AWS exactly as after a crash (never a blind second call).
+            self.save(name, record, "action", f"restart call got no answer ({exc}); checking with AWS on the next "
+                      "evaluation whether it took effect", Severity.WARNING, task=name)
+            return
         except RuleError as exc:
             denied = getattr(exc, "code", "") in ("AccessDeniedException", "AccessDenied")
             record = {k: v for k, v in record.items() if k != "intent"}

@@ -15,13 +15,17 @@ from psycopg2 import sql as pgsql
 
 from watchdog.durations import format_age, format_duration
 from watchdog.rule import Rule, Severity
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, SourceUnavailable
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
 from watchdog.times import to_text
 
 
 class CheckError(RuleError):
     pass
+
+
+class CheckUnavailable(CheckError, SourceUnavailable):
+    """The warehouse did not answer the check (reported once for the source)."""
 
 
 def _as_datetime(value: Any, check: FreshnessCheck) -> datetime | None:
@@ -48,7 +52,8 @@ def _last_loads(check: FreshnessCheck, source: Any) -> list[tuple[str, datetime 
             assert check.sql is not None
             rows = source.query(check.sql)
     except QueryError as exc:
-        raise CheckError(f"check '{check.name}': {exc}") from None
+        error = CheckUnavailable if isinstance(exc, SourceUnavailable) else CheckError
+        raise error(f"check '{check.name}': {exc}") from None
     if not rows:
         return [(check.name, None)]
     width = len(rows[0])

@@ -1,9 +1,11 @@
 """The ``dms`` source: AWS DMS replication tasks (and their CloudWatch metrics) through boto3.
 
 Credentials come from boto3's chain (environment, profile, instance role).
-botocore's standard retry mode handles throttling; what still fails is
-reported in plain words. ``client`` and ``cloudwatch`` can be injected (tests
-use botocore's Stubber for errors no server can produce).
+Each call has the source's connect and read timeout and botocore's standard
+retry mode with two attempts at most (throttling, a lost connection); what
+still fails is reported in plain words, and an AWS that does not answer as
+the source being unavailable. ``client`` and ``cloudwatch`` can be injected
+(tests use botocore's Stubber for errors no server can produce).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from watchdog.config import DmsSource as DmsConfig
-from watchdog.ruletypes.base import RuleError
+from watchdog.ruletypes.base import RuleError, SourceUnavailable
 
 ARN_PREFIX = "arn:"
 TABLE_PAGE = 500  # DescribeTableStatistics' largest MaxRecords: one request per task up to 500 tables
@@ -29,9 +31,25 @@ class DmsError(RuleError):
         self.code = code
 
 
+class DmsUnavailable(DmsError, SourceUnavailable):
+    """AWS did not answer in time, or could not be reached."""
+
+
+# Each call is tried twice at most: two timeouts stay well inside the rule timeout.
+MAX_ATTEMPTS = 2
+
+
 def explain(exc: Exception, action: str, service: str = "dms") -> DmsError:
     """A DmsError in plain words for a botocore exception raised by ``service:action``."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+    from botocore.exceptions import ConnectTimeoutError as BotoConnectTimeout
 
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
@@ -47,6 +65,8 @@ def explain(exc: Exception, action: str, service: str = "dms") -> DmsError:
         if code == "ResourceNotFoundFault":
             return DmsError(f"{service}:{action}: no such replication task ({message})", code)
         return DmsError(f"{service}:{action} failed: {code}: {message}", code)
+    if isinstance(exc, (ReadTimeoutError, BotoConnectTimeout, EndpointConnectionError, ConnectionClosedError)):
+        return DmsUnavailable(f"{service}:{action}: AWS did not answer ({exc})", type(exc).__name__)
     if isinstance(exc, NoCredentialsError):
         return DmsError("no AWS credentials found: set a profile, environment variables or an instance role", "NoCredentials")
     if isinstance(exc, BotoCoreError):
@@ -59,25 +79,37 @@ class DmsSource:
         self.config = config
         self._client = client
         self._cloudwatch = cloudwatch
+        self._start_client = client
         self._session: Any = None
         self._lock = threading.Lock()
         self._instances: dict[str, str] = {}  # replication instance ARN -> identifier (they never change)
 
-    def _make(self, service: str, endpoint_url: str | None) -> Any:
+    def _make(self, service: str, endpoint_url: str | None, attempts: int = MAX_ATTEMPTS) -> Any:
         import boto3
         from botocore.config import Config
 
+        seconds = self.config.timeout.total_seconds()
         with self._lock:
             if self._session is None:
                 self._session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
             return self._session.client(service, endpoint_url=endpoint_url, config=Config(
-                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30))
+                retries={"mode": "standard", "total_max_attempts": attempts}, connect_timeout=seconds,
+                read_timeout=seconds))
 
     @property
     def client(self) -> Any:
+        """The client for reads: retried (at most MAX_ATTEMPTS in all)."""
         if self._client is None:
             self._client = self._make("dms", self.config.endpoint_url)
         return self._client
+
+    @property
+    def start_client(self) -> Any:
+        """The client for StartReplicationTask: never retried blindly, since an unanswered call may have
+        restarted the task; the remediation journal reconciles it with AWS instead."""
+        if self._start_client is None:
+            self._start_client = self._make("dms", self.config.endpoint_url, attempts=1)
+        return self._start_client
 
     @property
     def cloudwatch(self) -> Any:
@@ -116,9 +148,9 @@ class DmsSource:
         return list(tasks.values())
 
     def start_task(self, arn: str, start_type: str) -> dict[str, Any]:
-        """StartReplicationTask; raises DmsError in plain words."""
+        """StartReplicationTask, tried once; raises DmsError in plain words (DmsUnavailable: the outcome is unknown)."""
         try:
-            answer = self.client.start_replication_task(ReplicationTaskArn=arn, StartReplicationTaskType=start_type)
+            answer = self.start_client.start_replication_task(ReplicationTaskArn=arn, StartReplicationTaskType=start_type)
         except Exception as exc:
             raise explain(exc, "StartReplicationTask") from None
         task: dict[str, Any] = answer.get("ReplicationTask", {})

@@ -20,7 +20,7 @@ from psycopg2 import sql as pgsql
 
 from watchdog.config import PostgresSource as PostgresConfig
 from watchdog.logfmt import log
-from watchdog.ruletypes.base import RuleError
+from watchdog.ruletypes.base import RuleError, SourceUnavailable
 
 logger = logging.getLogger("watchdog.postgres")
 
@@ -35,6 +35,10 @@ LEDGER_DDL = pgsql.SQL("""create table if not exists {} (
 
 class QueryError(RuleError):
     """A query failed; the message is PostgreSQL's, first line, without the password."""
+
+
+class PostgresUnavailable(QueryError, SourceUnavailable):
+    """The server could not be reached, did not answer within connect_timeout, or the connection was lost."""
 
 
 def _message(exc: psycopg2.Error) -> str:
@@ -92,7 +96,9 @@ class PostgresSource:
                     if lost:
                         log(logger, logging.INFO, "reconnecting", source=self.config.name, error=_message(exc))
                         continue
-                    raise QueryError(_message(exc)) from None
+                    if isinstance(exc, psycopg2.extensions.QueryCanceledError):  # statement_timeout: the server answered
+                        raise QueryError(_message(exc)) from None
+                    raise PostgresUnavailable(_message(exc)) from None
                 except psycopg2.Error as exc:
                     if self.conn is not None and not self.conn.closed:
                         self.conn.rollback()

@@ -16,7 +16,7 @@ from typing import Any
 
 from watchdog.config import SearchSource as SearchConfig
 from watchdog.logfmt import log
-from watchdog.ruletypes.base import RuleError
+from watchdog.ruletypes.base import RuleError, SourceUnavailable
 
 logger = logging.getLogger("watchdog.search")
 
@@ -25,6 +25,16 @@ MSEARCH_CHUNK = 100  # searches per _msearch request
 
 class SearchError(RuleError):
     """A search failed; the message carries the server's reason."""
+
+
+class SearchUnavailable(SearchError, SourceUnavailable):
+    """The cluster could not be reached or did not answer in time."""
+
+
+def _unanswered(exc: Exception) -> bool:
+    """Whether a client exception means no answer at all (both clients name these classes alike)."""
+    return any(cls.__name__ in ("ConnectionError", "ConnectionTimeout", "ConnectionTimeoutError", "TimeoutError")
+               for cls in type(exc).__mro__)
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ class SearchSource:
             try:
                 info = probe.info()
             except Exception as exc:
-                raise SearchError(f"cannot reach {', '.join(self.config.hosts)}: {self._describe(exc)}") from None
+                raise SearchUnavailable(f"cannot reach {', '.join(self.config.hosts)}: {self._describe(exc)}") from None
             version = info.get("version", {})
             self.version = str(version.get("number", ""))
             if version.get("distribution") == "opensearch" or _version_tuple(self.version) < (7, 14):
@@ -206,7 +216,8 @@ class SearchSource:
                     if self.client is client:
                         self.client = None
                         client.close()
-                raise SearchError(f"search failed: {self._describe(exc)}") from None
+                error = SearchUnavailable if _unanswered(exc) else SearchError
+                raise error(f"search failed: {self._describe(exc)}") from None
             body = answer.body if hasattr(answer, "body") else answer
             for response in body.get("responses", []):
                 if "error" in response:

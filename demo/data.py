@@ -64,6 +64,11 @@ insert into etl.runs (source, finished_at) values
     ('logs', now() - interval '10 minutes'),
     ('dms', now() - interval '40 minutes'),
     ('google-analytics', now() - interval '9 hours');  -- stale: the demo's freshness alert
+create table etl.loads (day date not null, source text not null, rows_loaded bigint not null);
+insert into etl.loads  -- rows loaded per source and day; crm loaded a fraction of its usual volume yesterday
+    select d::date, s, case when s = 'crm' and d::date = current_date - 1 then 610 else base + (extract(day from d)::int % 7) * 40 end
+    from generate_series(current_date - 14, current_date - 1, interval '1 day') d,
+         (values ('google-analytics', 48000), ('crm', 5200), ('ads', 9100)) v(s, base);
 create or replace procedure analytics.refresh() language sql as $$
     update analytics.fact_logins_daily set updated_at = now();
     insert into etl.runs (source, finished_at) values ('dms', now());

@@ -9,10 +9,11 @@ from watchdog.ruletypes.freshness import FreshnessRule
 from watchdog.ruletypes.metric import MetricRule
 from watchdog.ruletypes.ratio import RatioRule
 from watchdog.ruletypes.spike import SpikeRule
+from watchdog.ruletypes.sql_value import SqlValueRule
 from watchdog.ruletypes.threshold import ThresholdRule
 
 RULE_TYPES: dict[str, type[RuleType]] = {
-    cls.name: cls for cls in (ThresholdRule, MetricRule, RatioRule, SpikeRule, FreshnessRule, DmsTaskRule,
+    cls.name: cls for cls in (ThresholdRule, MetricRule, RatioRule, SpikeRule, FreshnessRule, SqlValueRule, DmsTaskRule,
                               DmsRemediateRule)
 }
 

@@ -66,6 +66,12 @@ def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str]) -> A
         sources:
           aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
           warehouse: {{type: postgres, dsn: "{dsn}"}}
+        slack:  # never reached here: approvals are decided through the state store
+          token: xoxb-test
+          app_token: xapp-test
+          channel: C0ALERTS
+          base_url: http://127.0.0.1:9/api/
+          actions: {{approvers: [U0LEAD]}}
         """, rules)
 
 
@@ -80,7 +86,7 @@ def remediate(extra: str = "", restart: str = "{type: resume-processing, max_att
 TABLES_RULE = f"name: dms-tables\ntype: dms_task\nsource: aws\ntasks: [{TASK}]\ntables: true\n"
 
 
-STEP_KINDS = frozenset({"firing", "note", "action", "resolved"})
+STEP_KINDS = frozenset({"firing", "note", "action", "resolved", "approval"})
 
 
 def steps(store: StateStore, rule: str = "fix-dms") -> list[tuple[str, str]]:
@@ -187,28 +193,38 @@ def test_destructive_start_type_is_refused_without_allow_destructive(tmp_path: P
     config = project(tmp_path, moto, warehouse, {
         "reload": remediate(restart="{type: reload-target}").replace("fix-dms", "reload"),
         "fresh": remediate(restart="{type: start-replication}").replace("fix-dms", "fresh"),
-        "allowed": remediate(restart="{type: reload-target, allow_destructive: true}").replace("fix-dms", "allowed"),
+        "allowed": remediate(restart="{type: reload-target, allow_destructive: true}", extra="approve: true\n")
+        .replace("fix-dms", "allowed"),
+        "unapproved": remediate(restart="{type: reload-target, allow_destructive: true}").replace("fix-dms", "unapproved"),
     })
     result = load_rules([config.rules_dir], config)
     assert [r.name for r in result.rules] == ["allowed"]
-    messages = [str(p) for p in result.problems]
-    assert len(messages) == 2 and all("set 'allow_destructive: true' under 'restart'" in m for m in messages)
+    messages = sorted(str(p) for p in result.problems)
+    assert len(messages) == 3 and sum("set 'allow_destructive: true' under 'restart'" in m for m in messages) == 2
     assert all("restart.type" in m or "restart" in m for m in messages)
+    assert any("unapproved.yaml" in m and "add 'approve: true'" in m for m in messages)
 
 
 def test_destructive_restart_with_allow_destructive_says_so(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
     create_task(moto, migration="full-load-and-cdc")
     moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR")
-    rule = remediate(restart="{type: reload-target, allow_destructive: true, wait_running: 1s}", refresh=False)
+    rule = remediate(restart="{type: reload-target, allow_destructive: true, wait_running: 1s}", refresh=False,
+                     extra="approve: true\n")
     engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": rule}), Clock(NOW))
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == []  # a destructive restart waits for a person
+    (kind, text), = [s for s in steps(engine.store) if s[0] == "approval"]
+    assert text.startswith(f"approval needed: restart {TASK} with reload-target (destructive")
+    episode = engine.store.remediations("fix-dms")[TASK]["episode"]
+    assert engine.store.decide_remediation("click-1", episode, approve=True, user="U0LEAD", now=NOW) == ("approved", None)
     evaluate_now(engine)
     assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]
     texts = [t for _, t in steps(engine.store)]
     assert any("reload-target" in t and "(destructive: it re-applies the table-preparation mode; allowed by "
-               "allow_destructive)" in t for t in texts)
+               "allow_destructive); approved by Slack user U0LEAD" in t for t in texts)
 
 
-@pytest.mark.parametrize("restart", ["{type: resume-processing}", "{type: start-replication, allow_destructive: true}"])
+@pytest.mark.parametrize("restart", ["{type: resume-processing}", "{type: start-replication, allow_destructive: true}\napprove: true"])
 def test_no_restart_of_a_task_that_has_not_completed_its_first_run(
         tmp_path: Path, moto: MotoDms, warehouse: str, restart: str) -> None:
     create_task(moto, migration="full-load-and-cdc")

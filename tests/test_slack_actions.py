@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import TYPES, OneSource, ScriptedSource, scripted_rule
-from tests.helpers import Clock
+from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers.slack_api import SlackServer
 from tests.servers.socket_mode import SocketModeServer
+from tests.test_dms import create_task, fail
 from tests.test_engine import tick
 from watchdog.config import SlackActionsConfig, SlackConfig
 from watchdog.engine import Engine
@@ -265,3 +266,97 @@ def test_hostile_user_ids_and_values_never_reach_slack(user: str, value: str) ->
     click = actions.parse_click(payload)
     if click is not None:
         assert "<" not in click.user + click.value and "!" not in click.user + click.value
+
+
+def approval_project(tmp_path: Path, slack: SlackServer, moto: Any) -> Any:
+    return write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
+        slack:
+          token: xoxb-test
+          app_token: xapp-test
+          channel: {CHANNEL}
+          base_url: {slack.base_url}
+          group_wait: 0s
+          actions: {{approvers: [U0LEAD]}}
+        """, {"fix-dms": """\
+        name: fix-dms
+        type: dms_remediate
+        source: aws
+        tasks: [prod-to-warehouse]
+        restart: {type: resume-processing, wait_running: 1s}
+        approve: true
+        """})
+
+
+class Watchdog:
+    """One run of watchdog on a state file: engine, outbox with the Slack notifier, Socket Mode; ``close`` is a stop."""
+
+    def __init__(self, config: Any, sockets: SocketModeServer):
+        self.clock = Clock(T0)
+        self.engine = engine_for(config, self.clock)
+        self.health = SocketHealth()
+        self.actions = SlackActions(config.slack, config.state_path, self.health, clock=self.clock)
+        self.actions.start()
+        wait_for(lambda: self.health.connected, "the Socket Mode connection")
+        self.outbox = Outbox(self.engine.store, SlackNotifier(config.slack, self.health), clock=self.clock)
+
+    def evaluate(self) -> None:
+        evaluate_now(self.engine)
+        for _ in range(5):  # the thread's first message, then its replies
+            self.outbox.deliver_due()
+
+    def close(self) -> None:
+        self.actions.close()
+        self.engine.store.close()
+
+
+def test_an_approval_is_asked_once_decided_once_and_survives_restarts(
+        tmp_path: Path, slack: SlackServer, socket_server: SocketModeServer, moto: Any) -> None:
+    slack.socket_url = socket_server.url
+    socket_server.reset()
+    config = approval_project(tmp_path, slack, moto)
+    create_task(moto)
+    fail()
+    first = Watchdog(config, socket_server)
+    first.evaluate()
+    first.evaluate()  # still waiting: asked once
+    assert moto.calls("StartReplicationTask") == []
+    asks = [p.body for p in slack.calls("chat.postMessage") if button_ids(p.body.get("blocks", []))]
+    assert len(asks) == 1 and button_ids(asks[0]["blocks"]) == [actions.APPROVE, actions.DECLINE]
+    assert "APPROVAL NEEDED" in asks[0]["text"] and asks[0]["thread_ts"]
+    episode = asks[0]["blocks"][-1]["elements"][0]["value"]
+    first.close()  # watchdog restarts while the question is open
+
+    second = Watchdog(config, socket_server)
+    message_ts = next(ts for (_, ts), body in slack.messages.items() if button_ids(body.get("blocks", [])))
+    envelope = socket_server.click(user="U0STRANGER", action_id=actions.APPROVE, value=episode, channel=CHANNEL,
+                                   message_ts=message_ts)
+    socket_server.wait_ack(envelope)
+    wait_for(lambda: slack.calls("chat.postEphemeral"), "the refusal")
+    assert second.engine.store.approval(episode)["decision"] is None
+    envelope = socket_server.click(user="U0LEAD", action_id=actions.APPROVE, value=episode, channel=CHANNEL,
+                                   message_ts=message_ts)
+    socket_server.wait_ack(envelope)
+    wait_for(lambda: second.engine.store.approval(episode)["decision"] == "approved", "the approval")
+    update = wait_for(lambda: slack.calls("chat.update"), "the message update")[-1].body
+    assert not button_ids(update["blocks"]) and "Approved by <@U0LEAD>" in str(update["blocks"])
+    envelope = socket_server.click(user="U0LEAD", action_id=actions.DECLINE, value=episode, channel=CHANNEL,
+                                   message_ts=message_ts)  # too late: the first decision counts
+    socket_server.wait_ack(envelope)
+    wait_for(lambda: any("Already decided: approved" in c.body["text"] for c in slack.calls("chat.postEphemeral")),
+             "the stale-click answer")
+    assert second.engine.store.approval(episode)["decision"] == "approved"
+    second.close()  # and restarts again before the remediation acted on it
+
+    third = Watchdog(config, socket_server)
+    try:
+        third.evaluate()
+        assert moto.calls("StartReplicationTask") == ["StartReplicationTask"]
+        audit = [a["action"] for a in third.engine.store.audit("fix-dms")]
+        assert "remediation approved" in audit
+        assert any(a.startswith("action: restart issued") and "approved by Slack user U0LEAD" in a for a in audit)
+    finally:
+        third.close()

@@ -84,16 +84,30 @@ class StoreJournal:
         notification = audit = None
         if step is not None:
             audit = (f"{step.kind}: {step.text}", dict(step.detail))
-            muted = step.kind == "note" or not rule.notify.enabled or any(s.covers(rule.name, group, now) for s in self.store.silences(now))
+            # A question for a person (an approval) is asked even while the rule is silenced.
+            muted = step.kind == "note" or not rule.notify.enabled or (step.kind != "approval" and any(
+                s.covers(rule.name, group, now) for s in self.store.silences(now)))
             if not muted:
                 since = from_text(record.get("since"))
                 payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, since, step.detail)
+                payload["actions"] = False  # a step is no alert: no Acknowledge or Silence buttons
+                if step.kind == "approval":
+                    payload["approval"] = True  # the Slack notifier adds Approve and Decline
                 notification = (step.kind, str(record.get("episode", "")), payload)
             log(logger, logging.INFO, "remediation step", rule=rule.name, group=group, step=step.kind, text=step.text,
                 muted=muted or None)
-        self.store.record_step(rule.name, group, record, now, notification, audit)
+        self.store.record_step(rule.name, group, record, now, notification, audit,
+                               approval=step is not None and step.kind == "approval")
         if notification is not None:
             self.on_notify()
+
+    def decision(self, rule: Rule, episode: str) -> tuple[str, str] | None:
+        approval = self.store.approval(episode) if episode else None
+        if approval is None:
+            return None
+        if approval["decision"] is None:
+            return ("waiting", "")
+        return (str(approval["decision"]), f"Slack user {approval['by']}")
 
 
 class Engine:

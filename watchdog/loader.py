@@ -98,6 +98,20 @@ def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type:
     return problems
 
 
+def _check_approvals(doc: yamlfile.Document, data: Mapping[str, Any], config: Config) -> list[Problem]:
+    """``approve: true`` needs someone to ask: Socket Mode, approvers, and notifications on."""
+    slack = config.slack
+    if slack is None or not slack.app_token or not slack.token:
+        return [Problem.at(doc, ("approve",), f"approve: true needs Slack buttons: set slack.token and slack.app_token "
+                                              f"in {config.path} (see the README, Buttons)")]
+    if not slack.actions.approvers:
+        return [Problem.at(doc, ("approve",), f"approve: true needs someone who may approve: set "
+                                              f"slack.actions.approvers in {config.path}")]
+    if data.get("notify") in ([], False):
+        return [Problem.at(doc, ("approve",), "approve: true asks in Slack; it cannot be combined with notify: []")]
+    return []
+
+
 def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config: Config | None,
                environ: Mapping[str, str]) -> tuple[Rule | None, list[Problem]]:
     """Validate one parsed rule file (read from ``path``) and build its Rule (None when it has problems)."""
@@ -115,6 +129,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         problems += _check_message(doc, data["message"], rule_type.message_fields | COMMON_MESSAGE_FIELDS)
     if rule_type is not None and config is not None:
         problems += _check_sources(doc, data, rule_type.source_type, config)
+        if data.get("approve") is True:
+            problems += _check_approvals(doc, data, config)
     if problems or rule_type is None:
         return None, problems
     try:

@@ -493,10 +493,12 @@ class StateStore:
         return {r["task"]: json.loads(r["record"]) for r in rows}
 
     def record_step(self, rule: str, task: str, record: Mapping[str, Any], now: datetime,
-                    notification: tuple[str, str, Mapping[str, Any]] | None, audit: tuple[str, Mapping[str, Any]] | None) -> None:
+                    notification: tuple[str, str, Mapping[str, Any]] | None, audit: tuple[str, Mapping[str, Any]] | None,
+                    *, approval: bool = False) -> None:
         """Save a remediation record with the notification and audit row of its step, atomically.
 
-        ``notification`` is (kind, episode, payload); ``audit`` is (action, detail).
+        ``notification`` is (kind, episode, payload); ``audit`` is (action, detail);
+        ``approval`` opens an approval request for the record's episode.
         """
         at = to_text(now)
         with self.transaction() as db:
@@ -509,6 +511,10 @@ class StateStore:
             if audit is not None:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
                            (at, rule, task, audit[0], _json(audit[1])))
+            if approval and record.get("episode"):
+                payload = notification[2] if notification is not None else {}
+                db.execute("insert or ignore into approvals (episode, rule, task, requested, payload) values (?, ?, ?, ?, ?)",
+                           (record["episode"], rule, task, at, _json(payload)))
 
     # --- audit and retention ----------------------------------------------------------
 

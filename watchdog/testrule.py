@@ -125,6 +125,9 @@ class MemoryJournal:
         if step is not None:
             self.steps.append((group, dict(record), step))
 
+    def decision(self, rule: Rule, episode: str) -> tuple[str, str] | None:
+        return None  # a replay never asks anyone: it shows the approval it would request
+
 
 # --- search rules: the values at every tick ------------------------------------------------------------------
 

@@ -108,7 +108,7 @@ class Outbox:
                 continue
             admitted[item.episode] = admitted.get(item.episode, 0) + 1
             key = (self.notifier.destination(item.payload), str(thread["ts"]) if thread and "ts" in thread else "")
-            if not self.notifier.groups:
+            if not self.notifier.groups or item.payload.get("approval"):  # an approval keeps its own buttons
                 key = (key[0], f"{key[1]}#{item.id}")
             groups.setdefault(key, Message(key, thread)).items.append(item)
         wait = self.notifier.group_wait

@@ -39,7 +39,8 @@ def render_template(template: str, fields: Mapping[str, Any], escape: Callable[[
                             escape=escape)
 
 
-STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved": "REMEDIATED"}
+STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved": "REMEDIATED",
+              "approval": "APPROVAL NEEDED"}
 
 
 def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at: datetime,

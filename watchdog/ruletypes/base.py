@@ -76,7 +76,14 @@ class Journal(Protocol):
         """The saved records of ``rule``, by group."""
 
     def record(self, rule: Rule, group: str, record: Mapping[str, Any], step: Step | None) -> None:
-        """Save ``record`` and, in the same transaction, ``step``'s notification and audit row."""
+        """Save ``record`` and, in the same transaction, ``step``'s notification and audit row.
+
+        A step of kind ``approval`` also opens an approval request for the
+        record's episode (answered with ``decision``).
+        """
+
+    def decision(self, rule: Rule, episode: str) -> tuple[str, str] | None:
+        """The approval of ``episode``: None if never asked, else (``waiting``, "") or (``approved``/``declined``, who)."""
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ class DmsRemediateOptions:
     restart: RestartPolicy
     refresh: Refresh | None
     dry_run: bool = False
+    approve: bool = False  # a person approves each remediation episode in Slack before any restart
     tables: TableReload = TableReload()
     verify: Verify = Verify()
 
@@ -152,6 +153,11 @@ class DmsRemediateOptions:
                                                     "mode (target tables may be dropped or truncated); set "
                                                     "'allow_destructive: true' under 'restart' to allow it, or use "
                                                     "resume-processing")
+        approve = bool(data.get("approve", False))
+        if restart.destructive and not approve and not data.get("dry_run", False):
+            raise OptionsError(("restart", "type"), f"restart type '{restart.type}' is destructive: a person must approve "
+                                                    "it in Slack first; add 'approve: true' (needs slack.app_token and "
+                                                    "slack.actions.approvers in the config), or use resume-processing")
         raw_tables = data.get("tables", {})
         tables = TableReload(enabled=bool(raw_tables.get("reload", True)),
                              wait_reloaded=opt.duration(raw_tables, "wait_reloaded", DEFAULT_WAIT_RELOADED))
@@ -181,5 +187,5 @@ class DmsRemediateOptions:
                 timeout=opt.duration(raw, "timeout", DEFAULT_REFRESH_TIMEOUT),
             )
         return cls(source=data["source"], tasks=tuple(data["tasks"]) if "tasks" in data else None,
-                   restart=restart, refresh=refresh, dry_run=bool(data.get("dry_run", False)), tables=tables,
-                   verify=verify)
+                   restart=restart, refresh=refresh, dry_run=bool(data.get("dry_run", False)), approve=approve,
+                   tables=tables, verify=verify)

@@ -6,6 +6,8 @@ Per task, a state machine kept in the journal (the state store):
                  |                     |  timeout/fails again: next attempt, within the budget
                  +--budget spent-------+--> gave_up (alert; no more restarts until it runs again)
     refreshing --SQL or command fails--> refresh_failed (reported once, not retried)
+    (approve: true) failure seen --> awaiting_approval --approved in Slack--> restarting ...
+                                                      +--declined--> declined (no restarts until it runs again)
     idle --running, some tables in error--> reloading (ReloadTables for those tables alone) --out of error--> refreshing
     refreshing --done--> verifying (healed_when.fresh: the freshness rule, run after the refresh, has no alert) --> idle
                                    +--not fresh within healed_when.within--> stale (reported once; closes when fresh)
@@ -166,7 +168,13 @@ class Run:
                 self.healthy(task, record, f"task {name} is running again")
             elif failed:
                 self.failure(task, record)
-        elif state in ("gave_up", "planned", "missing"):
+        elif state == "awaiting_approval":
+            if failed:
+                self.failure(task, record)
+            elif status == "running" and self.unsettled(task, record) == []:
+                self.close(name, record, f"task {name} is running again with no table in error; the approval is no "
+                                         "longer needed and nothing was done")
+        elif state in ("gave_up", "planned", "missing", "declined"):
             if status == "running" and self.unsettled(task, record) == []:
                 self.close(name, record, f"task {name} is running again with no table in error; nothing more to do")
         elif state == "refresh_failed":
@@ -214,12 +222,19 @@ class Run:
                       f"gave up: {len(attempts)} restart(s) within {format_duration(restart.within)} did not keep {name} "
                       "running; no more restarts until it runs again. Look at it by hand.", Severity.CRITICAL, task=name)
             return
+        approved_by = ""
+        if self.options.approve:
+            decision = self.journal.decision(self.rule, str(record.get("episode", "")))
+            if decision is None or decision[0] != "approved":
+                self.await_approval(task, record, attempts, decision)
+                return
+            approved_by = f"; approved by {decision[1]}"
         attempts.append(to_text(self.now()))
         # The intent goes to the journal before the call: a crash during the call is reconciled, never forgotten.
         intent = {"type": restart.type, "at": to_text(self.now()), "start_date": start_date(task), "attempt": n}
         record = {**record, "state": "restarting", "attempts": attempts, "intent": intent}
         why = (" (destructive: it re-applies the table-preparation mode; allowed by allow_destructive)"
-               if restart.destructive else "")
+               if restart.destructive else "") + approved_by
         self.save(name, record, "note", f"intent: restart {name} with {restart.type} (attempt {n} of {restart.max_attempts})"
                   + why, task=name, start_date=intent["start_date"])
         try:
@@ -243,6 +258,24 @@ class Run:
                   f"the task is {task.get('Status')}{why}; waiting up to {format_duration(restart.wait_running)} for running",
                   task=name, type=restart.type)
         self.poll(arn, name, record)
+
+    def await_approval(self, task: Mapping[str, Any], record: dict[str, Any], attempts: list[str],
+                       decision: tuple[str, str] | None) -> None:
+        """``approve: true``: ask once per episode, wait while nobody decided, stop when declined."""
+        name, restart = identifier(task), self.options.restart
+        if decision is None:
+            n = len(attempts) + 1
+            destructive = " (destructive: it re-applies the table-preparation mode)" if restart.destructive else ""
+            self.save(name, {**record, "state": "awaiting_approval", "attempts": attempts}, "approval",
+                      f"approval needed: restart {name} with {restart.type}{destructive} (attempt {n} of "
+                      f"{restart.max_attempts}){self.refresh_plan()}. Nothing is done until someone approves.",
+                      Severity.CRITICAL, task=name, type=restart.type)
+        elif decision[0] == "declined":
+            self.save(name, {**record, "state": "declined", "attempts": attempts}, "action",
+                      f"declined by {decision[1]}: not restarting {name}; nothing more for this failure until the task "
+                      "runs again", Severity.CRITICAL, task=name)
+        elif record.get("state") != "awaiting_approval":
+            self.save(name, {**record, "state": "awaiting_approval", "attempts": attempts})
 
     @staticmethod
     def issued(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -284,7 +284,11 @@ class Loop:
         if self.config.metrics_listen:
             from watchdog.metrics import MetricsServer
 
-            metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth, self.health)
+            try:
+                metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth,
+                                        self.health)
+            except (OSError, ValueError) as exc:  # alerting matters more than its metrics: run without them
+                log(logger, logging.ERROR, "cannot serve metrics", listen=self.config.metrics_listen, error=str(exc))
         self.delivery.start()
         self.systemd.ready(self.status_text())
         last_check = last_status = time.monotonic()

@@ -30,6 +30,7 @@ from watchdog.times import from_text, utcnow
 
 logger = logging.getLogger("watchdog.engine")
 
+GUARD_RETRY = timedelta(minutes=1)  # when a rule's schedule or evaluation fails unexpectedly
 SELF_RULE = "(watchdog)"  # not a valid rule name, so it never collides with one
 # How long past the expected completion of an evaluation (planned start + rule timeout) before watchdog is unhealthy.
 HEALTH_GRACE_SECONDS = 60.0
@@ -171,16 +172,31 @@ class Engine:
         new = {r.name: r for r in rules if r.enabled}
         removed = [name for name in self.rules if name not in new]
         for name in removed:
-            self._resolve_removed(self.rules[name], now)
+            try:
+                self._resolve_removed(self.rules[name], now)
+            except Exception:  # its alerts stay as they are; the other rules carry on
+                logger.error("cannot resolve the alerts of a removed rule", exc_info=True,
+                             extra={"fields": {"rule": name}})
             self.next_run.pop(name, None)
         for name, rule in new.items():
             old = self.rules.get(name)
             if old is None or old.schedule != rule.schedule or name not in self.next_run:
                 stored = records[name].next_run if name in records else None
-                self.next_run[name] = schedule.first_run(self._phase_key(rule), rule.schedule, now, stored)
+                self.next_run[name] = self._planned(
+                    rule, now, lambda rule=rule, stored=stored: schedule.first_run(  # type: ignore[misc]
+                        self._phase_key(rule), rule.schedule, now, stored))
         self.rules = new
         self.expected_by = None
         return removed
+
+    def _planned(self, rule: Rule, now: datetime, plan: Callable[[], datetime]) -> datetime:
+        """``plan()``, or a retry in a minute when it fails: a schedule that cannot be computed never stops the loop."""
+        try:
+            return plan()
+        except Exception:
+            logger.error("cannot compute the next run; retrying in a minute", exc_info=True,
+                         extra={"fields": {"rule": rule.name}})
+            return now + GUARD_RETRY
 
     def _phase_key(self, rule: Rule) -> str:
         """What a rule's schedule jitter derives from.
@@ -219,22 +235,34 @@ class Engine:
         active = self.store.groups()
         records = self.store.rule_records()
         for (_, source_name), batch in batches.items():
-            rule_type = self.rule_types[batch[0].type]
-            ctx = EvalContext(
-                now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
-                observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
-                          for r in batch},
-                journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None,
-                rules=self.view if rule_type.acts else None)
-            planned = {r.name: self.next_run[r.name] for r in batch}
-            self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
+            try:
+                self._dispatch_batch(source_name, batch, active, records, now)
+            except Exception as exc:  # each rule of the batch is in error; the other batches go out
+                logger.error("cannot dispatch an evaluation", exc_info=True,
+                             extra={"fields": {"rules": ",".join(r.name for r in batch)}})
+                for rule in batch:
+                    self.next_run[rule.name] = now + GUARD_RETRY
+                    self._apply_guarded(rule, exc, now, now, 0.0)
 
-            def work(rule_type: type[RuleType] = rule_type, batch: list[Rule] = batch, source_name: str = source_name,
-                     ctx: EvalContext = ctx) -> Mapping[str, Any]:
-                return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
+    def _dispatch_batch(self, source_name: str, batch: list[Rule], active: Mapping[str, Any],
+                        records: Mapping[str, Any], now: datetime) -> None:
+        """Hand one batch to the runner."""
+        rule_type = self.rule_types[batch[0].type]
+        ctx = EvalContext(
+            now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
+            observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
+                      for r in batch},
+            journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None,
+            rules=self.view if rule_type.acts else None)
+        planned = {r.name: self.next_run[r.name] for r in batch}
+        self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
 
-            self._quiet_until = None
-            self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
+        def work(rule_type: type[RuleType] = rule_type, batch: list[Rule] = batch, source_name: str = source_name,
+                 ctx: EvalContext = ctx) -> Mapping[str, Any]:
+            return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
+
+        self._quiet_until = None
+        self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
 
     def view(self, name: str) -> RuleView | None:
         """Another rule's state as an acting rule may see it (None: no such rule)."""
@@ -273,9 +301,12 @@ class Engine:
             elif not isinstance(result, BaseException):
                 answered.add(rule.source)
             # A clock set back while this ran would otherwise put its next run a whole step away.
-            following = schedule.following_run(self._phase_key(rule), rule.schedule, planned[name], now)
+            following = self._planned(rule, now, lambda rule=rule, name=name: schedule.following_run(  # type: ignore[misc]
+                self._phase_key(rule), rule.schedule, planned[name], now))
             self.next_run[name] = schedule.clamp(rule.schedule, following, now)
-            out.append(self._apply(rule, result, ran_at, now, finished.duration))
+            applied = self._apply_guarded(rule, result, ran_at, now, finished.duration)
+            if applied is not None:
+                out.append(applied)
         self._note_sources(silent, answered - set(silent))
         return out
 
@@ -292,6 +323,25 @@ class Engine:
             for source in set(before) - set(self.source_problems):
                 log(logger, logging.INFO, "source answers again", source=source)
             self._report_self()
+
+    def _apply_guarded(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
+                       duration: float) -> Applied | None:
+        """``_apply``, where an unexpected exception (a bug in a rule type or in rendering) puts the rule in error.
+
+        Returns None only when even recording the error fails (the state store is broken).
+        """
+        try:
+            return self._apply(rule, result, ran_at, now, duration)
+        except Exception as exc:
+            logger.error("cannot apply an evaluation; the rule is in error", exc_info=True,
+                         extra={"fields": {"rule": rule.name}})
+            if isinstance(result, BaseException):
+                return None  # the error itself could not be recorded
+            try:
+                return self._apply(rule, RuleError(f"internal error: {_describe_error(exc)}"), ran_at, now, duration)
+            except Exception:
+                logger.error("cannot record a rule error", exc_info=True, extra={"fields": {"rule": rule.name}})
+                return None
 
     def _apply(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
                duration: float) -> Applied:
@@ -394,7 +444,7 @@ class Engine:
         findings += tuple(Finding(group=f"source {s}", value=None, severity=Severity.CRITICAL,
                                   summary=f"source {s} does not answer; its rules cannot be evaluated: {m}")
                           for s, m in self.source_problems.items())
-        self._apply(rule, Evaluation(findings=findings), now, now, 0.0)
+        self._apply_guarded(rule, Evaluation(findings=findings), now, now, 0.0)
 
     # --- driving ------------------------------------------------------------------------
 

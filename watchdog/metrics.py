@@ -9,14 +9,29 @@ watchdog ping).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+from watchdog.listen import parse_listen
+
+# One thread serves every connection: a request is read without blocking and answered
+# once complete, so idle or slow clients cost a file descriptor, never a thread (the
+# unit's TasksMax), and never delay a scrape. Beyond MAX_CONNECTIONS the oldest is dropped.
+MAX_CONNECTIONS = 64
+CONNECTION_TIMEOUT_SECONDS = 5.0
+MAX_REQUEST_BYTES = 8192
+SEND_TIMEOUT_SECONDS = 2.0
 
 
 class EngineCollector:
@@ -34,51 +49,138 @@ class EngineCollector:
         lags = list(stats.lags)
         yield SummaryMetricFamily("watchdog_scheduling_lag_seconds", "Actual minus planned start of evaluations (recent)",
                                   count_value=len(lags), sum_value=sum(lags))
-        socket = getattr(self.engine, "socket", None)
-        if socket is not None:
-            yield GaugeMetricFamily("watchdog_slack_socket_connected", "Whether the Slack Socket Mode connection is up",
-                                    value=int(socket.connected))
-            yield CounterMetricFamily("watchdog_slack_socket_reconnects", "Socket Mode connections made", value=socket.reconnects)
         durations = list(stats.durations)
         yield SummaryMetricFamily("watchdog_evaluation_seconds", "Wall time of evaluation batches (recent)",
                                   count_value=len(durations), sum_value=sum(durations))
 
 
+@dataclass
+class _Connection:
+    sock: socket.socket
+    opened: float
+    data: bytearray = field(default_factory=bytearray)
+
+
 class MetricsServer:
-    """Serves /metrics and /healthz on ``listen`` (host:port) in a daemon thread."""
+    """Serves /metrics and /healthz on ``listen`` (host:port) from one daemon thread.
 
-    def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], health: Callable[[], tuple[bool, str]]):
-        host, _, port = listen.rpartition(":")
-        registry = CollectorRegistry()
-        registry.register(EngineCollector(engine, outbox_depth))
+    Each connection has ``connection_timeout`` seconds to send its request
+    line and headers (at most MAX_REQUEST_BYTES); then it gets one answer
+    (HTTP/1.0, closed after it) or is closed.
+    """
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/metrics":
-                    body, status, kind = generate_latest(registry), 200, "text/plain; version=0.0.4; charset=utf-8"
-                elif self.path.split("?")[0] == "/healthz":
-                    healthy, why = health()
-                    body = f"{'ok' if healthy else 'stalled'}: {why}\n".encode()
-                    status, kind = (200 if healthy else 503), "text/plain"
-                else:
-                    body, status, kind = b"not found\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+    def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], health: Callable[[], tuple[bool, str]],
+                 *, connection_timeout: float = CONNECTION_TIMEOUT_SECONDS):
+        """Start serving; raises ValueError for an address that does not parse, OSError when it cannot be bound."""
+        address = parse_listen(listen)
+        self.registry = CollectorRegistry()
+        self.registry.register(EngineCollector(engine, outbox_depth))
+        self.health = health
+        self.connection_timeout = connection_timeout
+        self.listener = socket.socket(address.family, socket.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((address.host, address.port))
+            self.listener.listen(64)
+            self.listener.setblocking(False)
+        except OSError:
+            self.listener.close()
+            raise
+        self.port = int(self.listener.getsockname()[1])
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.connections: dict[socket.socket, _Connection] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
         self.thread.start()
 
+    def answer(self, request_line: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request line such as ``GET /metrics HTTP/1.1``."""
+        parts = request_line.split()
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        path = parts[1].split("?")[0]
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
+        if path == "/healthz":
+            healthy, why = self.health()
+            return (200 if healthy else 503), "text/plain", f"{'ok' if healthy else 'stalled'}: {why}\n".encode()
+        return 404, "text/plain", b"not found\n"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._turn()
+            except Exception:  # never let the listener's thread end; say why and go on
+                logging.getLogger("watchdog.metrics").error("metrics listener error", exc_info=True)
+                time.sleep(0.5)
+        for conn in list(self.connections.values()):
+            self._close(conn)
+        self.selector.close()
+        self.listener.close()
+
+    def _turn(self) -> None:
+        for key, _ in self.selector.select(timeout=0.5):
+            if key.fileobj is self.listener:
+                self._accept()
+            else:
+                conn = self.connections.get(key.fileobj)  # type: ignore[call-overload]
+                if conn is not None:  # not dropped earlier in this turn
+                    self._read(conn)
+        deadline = time.monotonic() - self.connection_timeout
+        for conn in [c for c in self.connections.values() if c.opened < deadline]:
+            self._close(conn)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:  # the client gave up already
+            return
+        sock.setblocking(False)
+        if len(self.connections) >= MAX_CONNECTIONS:
+            self._close(min(self.connections.values(), key=lambda c: c.opened))
+        conn = _Connection(sock, time.monotonic())
+        self.connections[sock] = conn
+        self.selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self, conn: _Connection) -> None:
+        try:
+            chunk = conn.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(conn)
+            return
+        conn.data += chunk
+        if b"\r\n\r\n" not in conn.data and b"\n\n" not in conn.data:
+            if len(conn.data) > MAX_REQUEST_BYTES:
+                self._close(conn)
+            return
+        request_line = bytes(conn.data.split(b"\n", 1)[0]).decode("latin-1").strip()
+        try:
+            status, kind, body = self.answer(request_line)
+        except Exception as exc:  # a collector that fails: say so, keep serving
+            status, kind, body = 500, "text/plain", f"error: {type(exc).__name__}\n".encode()
+        head = (f"HTTP/1.0 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            conn.sock.settimeout(SEND_TIMEOUT_SECONDS)  # answers are small: a client that does not read is dropped
+            conn.sock.sendall(head + (b"" if request_line.startswith("HEAD") else body))
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _close(self, conn: _Connection) -> None:
+        self.connections.pop(conn.sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(conn.sock)
+        conn.sock.close()
+
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stopping.set()
+        self.thread.join(5)
 
 
 class Heartbeat:

@@ -8,6 +8,8 @@ from typing import Any
 
 from watchdog.yamlfile import Document, Path, YamlError
 
+MAX_MESSAGE = 500
+
 
 def display_path(path: str) -> str:
     """``path`` relative to the working directory when it lies below it, else as given."""
@@ -37,6 +39,13 @@ class Problem:
     column: int
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # A message quotes values from the file; a megabyte-long key or name must not make a megabyte-long log line.
+        if len(self.message) > MAX_MESSAGE:
+            object.__setattr__(self, "message", self.message[: MAX_MESSAGE - 3] + "...")
+        if len(self.path) > MAX_MESSAGE:
+            object.__setattr__(self, "path", self.path[: MAX_MESSAGE - 3] + "...")
 
     @classmethod
     def at(cls, doc: Document, path: Path, message: str, *, key: bool = False) -> Problem:

@@ -75,6 +75,12 @@ KEYWORDS = {
 _Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, KEYWORDS)  # type: ignore[no-untyped-call]
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short: a message quotes a value, it does not repeat a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema file ``name`` (e.g. ``rule.schema.json``)."""
@@ -206,22 +212,22 @@ class _Explainer:
                     yield Problem.at(self.doc, path, f"missing required key '{key}'")
             return
         if "x-error" in schema and error.validator not in ("type", *KEYWORDS):
-            yield Problem.at(self.doc, path, schema["x-error"].replace("{value}", repr(value)))
+            yield Problem.at(self.doc, path, schema["x-error"].replace("{value}", _shown(value)))
             return
         if error.validator == "type":
             expected: Any = error.validator_value
             names = [expected] if isinstance(expected, str) else list(expected)
             wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-            message = f"must be {wanted}, not {_python_type_name(value)} ({value!r})"
+            message = f"must be {wanted}, not {_python_type_name(value)} ({_shown(value)})"
         elif error.validator == "enum":
             options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
             close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            message = f"{value!r} is not one of: {', '.join(options)}{hint}"
+            message = f"{_shown(value)} is not one of: {', '.join(options)}{hint}"
         elif error.validator == "const":
             message = f"must be {error.validator_value!r}"
         elif error.validator == "pattern":
-            message = f"{value!r} does not match {error.validator_value}"
+            message = f"{_shown(value)} does not match {error.validator_value}"
         else:
             message = error.message
         yield Problem.at(self.doc, path, message)

@@ -71,7 +71,7 @@ def test_idle_connections_cannot_exhaust_the_metrics_listener(store: StateStore)
     engine = Engine([], store, OneSource(ScriptedSource()), rule_types=TYPES)
     port = free_port()
     before = threading.active_count()
-    server = MetricsServer(f"127.0.0.1:{port}", engine, store.outbox_depth, time.monotonic, connection_timeout=0.5)
+    server = MetricsServer(f"127.0.0.1:{port}", engine, store.outbox_depth, lambda: (True, "test"), connection_timeout=0.5)
     try:
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]  # never send a byte
         idle.append(socket.create_connection(("127.0.0.1", port)))
@@ -97,7 +97,7 @@ def test_metrics_listen_on_ipv6_loopback(store: StateStore) -> None:
     with socket.socket(socket.AF_INET6) as probe:
         probe.bind(("::1", 0))
         port = probe.getsockname()[1]
-    server = MetricsServer(f"[::1]:{port}", engine, store.outbox_depth, time.monotonic)
+    server = MetricsServer(f"[::1]:{port}", engine, store.outbox_depth, lambda: (True, "test"))
     try:
         with urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=5) as answer:
             assert answer.status == 200

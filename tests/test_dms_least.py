@@ -6,6 +6,7 @@ Against the moto server extended with DescribeTableStatistics and ReloadTables, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,15 @@ import pytest
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
+from tests.servers.slack_api import SlackServer
 from tests.test_crash import daemon, journal, kill, wait_for
+from tests.test_hostile import assert_inert
 from tests.test_crash import steps as crash_steps
+from watchdog.config import load_config
 from watchdog.lifecycle import State
 from watchdog.loader import load_rules
+from watchdog.notify.outbox import Outbox
+from watchdog.notify.slack import SlackNotifier
 from watchdog.state import StateStore
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
@@ -391,3 +397,29 @@ def test_kill_during_the_reload_call_reloads_once(tmp_path: Path, moto: MotoDms,
     assert count(warehouse, "loads") == 1
     texts = [text for kind, text in crash_steps(state) if kind == "action"]
     assert "watchdog stopped during the call and AWS shows the tables reloading or loaded" in texts[0]
+
+
+def test_hostile_table_names_reach_slack_as_text(tmp_path: Path, moto: MotoDms, warehouse: str, slack: SlackServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
+    create_task(moto)
+    moto_dms.set_tables(TASK, [{"SchemaName": "<!channel>", "TableName": "*x* <https://evil.example|click> ```",
+                                "TableState": "Table error"}])
+    write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
+          warehouse: {{type: postgres, dsn: "{warehouse}"}}
+        slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}
+        """, {"fix-dms": remediate(), "dms-tables": TABLES_RULE})
+    config = load_config(str(tmp_path / "watchdog.yaml"))
+    engine = engine_for(config, Clock(NOW))
+    evaluate_now(engine)
+    assert config.slack is not None
+    Outbox(engine.store, SlackNotifier(config.slack), clock=engine.clock, quiet_until=engine.quiet_until).deliver_due()
+    posts = slack.calls("chat.postMessage")
+    assert posts and any("evil.example" in json.dumps(p.body) for p in posts)
+    for post in posts:
+        assert_inert(post.body)
+    assert [r["tables"] for r in moto_dms.reloads] == [[("<!channel>", "*x* <https://evil.example|click> ```")]]

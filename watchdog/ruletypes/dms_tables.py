@@ -6,8 +6,9 @@ validation finds rows that differ. This module turns one task's table
 statistics into findings, one per table, grouped ``task/schema.table``.
 
 Everything in an AWS answer is untrusted data: names and states are cut to a
-bounded length and stripped of control characters here; escaping for Slack or
-a terminal is the sink's job, never this module's.
+bounded length and stripped of control characters here (cut by
+``escape.cut``); escaping for Slack, logs or a terminal is the sink's job
+(``watchdog.escape``), never this module's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from watchdog import escape
 from watchdog.rule import Severity
 from watchdog.ruletypes.base import Finding
 
@@ -35,8 +37,7 @@ def clean(value: Any, limit: int = MAX_TEXT) -> str:
     """``value`` as one line of plain text at most ``limit`` characters (control and format characters dropped)."""
     text = "".join(" " if ch in "\r\n\t" else ch for ch in str(value if value is not None else ""))
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return escape.cut(" ".join(text.split()), limit)  # cut on a character boundary, never inside a combining sequence
 
 
 def count(row: Mapping[str, Any], key: str) -> int:

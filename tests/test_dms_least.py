@@ -373,7 +373,7 @@ def test_reload_intent_whose_call_reached_aws_is_not_repeated(tmp_path: Path, mo
     evaluate_now(engine)
     assert moto_dms.reloads == []  # AWS had the call: never a second reload
     texts = [t for k, t in steps(store) if k == "action"]
-    assert "watchdog stopped during the call and AWS shows the tables reloading or loaded" in texts[0]
+    assert "its outcome was unknown, and AWS shows the tables reloading or loaded, so it took effect" in texts[0]
     assert steps(store)[-1][0] == "resolved" and count(warehouse, "loads") == 1
 
 
@@ -396,7 +396,7 @@ def test_kill_during_the_reload_call_reloads_once(tmp_path: Path, moto: MotoDms,
     assert len(moto_dms.reloads) == 1 and moto.calls("StartReplicationTask") == []
     assert count(warehouse, "loads") == 1
     texts = [text for kind, text in crash_steps(state) if kind == "action"]
-    assert "watchdog stopped during the call and AWS shows the tables reloading or loaded" in texts[0]
+    assert "its outcome was unknown, and AWS shows the tables reloading or loaded, so it took effect" in texts[0]
 
 
 def test_hostile_table_names_reach_slack_as_text(tmp_path: Path, moto: MotoDms, warehouse: str, slack: SlackServer,
@@ -423,3 +423,30 @@ def test_hostile_table_names_reach_slack_as_text(tmp_path: Path, moto: MotoDms, 
     for post in posts:
         assert_inert(post.body)
     assert [r["tables"] for r in moto_dms.reloads] == [[("<!channel>", "*x* <https://evil.example|click> ```")]]
+
+
+def test_an_unanswered_reload_is_tried_once_then_reconciled(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    config = write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}", timeout: 1s}}
+          warehouse: {{type: postgres, dsn: "{warehouse}"}}
+        """, {"fix-dms": remediate()})
+    moto.delays["ReloadTables"] = 2.5  # longer than the read timeout; AWS still carries the call out
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    evaluate_now(engine)
+    assert moto.calls("ReloadTables") == ["ReloadTables"]  # tried once: no botocore retry
+    moto.delays.clear()
+    wait_for(lambda: moto_dms.reloads, what="AWS to finish the call the client gave up on")
+    for minute in (1, 2):
+        clock.now = NOW + timedelta(minutes=minute)
+        evaluate_now(engine)
+    assert moto.calls("ReloadTables") == ["ReloadTables"] and len(moto_dms.reloads) == 1
+    texts = [t for k, t in steps(engine.store) if k == "action"]
+    assert texts[0].startswith("reload call got no answer")
+    assert "its outcome was unknown, and AWS shows the tables reloading or loaded, so it took effect" in texts[1]
+    assert steps(engine.store)[-1][0] == "resolved"

@@ -461,6 +461,11 @@ class Run:
                   task=name)
         try:
             self.source.reload_tables(arn, [(s, t) for s, t in tables])
+        except SourceUnavailable as exc:
+            # No answer: the intent stays open and the next evaluation reads the tables' states (reconcile_reload).
+            self.save(name, record, "action", f"reload call got no answer ({exc}); checking with AWS on the next "
+                      "evaluation whether it took effect", Severity.WARNING, task=name)
+            return
         except RuleError as exc:
             denied = getattr(exc, "code", "") in ("AccessDeniedException", "AccessDenied")
             self.save(name, {**record, "state": "gave_up" if denied else "retry"}, "action",
@@ -519,8 +524,8 @@ class Run:
         record = {**record, "issued": True}
         self.save(name, record, "action",
                   f"reload issued: ReloadTables data-reload for {table_list(wanted)} (attempt {n} of "
-                  f"{restart.max_attempts}; watchdog stopped during the call and AWS shows the tables reloading or "
-                  "loaded); waiting for them to load", task=name, reconciled=True, tables=dms_tables.shown(wanted))
+                  f"{restart.max_attempts}; its outcome was unknown, and AWS shows the tables reloading or loaded, so "
+                  "it took effect); waiting for them to load", task=name, reconciled=True, tables=dms_tables.shown(wanted))
         return record
 
     def healthy(self, task: Mapping[str, Any], record: dict[str, Any], text: str) -> None:

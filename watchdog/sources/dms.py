@@ -156,7 +156,6 @@ class DmsSource:
         task: dict[str, Any] = answer.get("ReplicationTask", {})
         return task
 
-
     def table_statistics(self, arn: str) -> list[dict[str, Any]]:
         """Every table of one task (DescribeTableStatistics, 500 a page); raises DmsError in plain words."""
         rows: list[dict[str, Any]] = []
@@ -175,9 +174,10 @@ class DmsSource:
                 return rows
 
     def reload_tables(self, arn: str, tables: Sequence[tuple[str, str]]) -> None:
-        """ReloadTables (data-reload) for ``(schema, table)`` pairs of a running task; raises DmsError."""
+        """ReloadTables (data-reload) for ``(schema, table)`` pairs of a running task, tried once like a start (an
+        unanswered call may have reached AWS; the journal reconciles it); raises DmsError (DmsUnavailable: unknown)."""
         try:
-            self.client.reload_tables(ReplicationTaskArn=arn, ReloadOption="data-reload",
+            self.start_client.reload_tables(ReplicationTaskArn=arn, ReloadOption="data-reload",
                                       TablesToReload=[{"SchemaName": s, "TableName": t} for s, t in tables])
         except Exception as exc:
             raise explain(exc, "ReloadTables") from None

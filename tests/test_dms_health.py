@@ -321,3 +321,22 @@ def test_long_multiline_failure_message_stays_one_bounded_line(tmp_path: Path, m
     assert "\n" not in state.summary and "\r" not in state.summary
     assert state.summary.startswith(f"task {TASK} is failed (stop reason FATAL_ERROR): Last Error *ODBC* <!here> xxx")
     assert len(state.details["last_failure"]) == 500
+
+
+def test_lag_check_denied_is_reported_per_task_not_silent() -> None:
+    keys = {"region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "y"}
+    dms, cloudwatch = boto3.client("dms", **keys), boto3.client("cloudwatch", **keys)
+    source = DmsSource(DmsConfig(name="aws", region="us-east-1"), client=dms, cloudwatch=cloudwatch)
+    task = {"ReplicationTaskIdentifier": "t1", "ReplicationTaskArn": "arn:aws:dms:us-east-1:1:task:T1", "Status": "running",
+            "MigrationType": "cdc", "ReplicationInstanceArn": "arn:aws:dms:us-east-1:1:rep:R1"}
+    from watchdog.ruletypes.base import EvalContext
+    from watchdog.ruletypes.dms_task import lag_findings
+
+    dms_stub, cw_stub = Stubber(dms), Stubber(cloudwatch)
+    dms_stub.add_response("describe_replication_instances", {"ReplicationInstances": [
+        {"ReplicationInstanceArn": "arn:aws:dms:us-east-1:1:rep:R1", "ReplicationInstanceIdentifier": "ri-1"}]})
+    cw_stub.add_client_error("get_metric_data", service_error_code="AccessDenied", service_message="no")
+    with dms_stub, cw_stub:
+        found, _ = lag_findings([task], LagCheck(), source, EvalContext(now=NOW), set())
+    assert [(f.group, f.value) for f in found] == [("t1/lag", "unknown")]
+    assert found[0].summary.startswith("CDC latency of task t1: could not check: AWS denied cloudwatch:GetMetricData")

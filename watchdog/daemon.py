@@ -6,9 +6,12 @@ finished evaluations, and reloads rules on SIGHUP or when rule files change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,16 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 from watchdog import logfmt, systemd
 from watchdog.config import Config
-from watchdog.engine import Engine
+from watchdog.engine import SELF_RULE, Engine, self_rule
 from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
 from watchdog.notify import build_notifier
+from watchdog.notify.base import Notification, Notifier
 from watchdog.notify.outbox import Outbox
+from watchdog.notify.render import render_step
 from watchdog.problems import Problem
-from watchdog.rule import Rule
+from watchdog.rule import Rule, Severity
 from watchdog.sources import Sources
 from watchdog.state import StateStore
-from watchdog.times import utcnow
+from watchdog.storage import Opened, open_state, storage_fault, write_marker
+from watchdog.storage import describe as describe_storage_error
+from watchdog.times import to_text, utcnow
 
 if TYPE_CHECKING:
     from watchdog.notify.socket_mode import SocketHealth
@@ -43,6 +50,8 @@ FLUSH_SECONDS = 30.0  # ``run --once``: nothing else to do, so wait longer for S
 STABLE_SECONDS = 1.0  # a changed rule file is read once it has not changed for this long
 PRUNE_EVERY = timedelta(hours=1)
 STATUS_EVERY_SECONDS = 30.0
+STORAGE_RETRY_SECONDS = 10.0  # how often a state database that cannot be opened is tried again
+STORAGE_GROUP = "state database"
 SOCKET_ALERT_AFTER = timedelta(minutes=5)  # a Socket Mode outage this long is alerted (reconnects are routine)
 SOCKET_GROUP = "Slack Socket Mode"
 LOOP_STALLED_SECONDS = 120.0  # a loop that has not turned for this long is stalled
@@ -141,20 +150,63 @@ class Delivery(threading.Thread):
         self.wake = threading.Event()
         self.quiet_until: Callable[[], datetime | None] | None = None  # the engine's (see Outbox)
         self.deadline = 0.0  # monotonic: set with ``stop``, when the last flush must end
+        # Messages about the state database itself, which cannot go through the outbox it holds.
+        self.direct: queue.Queue[Notification] = queue.Queue(maxsize=100)
+
+    def storage(self, error: str | None, since: datetime | None) -> None:
+        """Tell the ops channel, directly, that the state database cannot be written (or can be again)."""
+        now = utcnow()
+        if error is not None:
+            kind, severity = "firing", Severity.CRITICAL
+            text = (f"the state database {self.config.state_path} cannot be written: {error}. watchdog keeps "
+                    "evaluating, holds the latest result of each rule in memory and retries at every loop turn; "
+                    "notifications wait until it can write again")
+        else:
+            kind, severity = "resolved", Severity.WARNING
+            text = (f"the state database {self.config.state_path} can be written again (it could not since "
+                    f"{to_text(since)}); the held results are written and waiting notifications go out")
+        payload = render_step(self_rule(self.config.self_monitoring.channel), STORAGE_GROUP, kind, text, severity.value,
+                              now, since, {})
+        with contextlib.suppress(queue.Full):
+            self.direct.put_nowait(Notification(id=0, rule=SELF_RULE, group=STORAGE_GROUP, kind=kind,
+                                                episode=f"storage-{to_text(since)}", payload=payload))
+        self.wake.set()
+
+    def _send_direct(self, notifier: Notifier) -> None:
+        while not self.direct.empty():
+            note = self.direct.get_nowait()
+            result = notifier.send(note, None)
+            log(logger, logging.INFO if result.ok else logging.WARNING, "storage notice sent" if result.ok
+                else "storage notice not sent", kind=note.kind, error=result.error)
 
     def run(self) -> None:
+        notifier = build_notifier(self.config, self.socket)
         store = StateStore(self.config.state_path)
-        outbox = Outbox(store, build_notifier(self.config, self.socket), quiet_until=self.quiet_until)
+        outbox = Outbox(store, notifier, quiet_until=self.quiet_until)
+        failing = ""
         try:
             while not self.stop.is_set():
                 self.wake.clear()
-                outbox.deliver_due(self.stop)
-                due = outbox.wake_at
+                self._send_direct(notifier)
+                try:
+                    outbox.deliver_due(self.stop)
+                    due = outbox.wake_at
+                    failing = ""
+                except sqlite3.Error as exc:  # a full disk: retry, never end the thread (the engine alerts)
+                    if failing != str(exc):
+                        failing = str(exc)
+                        log(logger, logging.ERROR, "outbox cannot be read or written; retrying", error=failing)
+                    due = utcnow() + timedelta(seconds=STORAGE_RETRY_SECONDS)
                 wait = 3600.0 if due is None else max(0.01, (due - utcnow()).total_seconds())
                 self.wake.wait(wait)
-            if not outbox.flush(self.deadline):
-                log(logger, logging.WARNING, "notifications kept in the outbox for the next start",
-                    pending=store.outbox_depth())
+            self._send_direct(notifier)
+            try:
+                if not outbox.flush(self.deadline):
+                    log(logger, logging.WARNING, "notifications kept in the outbox for the next start",
+                        pending=store.outbox_depth())
+            except sqlite3.Error as exc:
+                log(logger, logging.ERROR, "outbox cannot be read or written; notifications kept for the next start",
+                    error=str(exc))
         finally:
             store.close()
 
@@ -165,11 +217,10 @@ def run(config: Config, *, once: bool = False) -> int:
     if not os.path.isdir(config.rules_dir):
         log(logger, logging.ERROR, "rules directory not found", rules_dir=config.rules_dir)
         return 2
-    try:
-        store = StateStore(config.state_path)
-    except Exception as exc:
-        log(logger, logging.ERROR, "cannot open the state database", path=config.state_path, error=str(exc))
+    opened = open_state_until_it_opens(config, once=once)
+    if opened is None:
         return 2
+    store = opened.store
     files = RuleFiles(config)
     rules = files.load()
     sources = Sources(config.sources)
@@ -181,9 +232,11 @@ def run(config: Config, *, once: bool = False) -> int:
     delivery = Delivery(config, threading.Event(),  # halted after the last evaluations are recorded
                         slack_actions.health if slack_actions is not None else None)
     engine = Engine(rules, store, sources, workers=config.workers, timeout=config.rule_timeout,
-                    on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel)
+                    on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel, on_storage=delivery.storage)
     delivery.quiet_until = engine.quiet_until
     engine.report_invalid_files(files.problems)
+    for note in opened.notes:  # a state file moved aside, or history lost: said once, in the ops channel
+        engine.report_problem(STORAGE_GROUP, note)
     log(logger, logging.INFO, "started", rules=len(engine.rules), state=config.state_path, once=once or None)
     try:
         if once:
@@ -201,6 +254,34 @@ def run(config: Config, *, once: bool = False) -> int:
             slack_actions.close()
         sources.close()
         store.close()
+
+
+def open_state_until_it_opens(config: Config, *, once: bool = False) -> Opened | None:
+    """The state store, checked (see ``storage.open_state``).
+
+    When the storage itself fails (a full disk keeps SQLite from creating its
+    WAL, an I/O error), the daemon says so and tries again every
+    STORAGE_RETRY_SECONDS instead of exiting: systemd would only restart it
+    into the same failure. ``run --once`` and a file that cannot be opened at
+    all for another reason (a directory, no permission) exit with None.
+    """
+    said = ""
+    notifier = systemd.Notifier()
+    while True:
+        try:
+            return open_state(config.state_path, utcnow())
+        except (sqlite3.Error, OSError) as exc:
+            error = describe_storage_error(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+            full = storage_fault(exc)
+            if once or not full:
+                log(logger, logging.ERROR, "cannot open the state database", path=config.state_path, error=error)
+                return None
+            if error != said:
+                said = error
+                log(logger, logging.ERROR, "cannot open the state database; retrying", path=config.state_path,
+                    error=error, every=STORAGE_RETRY_SECONDS)
+                notifier.status(f"cannot open the state database: {error}; retrying")
+            time.sleep(STORAGE_RETRY_SECONDS)
 
 
 class Loop:
@@ -252,9 +333,21 @@ class Loop:
         if healthy:
             self.unhealthy = ""
 
+    def write_marker(self) -> None:
+        """Leave the lost-history marker beside the database (see ``storage``); a failure is the engine's to report."""
+        try:
+            write_marker(self.config.state_path, self.store, utcnow())
+        except (OSError, sqlite3.Error) as exc:
+            log(logger, logging.DEBUG, "marker not written", error=str(exc))
+
     def status_text(self) -> str:
-        firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
-        return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
+        if self.engine.storage_error is not None:
+            return f"{len(self.engine.rules)} rules; state database cannot be written: {self.engine.storage_error}"
+        try:
+            firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
+            return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
+        except sqlite3.Error as exc:
+            return f"{len(self.engine.rules)} rules; state database cannot be read: {exc}"
 
     def check_socket(self) -> None:
         """A Slack Socket Mode connection down for long is one of watchdog's own alerts (buttons do nothing meanwhile)."""
@@ -308,9 +401,12 @@ class Loop:
             if self.last_turn - last_status >= STATUS_EVERY_SECONDS:
                 last_status = self.last_turn
                 self.systemd.status(self.status_text())
+                if self.engine.storage_error is None:
+                    self.write_marker()
             if utcnow() - last_prune >= PRUNE_EVERY:
                 last_prune = utcnow()
-                self.store.prune(last_prune)
+                with contextlib.suppress(sqlite3.Error):  # a full disk: pruned next hour (the engine alerts)
+                    self.store.prune(last_prune)
             waits = [self.engine.seconds_until_next(), RELOAD_CHECK_SECONDS]
             settling = self.files.seconds_until_stable()
             if settling is not None:  # a rule file is being written: look again once it may have settled
@@ -324,6 +420,8 @@ class Loop:
 
     def shutdown(self, metrics: Any) -> int:
         self.systemd.stopping()
+        if self.engine.storage_error is None:
+            self.write_marker()
         log(logger, logging.INFO, "stopping", running=len(self.engine.runner.active))
         started = time.monotonic()
         grace = started + STOP_GRACE_SECONDS

@@ -8,6 +8,7 @@ transaction as the new state. The engine never talks to Slack.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import defaultdict, deque
@@ -26,7 +27,8 @@ from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, RuleView, SourceUnavailable, Step
 from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
-from watchdog.times import from_text, utcnow
+from watchdog.storage import describe as describe_storage_error
+from watchdog.times import from_text, to_text, utcnow
 
 logger = logging.getLogger("watchdog.engine")
 
@@ -62,6 +64,13 @@ def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, RuleError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def self_rule(ops_channel: str | None) -> Rule:
+    """The rule watchdog's own problems are alerted under."""
+    return Rule(name=SELF_RULE, type="self", path="", options=None, severity=Severity.WARNING,
+                repeat_every=timedelta(days=1), notify=NotifyTarget(channel=ops_channel),
+                description="watchdog's own problems")
 
 
 def _unanswered(result: object) -> bool:
@@ -116,8 +125,14 @@ class Engine:
                  timeout: timedelta = timedelta(seconds=60), clock: Callable[[], datetime] = utcnow,
                  rule_types: Mapping[str, type[RuleType]] = RULE_TYPES,
                  on_notify: Callable[[], None] | None = None, ops_channel: str | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_storage: Callable[[str | None, datetime | None], None] | None = None):
         self.store = store
+        # Evaluations that could not be written (full disk, failing storage), by rule, oldest first.
+        self.held: dict[str, tuple[Rule, Evaluation | BaseException, datetime, float]] = {}
+        self.storage_error: str | None = None
+        self.storage_since: datetime | None = None
+        self.on_storage = on_storage or (lambda error, since: None)
         self.monotonic = monotonic
         self.timeout = timeout.total_seconds()
         self.steps = StepDetector()
@@ -218,7 +233,10 @@ class Engine:
     def _resolve_removed(self, rule: Rule, now: datetime) -> None:
         # A removed rule resolves now: it will not be evaluated again to see its condition stay false.
         applied = self._apply(replace(rule, keep_firing_for=timedelta(0)), Evaluation(), now, now, 0.0)
-        self.store.forget_rule(rule.name)
+        try:
+            self.store.forget_rule(rule.name)
+        except sqlite3.Error as exc:  # its rows stay until a later removal succeeds; status still shows them
+            self._storage_failed(exc)
         log(logger, logging.INFO, "rule removed", rule=rule.name, resolved=len(applied.transitions))
 
     # --- scheduling ------------------------------------------------------------------
@@ -345,6 +363,50 @@ class Engine:
 
     def _apply(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
                duration: float) -> Applied:
+        """Record one evaluation; when the state database cannot be written, hold it in memory instead.
+
+        A held evaluation is replaced by the rule's next one (the newer finding
+        is the truth now), so what is held stays bounded by the number of
+        rules; ``retry_held`` writes them once the database takes writes again.
+        """
+        try:
+            applied = self._record(rule, result, ran_at, now, duration)
+        except sqlite3.Error as exc:
+            self.held.pop(rule.name, None)
+            self.held[rule.name] = (rule, result, ran_at, duration)
+            self._storage_failed(exc)
+            return Applied(rule.name, (), (), _describe_error(result) if isinstance(result, BaseException) else None)
+        self.held.pop(rule.name, None)
+        return applied
+
+    def retry_held(self) -> None:
+        """Write held evaluations, oldest first, stopping at the first that still fails."""
+        if not self.held:
+            return
+        for name, (rule, result, ran_at, duration) in list(self.held.items()):
+            try:
+                self._record(rule, result, ran_at, self.clock(), duration)
+            except sqlite3.Error as exc:
+                self._storage_failed(exc)
+                return
+            del self.held[name]
+        log(logger, logging.WARNING, "state database writable again; held evaluations written",
+            since=to_text(self.storage_since))
+        self.storage_error = None
+        self.on_storage(None, self.storage_since)
+        self.storage_since = None
+
+    def _storage_failed(self, exc: sqlite3.Error) -> None:
+        error = describe_storage_error(exc)
+        if self.storage_error is None:
+            self.storage_since = self.clock()
+            log(logger, logging.ERROR, "state database cannot be written; holding results in memory and retrying",
+                error=error, held=len(self.held))
+            self.on_storage(error, self.storage_since)
+        self.storage_error = error
+
+    def _record(self, rule: Rule, result: Evaluation | BaseException, ran_at: datetime, now: datetime,
+                duration: float) -> Applied:
         record = self.store.rule_record(rule.name)
         prev_health = record.health if record else lifecycle.Health()
         prev_states = self.store.groups(rule.name).get(rule.name, {})
@@ -437,9 +499,7 @@ class Engine:
         if not problems and not self.source_problems and not self.store.groups(SELF_RULE):
             return
         now = self.clock()
-        rule = Rule(name=SELF_RULE, type="self", path="", options=None, severity=Severity.WARNING,
-                    repeat_every=timedelta(days=1), notify=NotifyTarget(channel=self.ops_channel),
-                    description="watchdog's own problems")
+        rule = self_rule(self.ops_channel)
         findings = tuple(Finding(group=f, value=None, summary=m) for f, m in problems.items())
         findings += tuple(Finding(group=f"source {s}", value=None, severity=Severity.CRITICAL,
                                   summary=f"source {s} does not answer; its rules cannot be evaluated: {m}")
@@ -450,6 +510,7 @@ class Engine:
 
     def run_pending(self) -> list[Applied]:
         """Collect finished work and dispatch what is due now."""
+        self.retry_held()
         applied = self.collect()
         now = self.clock()
         self.follow_clock(now)
@@ -476,7 +537,10 @@ class Engine:
             for name, rule in self.rules.items():
                 if rule.schedule.every is not None:
                     self.next_run[name] = schedule.clamp(rule.schedule, self.next_run[name] + jump, now)
-            self.store.shift_retries(jump, now)
+            try:
+                self.store.shift_retries(jump, now)
+            except sqlite3.Error as exc:
+                self._storage_failed(exc)
             self.on_notify()
         return jump
 

@@ -202,6 +202,17 @@ class StateStore:
     def close(self) -> None:
         self.db.close()
 
+    def quick_check(self) -> str | None:
+        """None when SQLite's ``quick_check`` finds the file sound, else its first complaint."""
+        rows = self._query("pragma quick_check(1)")
+        answer = str(rows[0][0]) if rows else "no answer"
+        return None if answer == "ok" else answer
+
+    def newest_run(self) -> datetime | None:
+        """When the most recent evaluation recorded here ran (None: none recorded)."""
+        rows = self._query("select max(last_run) from rules")
+        return from_text(rows[0][0]) if rows and rows[0][0] else None
+
     def _migrate(self) -> None:
         with self.transaction():
             version = self.db.execute("pragma user_version").fetchone()[0]

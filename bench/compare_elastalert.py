@@ -1,12 +1,14 @@
 """watchdog against ElastAlert2 2.19.0: same server, same data, same rules, measured side by side.
 
-Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120]
+Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120] [--mix classic|ratio-spike]
 
 For each size N it starts osmem-server with a counting proxy in front of it
 for each tool, a local Slack sink, and a feeder that keeps N services
 logging; it writes equivalent rule sets (ElastAlert2 ``frequency`` <->
 ``threshold`` above, ``flatline`` <-> ``threshold`` below,
-``metric_aggregation`` <-> ``metric``), all at a 10 s schedule, starts both
+``metric_aggregation`` <-> ``metric``; with ``--mix ratio-spike`` also
+``percentage_match`` <-> ``ratio`` and ``spike`` <-> ``spike``, a fifth of the
+rules each), all at a 10 s schedule, starts both
 tools together, injects known bursts during the steady window and measures:
 steady RSS and its growth, CPU seconds per minute, search requests per cycle,
 time from start to the first query, detection latency (burst indexed -> Slack
@@ -60,23 +62,38 @@ def now_text(at: datetime | None = None) -> str:
 
 
 class Plan:
-    """Which rules exist at size N, and which alerts are due."""
+    """Which rules exist at size N, and which alerts are due.
 
-    def __init__(self, n: int):
-        self.freq = [f"freq-{i:03d}" for i in range(n // 2)]
-        self.flat = [f"flat-{i:03d}" for i in range(n // 4)]
-        self.metric = [f"metric-{i:03d}" for i in range(n - n // 2 - n // 4)]
+    ``classic``: half frequency/threshold, a quarter flatline, a quarter
+    metric. ``ratio-spike``: 30% frequency, 15% flatline, 15% metric, 20%
+    error ratio (percentage_match) and 20% spike; some ratio rules get an
+    error burst (both tools must alert), spike rules stay quiet (their
+    requests are what is compared).
+    """
+
+    def __init__(self, n: int, mix: str = "classic"):
+        if mix == "classic":
+            sizes = {"freq": n // 2, "flat": n // 4, "ratio": 0, "spike": 0}
+        else:
+            sizes = {"freq": n * 3 // 10, "flat": n * 3 // 20, "ratio": n // 5, "spike": n // 5}
+        self.freq = [f"freq-{i:03d}" for i in range(sizes["freq"])]
+        self.flat = [f"flat-{i:03d}" for i in range(sizes["flat"])]
+        self.ratio = [f"ratio-{i:03d}" for i in range(sizes["ratio"])]
+        self.spike = [f"spike-{i:03d}" for i in range(sizes["spike"])]
+        self.metric = [f"metric-{i:03d}" for i in range(n - sum(sizes.values()))]
         self.burst = self.freq[:: max(1, len(self.freq) // 5)][:5]  # error bursts
+        self.burst += self.ratio[:: max(1, len(self.ratio) // 3)][:3]  # error bursts on ratio rules' services
         self.slow = self.metric[:: max(1, len(self.metric) // 2)][:2]  # latency bursts
         self.silent = self.flat[:: max(1, len(self.flat) // 3)][:3]  # services that never log
-        self.services = [name for name in self.freq + self.flat + self.metric if name not in self.silent]
+        self.services = [name for name in self.freq + self.flat + self.metric + self.ratio + self.spike
+                         if name not in self.silent]
 
     def expected(self) -> set[str]:
         return set(self.burst) | set(self.slow) | set(self.silent)
 
 
 def query_for(name: str) -> str:
-    return f"service:{name} AND level:error" if name.startswith("freq") else f"service:{name}"
+    return f"service:{name} AND level:error" if name.startswith(("freq", "spike")) else f"service:{name}"
 
 
 def elastalert_rules(plan: Plan, folder: Path, webhook: str) -> None:
@@ -95,6 +112,15 @@ def elastalert_rules(plan: Plan, folder: Path, webhook: str) -> None:
             f"name: {name}\ntype: metric_aggregation\nmetric_agg_key: duration_ms\nmetric_agg_type: avg\nmax_threshold: 1000\n"
             f"buffer_time: {{minutes: 5}}\nfilter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n"
             f"{common}alert_text_args: [name]\n")
+    for name in plan.ratio:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\ntype: percentage_match\nmatch_bucket_filter: [{{term: {{level: error}}}}]\n"
+            f"max_percentage: 50\nmin_denominator: 10\nbuffer_time: {{minutes: 5}}\n"
+            f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
+    for name in plan.spike:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\ntype: spike\nspike_height: 3\nspike_type: up\ntimeframe: {{minutes: 2}}\nthreshold_cur: 5\n"
+            f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
 
 
 def watchdog_rules(plan: Plan, folder: Path) -> None:
@@ -108,6 +134,13 @@ def watchdog_rules(plan: Plan, folder: Path) -> None:
     for name in plan.metric:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: metric\n{common}query: '{query_for(name)}'\n"
                                              "window: 5m\nmetric: {avg: duration_ms}\nthreshold: {above: 1000}\n")
+    for name in plan.ratio:
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: ratio\n{common}query: '{query_for(name)}'\n"
+                                             "numerator: 'level:error'\nwindow: 5m\nmin_denominator: 10\n"
+                                             "threshold: {above: 0.5}\n")
+    for name in plan.spike:
+        (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: spike\n{common}query: '{query_for(name)}'\n"
+                                             "window: 2m\noffset: 2m\nmin_count: 5\nthreshold: {ratio_above: 3}\n")
 
 
 class Feeder(threading.Thread):
@@ -156,13 +189,13 @@ def alerts(sink: SlackServer, tool: str) -> list[tuple[str, float]]:
         text = str(request.body.get("text", "")) + " " + str(request.body.get("attachments", ""))
         if "RESOLVED" in text:  # ElastAlert2 sends no resolutions; count alerts only
             continue
-        for name in set(re.findall(r"\b(?:freq|flat|metric)-\d{3}\b", text)):
+        for name in set(re.findall(r"\b(?:freq|flat|metric|ratio|spike)-\d{3}\b", text)):
             out.append((name, request.at))
     return out
 
 
-def run_size(n: int, ea_bin: Path, steady: float, warmup: float) -> dict[str, Any]:
-    plan = Plan(n)
+def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic") -> dict[str, Any]:
+    plan = Plan(n, mix)
     server = start_search()
     proxies = {"elastalert": CountingProxy(server.url), "watchdog": CountingProxy(server.url)}
     sink = SlackServer()
@@ -218,7 +251,7 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float) -> dict[str, An
                     at = datetime.now(UTC)
                     events = []
                     for name in names:
-                        slow = name.startswith("metric")
+                        slow = name.startswith("metric")  # freq and ratio services get errors
                         events += [{"@timestamp": now_text(at - timedelta(seconds=i % 5)), "service": name,
                                     "level": "info" if slow else "error", "duration_ms": 5000 if slow else 100,
                                     "message": f"service={name} error=Timeout"} for i in range(30)]
@@ -280,13 +313,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--steady", type=float, default=150.0)
     parser.add_argument("--warmup", type=float, default=40.0)
+    parser.add_argument("--mix", choices=("classic", "ratio-spike"), default="classic",
+                        help="ratio-spike: a fifth of the rules error ratios, a fifth spikes")
     args = parser.parse_args()
     ea_bin = install_elastalert()
     sizes = [int(s) for s in args.sizes.split(",")]
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     for _ in range(args.repeat):
         for n in sizes:
-            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup))
+            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix))
     keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "requests_per_cycle", "seconds_to_first_query",
             "detection_latency_median"]
     table: dict[str, Any] = {}
@@ -313,7 +348,8 @@ def main() -> None:
             last = runs[n][-1][tool]
             print(f"{n:>4} correctness {tool:<14} {last['expected_alerted_once']}/{last['expected']} alerted once, "
                   f"{last['duplicates']} duplicate(s), missed {last['missed']}, unexpected {last['unexpected']}")
-    save("compare_elastalert", {"sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY,
+    name = "compare_elastalert" if args.mix == "classic" else f"compare_elastalert_{args.mix.replace('-', '_')}"
+    save(name, {"mix": args.mix, "sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY,
                                 "table": table, "runs": {str(n): r for n, r in runs.items()}})
 
 

@@ -104,6 +104,15 @@ def test_text_output_shows_a_sparkline(tmp_path: Path, bursts: CountingProxy) ->
     "type: metric\nwindow: 10m\nmetric: {avg: duration_ms}\nthreshold: {above: 150}\ngroup_by: team\nschedule: {every: 2m}\n",
     "type: metric\nwindow: 4m\nmetric: {max: duration_ms}\nthreshold: {above: 500}\nschedule: {every: 1m}\n",
     "type: metric\nwindow: 6m\nmetric: {sum: duration_ms}\nthreshold: {below: 400}\ngroup_by: team\nschedule: {every: 3m}\n",
+    "type: ratio\nnumerator: 'level:error'\nwindow: 5m\ngroup_by: team\nmin_denominator: 5\n"
+    "threshold: {above: {warning: 0.5, critical: 0.8}}\nschedule: {every: 1m}\n",
+    "type: ratio\nquery: 'team:team-a'\nnumerator: 'level:error'\ndenominator: 'level:info OR level:error'\nwindow: 10m\n"
+    "delay: 2m\nthreshold: {above: 0.5}\nschedule: {every: 2m}\nkeep_firing_for: 6m\n",
+    "type: spike\nquery: 'level:error'\nwindow: 10m\noffset: 1h\ngroup_by: team\nmin_count: 10\n"
+    "threshold: {ratio_above: 3}\nschedule: {every: 1m}\n",
+    "type: spike\nwindow: 30m\noffset: 1h\ngroup_by: service\nmin_count: 5\nthreshold: {ratio_below: 0.5}\n"
+    "schedule: {every: 5m}\n",
+    "type: spike\nwindow: 10m\noffset: 2h\nmetric: {avg: duration_ms}\nthreshold: {ratio_above: 1.5}\nschedule: {every: 2m}\n",
 ])
 def test_aggregated_replay_equals_tick_by_tick(tmp_path: Path, bursts: CountingProxy, body: str) -> None:
     root = project(tmp_path, bursts.url, {"r": body})

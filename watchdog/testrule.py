@@ -14,7 +14,7 @@ read-only SQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes import search as searching
 from watchdog.ruletypes.base import EvalContext, Evaluation, Step
+from watchdog.ruletypes.ratio import split_aggs
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
@@ -133,16 +134,27 @@ class MemoryJournal:
 
 
 def can_aggregate(rule: Rule) -> bool:
+    """Whether the rule's value at every tick can be assembled from one date histogram at the schedule's step.
+
+    Needs an interval schedule; window, delay (and a flatline's lookback, a
+    spike's offset) in whole steps; a value built from bucket counts (a
+    count, a ratio of counts) or from sum, min, max, avg; one group_by field
+    at most.
+    """
     options: SearchOptions = rule.options
     step = rule.schedule.every
-    if step is None or rule.type not in ("threshold", "metric") or len(options.group_by) > 1:
+    if step is None or len(options.group_by) > 1:
         return False
     spans = [options.window, options.delay] + ([searching.lookback(options)] if searching.looks_back(options) else [])
+    if options.baseline is not None:
+        spans.append(options.baseline.offset)
     metric = options.metric.agg if options.metric else None
     return metric in ASSEMBLED_METRICS and all(span % step == timedelta(0) for span in spans)
 
 
 def _bucket_aggs(options: SearchOptions) -> dict[str, Any]:
+    if options.fraction is not None:
+        return split_aggs(options)
     metric = options.metric
     if metric is None:
         return {}
@@ -170,6 +182,10 @@ def _aggregated_chunk(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tup
     step = rule.schedule.every
     span = searching.lookback(options) if searching.looks_back(options) else options.window
     first, last = ticks[0] - options.delay - span, ticks[-1] - options.delay
+    ranges = [(first, last)]
+    if options.baseline is not None:  # a spike also reads every tick's window offset earlier
+        offset = options.baseline.offset
+        ranges = [(first - offset, last - offset), (first, last)]
     histogram: dict[str, Any] = {"date_histogram": {"field": options.timestamp_field, "min_doc_count": 1,
                                                     "fixed_interval": f"{int(step.total_seconds())}s"}}
     if _bucket_aggs(options):
@@ -178,9 +194,17 @@ def _aggregated_chunk(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tup
         aggs = {"groups": {"terms": {"field": options.group_by[0], "size": max(options.max_groups, 1000)}, "aggs": {"h": histogram}}}
     else:
         aggs = {"h": histogram}
-    body = {"size": 0, "track_total_hits": True, "query": searching.query(options, first, last), "aggs": aggs}
-    index, ignore = searching.expand_index(options.index, first, last)
-    (response,) = source.msearch([SearchRequest(index, body, ignore)])
+    within_ranges = {"bool": {"should": [searching.time_range(options, lo, hi) for lo, hi in ranges],
+                              "minimum_should_match": 1}}
+    query = {"bool": {"filter": [within_ranges, *options.selector.clauses()]}}
+    body = {"size": 0, "track_total_hits": True, "query": query, "aggs": aggs}
+    names: list[str] = []
+    ignore = False
+    for lo, hi in ranges:
+        index, ignore_part = searching.expand_index(options.index, lo, hi)
+        ignore = ignore or ignore_part
+        names += [name for name in index.split(",") if name not in names]
+    (response,) = source.msearch([SearchRequest(",".join(names), body, ignore)])
     if isinstance(response, Exception):
         raise response
     series: dict[str, dict[int, Mapping[str, Any]]] = {}
@@ -217,13 +241,15 @@ def _tick_response(options: SearchOptions, series: Mapping[str, Mapping[int, Map
 
     step_ms = int(step.total_seconds() * 1000)
 
-    def within(buckets: Mapping[int, Mapping[str, Any]], since: datetime) -> list[Mapping[str, Any]]:
+    def within(buckets: Mapping[int, Mapping[str, Any]], since: datetime, until: datetime = end) -> list[Mapping[str, Any]]:
         # Bucket keys are multiples of the step, and so are the window's ends (can_aggregate checked it): look the
         # few keys up rather than scanning every bucket of the replay at every tick.
-        lo, hi = int(since.timestamp() * 1000), int(end.timestamp() * 1000)
+        lo, hi = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
         first = -(-lo // step_ms) * step_ms
         return [buckets[k] for k in range(first, hi, step_ms) if k in buckets]
 
+    if options.fraction is not None or options.baseline is not None:
+        return _tick_parts(options, series, within, start, end)
     if not options.group_by:
         count, value = _combine(options, within(series.get("", {}), start))
         return {"hits": {"total": {"value": count}}, "aggregations": {"metric": {"value": value}}}
@@ -240,6 +266,41 @@ def _tick_response(options: SearchOptions, series: Mapping[str, Mapping[int, Map
         elif recent_count:
             rows.append({"key": group, "doc_count": recent_count, "metric": {"value": value}})
         total += recent_count
+    rows.sort(key=lambda r: (-int(r["doc_count"]), str(r["key"])))
+    return {"hits": {"total": {"value": total}}, "aggregations": {"groups": {"buckets": rows[:options.max_groups]}}}
+
+
+def _tick_parts(options: SearchOptions, series: Mapping[str, Mapping[int, Mapping[str, Any]]],
+                within: Callable[..., list[Mapping[str, Any]]], start: datetime, end: datetime) -> dict[str, Any]:
+    """A ratio's or a spike's response at one tick, assembled from histogram buckets (shaped like the live one)."""
+
+    def parts(buckets: Mapping[int, Mapping[str, Any]]) -> tuple[int, dict[str, Any]]:
+        if options.fraction is not None:
+            now = within(buckets, start)
+            sums = {side: sum(int(b["split"]["buckets"][side]["doc_count"]) for b in now)
+                    for side in ("numerator", "denominator")}
+            split = {"buckets": {side: {"doc_count": n} for side, n in sums.items()}}
+            return sum(int(b["doc_count"]) for b in now), {"split": split}
+        assert options.baseline is not None
+        offset = options.baseline.offset
+        out: dict[str, Any] = {}
+        total = 0
+        for side, lo, hi in (("current", start, end), ("baseline", start - offset, end - offset)):
+            count, value = _combine(options, within(buckets, lo, hi))
+            out[side] = {"doc_count": count, "metric": {"value": value}}
+            total += count
+        return total, out
+
+    if not options.group_by:
+        total, aggs = parts(series.get("", {}))
+        return {"hits": {"total": {"value": total}}, "aggregations": aggs}
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for group, buckets in series.items():
+        count, aggs = parts(buckets)
+        if count:
+            rows.append({"key": group, "doc_count": count, **aggs})
+            total += count
     rows.sort(key=lambda r: (-int(r["doc_count"]), str(r["key"])))
     return {"hits": {"total": {"value": total}}, "aggregations": {"groups": {"buckets": rows[:options.max_groups]}}}
 

@@ -35,6 +35,14 @@ def _selects(selector: Selector) -> dict[str, Any]:
     return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
 
 
+def split_aggs(options: SearchOptions) -> dict[str, Any]:
+    """``{"split": filters}``: the numerator and denominator counts of a bucket."""
+    assert options.fraction is not None
+    return {"split": {"filters": {"filters": {
+        "numerator": _selects(options.fraction.numerator),
+        "denominator": _selects(options.fraction.denominator)}}}}
+
+
 class RatioRule(SearchRuleType):
     name: ClassVar[str] = "ratio"
     message_fields: ClassVar[frozenset[str]] = frozenset(
@@ -42,10 +50,7 @@ class RatioRule(SearchRuleType):
 
     @classmethod
     def body(cls, options: SearchOptions, start: datetime, end: datetime, multi_terms: bool = True) -> dict[str, Any]:
-        assert options.fraction is not None
-        split = {"split": {"filters": {"filters": {
-            "numerator": _selects(options.fraction.numerator),
-            "denominator": _selects(options.fraction.denominator)}}}}
+        split = split_aggs(options)
         aggs = {"groups": groups_agg(options, split, multi_terms)} if options.group_by else split
         return {"size": 0, "track_total_hits": True, "query": query(options, start, end), "aggs": aggs}
 

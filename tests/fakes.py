@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from watchdog.rule import NotifyTarget, Rule, Schedule, Severity
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleType
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class ScriptedSource:
             return value
         if isinstance(value, dict):  # group -> value
             findings = tuple(Finding(group=g, value=v, summary=f"value {v}") for g, v in value.items() if v > 10)
-            return Evaluation(findings=findings, observed=tuple(value))
+            present = tuple(Observation(group=g, value=v, summary=f"value {v} now") for g, v in value.items() if v <= 10)
+            return Evaluation(findings=findings, observed=tuple(value), present=present)
         if value > 10:  # above 1000 it is critical
             severity = Severity.CRITICAL if value > 1000 else None
             return Evaluation(findings=(Finding(group="", value=value, summary=f"value {value}", severity=severity),))
-        return Evaluation()
+        return Evaluation(present=(Observation(group="", value=value, summary=f"value {value} now"),))
 
 
 class ScriptedRule(RuleType):

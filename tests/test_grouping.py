@@ -165,7 +165,8 @@ def test_a_stop_sends_what_its_budget_allows_and_the_next_start_sends_the_rest(t
                    clock=clock)
     assert later.flush(time.monotonic() + 5) and again.outbox_depth() == 0
     replies = [p.body["text"] for p in slack.calls("chat.postMessage") if "thread_ts" in p.body]
-    assert sorted(replies) == ["[OK] RESOLVED: a: value 20", "[OK] RESOLVED: b: value 20"]
+    assert sorted(replies) == ["[OK] RESOLVED: a: value 0 now (resolved after 2m)",
+                               "[OK] RESOLVED: b: value 0 now (resolved after 1m)"]
 
 
 payloads = st.builds(

@@ -24,7 +24,18 @@ from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, RuleView, SourceUnavailable, Step
+from watchdog.ruletypes.base import (
+    EvalContext,
+    Evaluation,
+    Finding,
+    Observation,
+    RuleError,
+    RuleType,
+    RuleView,
+    SourceUnavailable,
+    Step,
+    default_resolved_text,
+)
 from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
 from watchdog.storage import describe as describe_storage_error
@@ -78,6 +89,15 @@ def _unanswered(result: object) -> bool:
     return isinstance(result, (SourceUnavailable, RuleTimeout))
 
 
+def _fixed(group: str) -> str:
+    """What the resolution of one of watchdog's own problems says."""
+    if group.startswith("source "):
+        return f"{group} answers again"
+    if group.endswith((".yaml", ".yml")):
+        return f"{group} loads again"
+    return f"{group}: no longer a problem"
+
+
 class StoreJournal:
     """The Journal of acting rule types, kept in the state store (see ``ruletypes.base.Journal``)."""
 
@@ -99,13 +119,14 @@ class StoreJournal:
                 s.covers(rule.name, group, now) for s in self.store.silences(now)))
             if not muted:
                 since = from_text(record.get("since"))
-                payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, since, step.detail)
+                payload = render_step(rule, group, step.kind, step.text, step.severity.value, now, since, step.detail,
+                                      dry_run=step.dry_run)
                 payload["actions"] = False  # a step is no alert: no Acknowledge or Silence buttons
                 if step.kind == "approval":
                     payload["approval"] = True  # the Slack notifier adds Approve and Decline
                 notification = (step.kind, str(record.get("episode", "")), payload)
             log(logger, logging.INFO, "remediation step", rule=rule.name, group=group, step=step.kind, text=step.text,
-                muted=muted or None)
+                severity=step.severity.value, dry_run=step.dry_run or None, muted=muted or None)
         self.store.record_step(rule.name, group, record, now, notification, audit,
                                approval=step is not None and step.kind == "approval")
         if notification is not None:
@@ -232,7 +253,9 @@ class Engine:
 
     def _resolve_removed(self, rule: Rule, now: datetime) -> None:
         # A removed rule resolves now: it will not be evaluated again to see its condition stay false.
-        applied = self._apply(replace(rule, keep_firing_for=timedelta(0)), Evaluation(), now, now, 0.0)
+        gone = tuple(Observation(group=g, value=None, summary="the rule was removed or disabled; its alert is closed")
+                     for g in self.store.groups(rule.name).get(rule.name, {}))
+        applied = self._apply(replace(rule, keep_firing_for=timedelta(0)), Evaluation(present=gone), now, now, 0.0)
         try:
             self.store.forget_rule(rule.name)
         except sqlite3.Error as exc:  # its rows stay until a later removal succeeds; status still shows them
@@ -446,9 +469,13 @@ class Engine:
             # Groups come from data: a lone surrogate must not make one group two (or crash the state write).
             findings = {storable(f.group): f if storable(f.group) == f.group else replace(f, group=storable(f.group))
                         for f in result.findings}
+            present = {storable(o.group): o for o in result.present}
             for group in sorted(set(prev_states) | set(findings)):
+                now_value = None
+                if group not in findings and group in prev_states:
+                    now_value = self._resolution(rule, group, present.get(group))
                 moved = lifecycle.step(policy, group, prev_states.get(group), findings.get(group), now,
-                                       silenced=quiet(group), acknowledged=acknowledged(group))
+                                       silenced=quiet(group), acknowledged=acknowledged(group), present=now_value)
                 if moved.state != prev_states.get(group):
                     states[group] = moved.state
                 transitions.extend(moved.transitions)
@@ -472,6 +499,19 @@ class Engine:
         if rows:
             self._note_recorded()
         return Applied(rule.name, tuple(transitions), tuple(notices), error)
+
+    def _resolution(self, rule: Rule, group: str, seen: Observation | None) -> Observation:
+        """``group``'s value now with its resolution text, from the rule type (see ``RuleType.resolved_text``)."""
+        rule_type = self.rule_types.get(rule.type)
+        text = seen.summary if seen is not None else ""
+        if rule_type is not None:
+            try:
+                text = rule_type.resolved_text(rule, group, seen)
+            except Exception as exc:  # a rule type's bug must not lose the resolution
+                log(logger, logging.ERROR, "resolved text failed", rule=rule.name, group=group or None, error=repr(exc))
+                text = default_resolved_text(group, seen)
+        return Observation(group=group, value=seen.value if seen is not None else None, summary=text,
+                           details=seen.details if seen is not None else {})
 
     def _route(self, payload: dict[str, Any], kind: lifecycle.Kind) -> dict[str, Any]:
         """watchdog's own problems (a rule that keeps failing) go to the ops channel when there is one."""
@@ -504,7 +544,10 @@ class Engine:
         findings += tuple(Finding(group=f"source {s}", value=None, severity=Severity.CRITICAL,
                                   summary=f"source {s} does not answer; its rules cannot be evaluated: {m}")
                           for s, m in self.source_problems.items())
-        self._apply_guarded(rule, Evaluation(findings=findings), now, now, 0.0)
+        current = {f.group for f in findings}
+        fixed = tuple(Observation(group=g, value=None, summary=_fixed(g))
+                      for g in self.store.groups(SELF_RULE).get(SELF_RULE, {}) if g not in current)
+        self._apply_guarded(rule, Evaluation(findings=findings, present=fixed), now, now, 0.0)
 
     # --- driving ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from watchdog.rule import Rule, Severity
-from watchdog.ruletypes.base import Finding
+from watchdog.ruletypes.base import Finding, Observation
 
 ERROR_NOTIFY_AFTER = 3  # consecutive failed evaluations before an error is notified
 
@@ -110,11 +110,15 @@ def _notice(kind: Kind, group: str, state: GroupState, now: datetime) -> Notice:
 
 
 def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding | None,
-         now: datetime, *, silenced: bool = False, acknowledged: Severity | None = None) -> Step:
+         now: datetime, *, silenced: bool = False, acknowledged: Severity | None = None,
+         present: Observation | None = None) -> Step:
     """Advance one group's lifecycle by one evaluation.
 
     ``acknowledged`` is the severity at which someone acknowledged the current
     episode: it stops repeats until the alert resolves or its severity rises.
+    ``present`` is the group's value now when its condition does not hold,
+    with its resolution text as summary: a resolution states it (never the
+    firing text, never the last firing value).
     """
     if finding is None:
         if prev is None:
@@ -124,10 +128,14 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
             clear_since = prev.clear_since or now
             if now - clear_since < policy.keep_firing_for:
                 return Step(replace(prev, clear_since=clear_since))
+        value = present.value if present is not None else None
         moved = (Transition(group, now, prev.state.value, "resolved" if prev.state is State.FIRING else State.OK.value,
-                            prev.value, prev.severity),)
+                            value, prev.severity),)
         if prev.state is State.FIRING and prev.notified_at is not None and not silenced:
-            return Step(None, moved, (_notice(Kind.RESOLVED, group, replace(prev, since=now), now),))
+            resolved = Notice(kind=Kind.RESOLVED, group=group, at=now, severity=prev.severity, value=value,
+                              summary=present.summary if present is not None else "", episode=prev.episode,
+                              details=present.details if present is not None else {}, since=prev.firing_since)
+            return Step(None, moved, (resolved,))
         return Step(None, moved)
 
     severity = finding.severity or policy.severity
@@ -141,7 +149,8 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
         return Step(replace(prev, **current))  # type: ignore[arg-type]
 
     if prev.state is not State.FIRING:
-        firing = GroupState(state=State.FIRING, since=now, firing_since=now, episode=uuid.uuid4().hex, **current)  # type: ignore[arg-type]
+        firing = GroupState(state=State.FIRING, since=now, firing_since=finding.since or now, episode=uuid.uuid4().hex,
+                            **current)  # type: ignore[arg-type]
         moved = (Transition(group, now, prev.state.value, State.FIRING.value, finding.value, severity),)
         if silenced:
             return Step(firing, moved)
@@ -149,6 +158,8 @@ def step(policy: Policy, group: str, prev: GroupState | None, finding: Finding |
 
     # Still firing: notify when first unsilenced, on a severity change, or when a repeat is due.
     firing = replace(prev, clear_since=None, **current)  # type: ignore[arg-type]
+    if finding.since is not None:  # the source's latest word on when it began (a newer stop, a newer load)
+        firing = replace(firing, firing_since=finding.since)
     changed: tuple[Transition, ...] = ()
     if severity != prev.severity:
         changed = (Transition(group, now, f"firing/{prev.severity.value}", f"firing/{severity.value}", finding.value, severity),)

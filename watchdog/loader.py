@@ -76,8 +76,8 @@ def rule_files(paths: Iterable[str]) -> list[str]:
     return list(find_rule_files(paths).files)
 
 
-def _check_message(doc: yamlfile.Document, template: str, allowed: frozenset[str]) -> list[Problem]:
-    return [Problem.at(doc, ("message",), message) for message in templates.problems(template, allowed)]
+def _check_message(doc: yamlfile.Document, template: str, allowed: frozenset[str], key: str = "message") -> list[Problem]:
+    return [Problem.at(doc, (key,), message) for message in templates.problems(template, allowed)]
 
 
 def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type: str, config: Config) -> list[Problem]:
@@ -125,8 +125,9 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
     flagged = {p.path.split(".")[0].split("[")[0] for p in problems}
     type_name = data.get("type")
     rule_type = RULE_TYPES.get(type_name) if isinstance(type_name, str) else None
-    if rule_type is not None and isinstance(data.get("message"), str) and "message" not in flagged:
-        problems += _check_message(doc, data["message"], rule_type.message_fields | COMMON_MESSAGE_FIELDS)
+    for key in ("message", "resolved_message"):
+        if rule_type is not None and isinstance(data.get(key), str) and key not in flagged:
+            problems += _check_message(doc, data[key], rule_type.message_fields | COMMON_MESSAGE_FIELDS, key)
     if rule_type is not None and config is not None:
         problems += _check_sources(doc, data, rule_type.source_type, config)
         if data.get("approve") is True:
@@ -153,7 +154,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         repeat_every=parse_duration(data["repeat_every"]) if "repeat_every" in data else defaults.repeat_every,
         notify=notify,
         labels={str(k): str(v) for k, v in data.get("labels", {}).items()},
-        runbook_url=data.get("runbook_url"), message=data.get("message"), enabled=data.get("enabled", True),
+        runbook_url=data.get("runbook_url"), message=data.get("message"),
+        resolved_message=data.get("resolved_message"), enabled=data.get("enabled", True),
     )
     return rule, []
 

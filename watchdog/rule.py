@@ -75,7 +75,8 @@ class Rule:
     notify: NotifyTarget = NotifyTarget()
     labels: dict[str, str] = field(default_factory=dict)
     runbook_url: str | None = None
-    message: str | None = None
+    message: str | None = None  # template of firing notifications
+    resolved_message: str | None = None  # template of resolutions (default: the rule type's resolved text)
     enabled: bool = True
 
     @property

@@ -19,7 +19,8 @@ class ConsoleNotifier(Notifier):
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
         p = note.payload
         line = logfmt(notification=note.kind, rule=note.rule, group=note.group or None, severity=p.get("severity"),
-                      value=p.get("value"), text=note.text)
+                      value=p.get("value"), text=note.text,
+                      description=p.get("description") if note.kind in ("firing", "error") else None)
         stream = self.stream or sys.stdout
         try:
             print(line, file=stream, flush=True)

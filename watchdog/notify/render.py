@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from watchdog import templates
+from watchdog.durations import format_age
 from watchdog.escape import mrkdwn
 from watchdog.lifecycle import Kind, Notice
 from watchdog.rule import Rule
@@ -44,36 +45,59 @@ STEP_LABEL = {"firing": "REMEDIATION", "action": "REMEDIATION STEP", "resolved":
 
 
 def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at: datetime,
-                since: datetime | None, detail: Mapping[str, Any]) -> dict[str, Any]:
-    """The outbox payload for one remediation step (see ``ruletypes.base.Step``)."""
+                since: datetime | None, detail: Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    """The outbox payload for one remediation step (see ``ruletypes.base.Step``).
+
+    A dry run's steps never page: their header says DRY RUN, not a severity.
+    """
     where = f"{rule.name} [{group}]" if group else rule.name
     title = f"{STEP_LABEL.get(kind, kind.upper())}: {where}"
+    if dry_run:
+        title = f"DRY RUN {title}"
     shown = "OK" if kind == "resolved" else severity.upper()
+    if kind == "resolved" and since is not None:
+        text = f"{text} (resolved after {format_age(at - since)})"
     return {
         "rule": rule.name, "group": group, "kind": kind, "severity": severity, "title": title,
         "text": f"[{shown}] {title}: {text}", "body": text, "value": detail.get("status"), "summary": text,
         "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{shown}] {title}: {text}"),
         "description": rule.description, "runbook_url": rule.runbook_url, "labels": dict(rule.labels),
-        "at": to_text(at), "since": to_text(since), "details": dict(detail),
+        "at": to_text(at), "since": to_text(since), "details": dict(detail), "dry_run": dry_run,
         "channel": rule.notify.channel, "mention": rule.notify.mention,
     }
 
 
+ENDED = (Kind.RESOLVED, Kind.RECOVERED)
+
+
 def render(rule: Rule, notice: Notice) -> dict[str, Any]:
-    """The outbox payload for ``notice`` of ``rule``."""
+    """The outbox payload for ``notice`` of ``rule``.
+
+    Firing notifications use the rule's ``message`` template, resolutions its
+    ``resolved_message`` (else the rule type's resolved text, which states the
+    present); both see ``{state}`` (``firing`` or ``resolved``). A resolution
+    ends with how long the alert lasted.
+    """
+    ended = notice.kind in ENDED
     fields: dict[str, Any] = {
         "rule": rule.name, "group": notice.group, "value": notice.value, "severity": notice.severity.value,
         "description": rule.description, "summary": notice.summary, "labels": rule.labels,
-        **notice.details,
+        "state": "resolved" if ended else "firing", **notice.details,
     }
     body = notice.summary
     body_mrkdwn = mrkdwn(body)
     if rule.message and notice.kind in (Kind.FIRING, Kind.REPEAT, Kind.SEVERITY):
         body = render_template(rule.message, fields)
         body_mrkdwn = render_template(rule.message, fields, mrkdwn)
+    elif rule.resolved_message and notice.kind is Kind.RESOLVED:
+        body = render_template(rule.resolved_message, fields)
+        body_mrkdwn = render_template(rule.resolved_message, fields, mrkdwn)
+    if notice.kind is Kind.RESOLVED and notice.since is not None:
+        lasted = f" (resolved after {format_age(notice.at - notice.since)})"
+        body, body_mrkdwn = body + lasted, body_mrkdwn + mrkdwn(lasted)
     where = f"{rule.name} [{notice.group}]" if notice.group else rule.name
     title = f"{KIND_LABEL[notice.kind]}: {where}"
-    severity = notice.severity.value.upper() if notice.kind not in (Kind.RESOLVED, Kind.RECOVERED) else "OK"
+    severity = "OK" if ended else notice.severity.value.upper()
     prefix = f"[{severity}] {title}: "
     return {
         "rule": rule.name, "group": notice.group, "kind": notice.kind.value, "severity": notice.severity.value,

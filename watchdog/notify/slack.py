@@ -25,7 +25,7 @@ from watchdog.logfmt import log
 from watchdog.notify import actions
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import pages
-from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, resolved_first_message
+from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, mrkdwn_body, resolved_first_message
 
 if TYPE_CHECKING:
     from watchdog.notify.socket_mode import SocketHealth
@@ -151,7 +151,8 @@ class SlackNotifier(Notifier):
         if note.kind in ("resolved", "recovered") and first_kind != "digest" and not (thread.get("first") or {}).get("groups"):
             # (a digest stays as it is: its other alerts may still fire)
             first = dict(thread.get("first") or {})
-            first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at")})
+            first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at"),
+                          "resolution_mrkdwn": mrkdwn_body(note.payload)})
             try:  # best effort: the reply is what matters, and retrying would post it twice
                 self.client.chat_update(channel=channel, ts=str(thread["ts"]), text=fallback_text(note.payload),
                                         blocks=resolved_first_message(first))

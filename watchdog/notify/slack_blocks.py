@@ -75,6 +75,11 @@ def message_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         {"type": "header", "text": {"type": "plain_text", "text": cut_mrkdwn(header, MAX_HEADER) or " ", "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": cut_mrkdwn(mrkdwn_body(payload), MAX_SECTION) or " "}},
     ]
+    if payload.get("description") and payload.get("kind") not in ("resolved", "recovered"):
+        # (plain text: the rule's own words, never markup)
+        blocks.insert(1, {"type": "context", "elements": [
+            {"type": "plain_text", "text": cut_mrkdwn(plain_text(str(payload["description"])), MAX_SECTION) or " ",
+             "emoji": False}]})
     details = payload.get("details") or {}
     fields = [_field("Rule", payload.get("rule"))]
     if payload.get("group"):
@@ -151,6 +156,7 @@ def resolved_first_message(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     resolved = dict(payload)
     title = str(payload.get("title", "")).replace("RESOLVED", "RESOLVED", 1)
     resolved["title"] = title
-    resolved["body_mrkdwn"] = (f"~{mrkdwn(str(payload.get('summary', '')))}~\n"
+    now = f"\nNow: {payload['resolution_mrkdwn']}" if payload.get("resolution_mrkdwn") else ""
+    resolved["body_mrkdwn"] = (f"~{mrkdwn(str(payload.get('summary', '')))}~{now}\n"
                                f"Resolved at {mrkdwn(str(payload.get('at')))} (firing since {mrkdwn(str(payload.get('since')))}).")
     return message_blocks(resolved)

@@ -17,7 +17,7 @@ RULE_TYPES: dict[str, type[RuleType]] = {
                               DmsRemediateRule)
 }
 
-COMMON_MESSAGE_FIELDS = frozenset({"rule", "group", "value", "severity", "description", "summary", "labels"})
+COMMON_MESSAGE_FIELDS = frozenset({"rule", "group", "value", "severity", "description", "summary", "labels", "state"})
 
 
 def register(cls: type[RuleType]) -> None:

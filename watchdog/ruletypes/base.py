@@ -43,6 +43,22 @@ class Finding:
     summary: str
     severity: Severity | None = None  # None: the rule's severity
     details: Mapping[str, Any] = field(default_factory=dict)
+    since: datetime | None = None  # when the condition began, when the source knows (a task's stop date, a last load)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The present value of a group whose condition does not hold now: what its resolution states.
+
+    ``summary`` says the present in words (``19 events in the last 5m (above
+    20)``, ``task x is running``); a rule type's ``resolved_text`` turns it
+    into the resolution's text.
+    """
+
+    group: str
+    value: float | str | None
+    summary: str
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,13 +66,16 @@ class Evaluation:
     """The result of evaluating one rule once.
 
     ``findings`` are the groups whose condition holds now; any other group in
-    state is ok. ``observed`` lists the groups seen at all (for rules that
-    fire when a group goes quiet). ``facts`` are shown by ``watchdog status``.
+    state is ok. ``present`` gives, for groups seen whose condition does not
+    hold, their value now (resolutions state it). ``observed`` lists the
+    groups seen at all (for rules that fire when a group goes quiet).
+    ``facts`` are shown by ``watchdog status``.
     """
 
     findings: tuple[Finding, ...] = ()
     observed: tuple[str, ...] = ()
     facts: Mapping[str, Any] = field(default_factory=dict)
+    present: tuple[Observation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,7 @@ class Step:
     text: str
     severity: Severity = Severity.WARNING
     detail: Mapping[str, Any] = field(default_factory=dict)
+    dry_run: bool = False  # a rehearsal: announced as DRY RUN, never paging
 
 
 class Journal(Protocol):
@@ -108,6 +128,14 @@ class EvalContext:
     rules: Callable[[str], RuleView | None] | None = None  # other rules' state, for rule types that act
 
 
+def default_resolved_text(group: str, present: Observation | None) -> str:
+    """The observation's summary, or that the source gave no current value for the group."""
+    if present is not None:
+        return present.summary
+    where = f"{group}: " if group else ""
+    return f"{where}the condition no longer holds (the source reports no current value)"
+
+
 class RuleType(ABC):
     """A kind of rule: its options and how to evaluate a batch of its rules."""
 
@@ -130,3 +158,13 @@ class RuleType(ABC):
     @abstractmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
         """Evaluate rules that share one source; one result (or exception) per rule name."""
+
+    @classmethod
+    def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:
+        """What the resolution of ``group`` says: the present, never the firing text.
+
+        Given the group's observation from this evaluation (None when the
+        evaluation reported nothing about the group), returns one sentence.
+        Rule types override it where absence means something specific.
+        """
+        return default_resolved_text(group, present)

@@ -131,8 +131,15 @@ class Run:
 
     def save(self, group: str, record: dict[str, Any], kind: str | None = None, text: str = "",
              severity: Severity = Severity.WARNING, **detail: Any) -> None:
+        if self.options.dry_run:  # a rehearsal never pages: every step of it is information
+            severity = Severity.INFO
+        previous = self.records.get(group) or {}
+        if kind == "firing":  # the episode's severity: its transition is logged with the one its first message shows
+            record = {**record, "severity": severity.value}
+        elif "severity" not in record and previous.get("severity") and previous.get("episode") == record.get("episode"):
+            record = {**record, "severity": previous["severity"]}
         self.records[group] = record
-        step = Step(kind=kind, text=text, severity=severity, detail=detail) if kind else None
+        step = Step(kind=kind, text=text, severity=severity, detail=detail, dry_run=self.options.dry_run) if kind else None
         self.journal.record(self.rule, group, record, step)
 
     # --- the state machine ---------------------------------------------------------------
@@ -614,6 +621,7 @@ class Run:
                 continue
             status = statuses.get(name, "missing")
             out.append(Finding(group=name, value=record["state"],
+                               severity=Severity(record["severity"]) if record.get("severity") else None,
                                summary=f"remediation {record['state']} (task {status}, "
                                        f"{len(record.get('attempts', []))} attempt(s))" + (f"; {problem}" if problem else ""),
                                details={"task": name, "status": status, "step": record["state"]}))

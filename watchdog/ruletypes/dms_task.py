@@ -13,11 +13,20 @@ page), one GetMetricData for all tasks of the rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import dms_lag, dms_tables
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
+from watchdog.ruletypes.base import (
+    EvalContext,
+    Evaluation,
+    Finding,
+    Observation,
+    RuleError,
+    RuleType,
+    default_resolved_text,
+)
 from watchdog.ruletypes.dms_options import DmsTaskOptions, LagCheck, TableCheck
 
 NORMAL_STOP_REASONS = frozenset({"NORMAL", "FULL_LOAD_ONLY_FINISHED", "STOPPED_AFTER_FULL_LOAD"})
@@ -57,6 +66,23 @@ def condition(task: Mapping[str, Any], alert_on: frozenset[str]) -> str | None:
 
 def identifier(task: Mapping[str, Any]) -> str:
     return str(task.get("ReplicationTaskIdentifier") or task.get("ReplicationTaskArn", ""))
+
+
+def stopped_at(task: Mapping[str, Any]) -> datetime | None:
+    """When DMS says the task stopped (ReplicationTaskStats.StopDate), if it says."""
+    value = (task.get("ReplicationTaskStats") or {}).get("StopDate")
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return None
+
+
+def task_now(task: Mapping[str, Any]) -> Observation:
+    """A task that meets no alert condition, as its resolution states it: its status now."""
+    d = task_details(task)
+    summary = f"task {d['task']} is {d['status']} now"
+    if d["status"] == "stopped" and d["stop_reason"]:
+        summary += f" (stop reason {d['stop_reason']})"
+    return Observation(group=d["task"], value=d["status"], summary=summary, details=d)
 
 
 def task_details(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,9 +188,11 @@ class DmsTaskRule(RuleType):
         options: DmsTaskOptions = rule.options
         tasks = source.describe_tasks(options.tasks)
         findings = []
+        present = []
         for task in tasks:
             met = condition(task, options.alert_on)
             if met is None:
+                present.append(task_now(task))
                 continue
             d = task_details(task)
             summary = f"task {d['task']} is {d['status']}"
@@ -174,7 +202,8 @@ class DmsTaskRule(RuleType):
                 summary += f": {d['last_failure']}"
             if d["tables_errored"]:
                 summary += f"; {d['tables_errored']} table(s) in error"
-            findings.append(Finding(group=d["task"], value=d["status"], summary=summary, details={**d, "condition": met}))
+            findings.append(Finding(group=d["task"], value=d["status"], summary=summary, details={**d, "condition": met},
+                                    since=stopped_at(task)))
         for name in missing(options.tasks, tasks):
             findings.append(Finding(group=name, value="missing", summary=f"task {name} does not exist (deleted or renamed?)",
                                     details={"task": name, "status": "missing", "stop_reason": "", "last_failure": ""}))
@@ -190,7 +219,14 @@ class DmsTaskRule(RuleType):
             findings += found
             observed |= {dms_lag.group(name) for name in facts["lag"]}
         # Every group checked, ok ones included: `watchdog status` and `silence` know a table before it alerts.
-        return Evaluation(findings=tuple(findings), facts=facts, observed=tuple(sorted(observed)) if observed else ())
+        return Evaluation(findings=tuple(findings), facts=facts, observed=tuple(sorted(observed)) if observed else (),
+                          present=tuple(present))
+
+    @classmethod
+    def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:
+        if present is None and "/" not in group:  # (task/tables and task/lag groups keep the default)
+            return f"task {group} is no longer listed by DMS, so its state is unknown"
+        return default_resolved_text(group, present)
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:

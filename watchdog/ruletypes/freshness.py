@@ -15,7 +15,7 @@ from psycopg2 import sql as pgsql
 
 from watchdog.durations import format_age, format_duration
 from watchdog.rule import Rule, Severity
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType, SourceUnavailable
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleError, RuleType, SourceUnavailable
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
 from watchdog.times import to_text
 
@@ -88,7 +88,19 @@ def judge(check: FreshnessCheck, group: str, last: datetime | None, now: datetim
                "warn_after": format_duration(check.warn_after),
                "error_after": format_duration(check.error_after) if check.error_after else ""}
     summary = f"{group} last loaded {format_age(age)} ago ({to_text(last)}); {thresholds}"
-    return Finding(group=group, value=round(age.total_seconds()), severity=severity, details=details, summary=summary), fact
+    return Finding(group=group, value=round(age.total_seconds()), severity=severity, details=details, summary=summary,
+                   since=last), fact
+
+
+def fresh_now(check: FreshnessCheck, group: str, last: datetime, now: datetime) -> Observation:
+    """A fresh group as its resolution states it: its age now and its last load."""
+    age = now - last
+    details = {"check": check.name, "age": format_age(age), "last_loaded": to_text(last),
+               "warn_after": format_duration(check.warn_after),
+               "error_after": format_duration(check.error_after) if check.error_after else ""}
+    return Observation(group=group, value=round(age.total_seconds()), details=details,
+                       summary=f"{group} loaded {format_age(age)} ago now ({to_text(last)}); "
+                               f"warn after {format_duration(check.warn_after)}")
 
 
 class FreshnessRule(RuleType):
@@ -106,13 +118,22 @@ class FreshnessRule(RuleType):
         options: FreshnessOptions = rule.options
         findings: list[Finding] = []
         facts: list[dict[str, Any]] = []
+        present: list[Observation] = []
         for check in options.checks:
             for group, last in _last_loads(check, source):
                 finding, fact = judge(check, group, last, now)
                 facts.append(fact)
                 if finding is not None:
                     findings.append(finding)
-        return Evaluation(findings=tuple(findings), facts={"checks": facts})
+                elif last is not None:
+                    present.append(fresh_now(check, group, last, now))
+        return Evaluation(findings=tuple(findings), facts={"checks": facts}, present=tuple(present))
+
+    @classmethod
+    def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:
+        if present is None:
+            return f"{group} is no longer returned by the rule's checks, so its freshness is unknown"
+        return present.summary
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:

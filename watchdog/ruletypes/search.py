@@ -14,13 +14,13 @@ import math
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleType
+from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
@@ -280,11 +280,14 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
             if group and group not in seen:
                 value = 0.0 if options.metric is None else None
                 seen[group] = Reading(value=value, count=0, what="events 0" if value is not None else "")
+    for group in ctx.active.get(rule.name, frozenset()):
+        if group not in seen:  # an alerting group with no events in the window now: its count is zero
+            value = 0.0 if options.metric is None and options.fraction is None and options.baseline is None else None
+            seen[group] = Reading(value=value, count=0, what="events 0" if value is not None else "")
     findings = []
+    present = []
     for group, reading in sorted(seen.items()):
         level = None if reading.value is None else options.threshold.classify(reading.value)
-        if level is None:
-            continue
         summary = f"{reading.what}{_where(options, group)} in the last {format_duration(options.window)}" \
                   f"{reading.versus} ({options.threshold.describe()})"
         details: dict[str, Any] = {
@@ -302,8 +305,14 @@ def judge(rule: Rule, ctx: EvalContext, response: Mapping[str, Any], start: date
             and options.baseline is None and value is not None else value
         if shown is not None and not math.isfinite(shown):
             shown = None  # a spike from an empty baseline: the summary says so
+        if level is None:  # the condition does not hold: what a resolution of this group states
+            now = f"{summary} now" if reading.what else \
+                f"no value{_where(options, group)} in the last {format_duration(options.window)} now " \
+                f"({options.threshold.describe()})"
+            present.append(Observation(group=group, value=shown, summary=now, details=details))
+            continue
         findings.append(Finding(group=group, value=shown, summary=summary, severity=level.severity, details=details))
-    return Evaluation(findings=tuple(findings), observed=observed)
+    return Evaluation(findings=tuple(findings), observed=observed, present=tuple(present))
 
 
 def sample_request(options: SearchOptions, start: datetime, end: datetime, parts: Sequence[str]) -> dict[str, Any]:
@@ -395,7 +404,7 @@ def _attach_samples(out: dict[str, Evaluation | Exception], wanted: list[tuple[s
             Finding(group=f.group, value=f.value, summary=f.summary, severity=f.severity,
                     details={**f.details, "samples": samples[(rule_name, f.group)]})
             if (rule_name, f.group) in samples else f for f in evaluation.findings)
-        out[rule_name] = Evaluation(findings=findings, observed=evaluation.observed, facts=evaluation.facts)
+        out[rule_name] = replace(evaluation, findings=findings)
 
 
 class SearchRuleType(RuleType):

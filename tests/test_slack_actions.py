@@ -299,7 +299,9 @@ class Watchdog:
         self.engine = engine_for(config, self.clock)
         self.health = SocketHealth()
         self.actions = SlackActions(config.slack, config.state_path, self.health, clock=self.clock)
+        connects = sockets.connects
         self.actions.start()
+        sockets.wait_connected(count=connects + 1)  # the server side has it too: clicks go to this connection
         wait_for(lambda: self.health.connected, "the Socket Mode connection")
         self.outbox = Outbox(self.engine.store, SlackNotifier(config.slack, self.health), clock=self.clock)
 

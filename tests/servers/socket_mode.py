@@ -38,6 +38,7 @@ class SocketModeServer:
             conn.close()
             return
         with self.lock:
+            # The newest connection is the one clicks go to: an older one may belong to a watchdog that is stopping.
             self.connections.append(conn)
             self.connects += 1
         conn.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0WATCHDOG"},

@@ -53,6 +53,8 @@ class BadFile:
     line: int
     says: str  # a fragment of the message
 
+    needs_permissions: bool = False  # only bad where file permissions apply (not to root with CAP_DAC_OVERRIDE)
+
     def fix(self, path: Path, name: str) -> None:
         """Replace whatever ``make`` put at ``path`` with the good rule ``name``."""
         if path.is_symlink() or path.exists():
@@ -87,6 +89,11 @@ def _symlink(target: str) -> Callable[[Path, str], None]:
     def make(path: Path, name: str) -> None:
         os.symlink(target, path)
     return make
+
+
+def _unreadable(path: Path, name: str) -> None:
+    path.write_text(good(name))
+    path.chmod(0)
 
 
 def _huge(path: Path, name: str) -> None:
@@ -129,6 +136,7 @@ BAD_FILES: tuple[BadFile, ...] = (
     BadFile("fifo", _fifo, 1, "not a regular file: it is a FIFO"),
     BadFile("dev-zero", _symlink("/dev/zero"), 1, "not a regular file: it is a character device"),
     BadFile("fifty-megabytes", _huge, 1, "file too large"),
+    BadFile("unreadable", _unreadable, 1, "Permission denied", needs_permissions=True),
     BadFile("sql-file-dev-zero", _sql_file("/dev/zero"), 6, "character device"),
     BadFile("sql-file-fifo", _sql_file("fifo"), 6, "FIFO"),
     BadFile("template-width", _extra("message: '{value:>999999999}'"), 8, "widths and precisions of at most 2 digits"),

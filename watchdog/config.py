@@ -240,7 +240,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     if not isinstance(doc.data, dict):
         raise InvalidFileError([Problem.whole_file(doc.filename, "the config file must be a mapping of keys")])
     problems = interpolate(doc, environ)
-    problems += schema.problems(doc, "config.schema.json")
+    problems += schema.problems(doc, "config.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
     base_dir = os.path.dirname(os.path.abspath(path))
     if not problems:
         problems += _timeout_problems(doc, doc.data)

@@ -29,7 +29,8 @@ def interpolate(doc: Document, environ: Mapping[str, str]) -> list[Problem]:
                 return environ[name]
             if default is not None:
                 return default
-            found.append(Problem.at(doc, path, f"environment variable '{name}' is not set"))
+            found.append(Problem.at(doc, path, f"environment variable '{name}' is not set: set it for watchdog "
+                                              f"(e.g. in /etc/watchdog/watchdog.env), or give a default: ${{{name}:-value}}"))
             return match.group(0)
 
         return _VARIABLE.sub(replace, text) if "$" in text else text

@@ -119,7 +119,7 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         what = "empty" if doc.data is None else "not a mapping of keys"
         return None, [Problem.whole_file(doc.filename, f"a rule file must be a mapping of keys; this one is {what}")]
     problems = interpolate(doc, environ)
-    problems += schema.problems(doc, "rule.schema.json")
+    problems += schema.problems(doc, "rule.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
     data: dict[str, Any] = doc.data
     # Logical checks run on the parts the schema accepted, so every error shows at once.
     flagged = {p.path.split(".")[0].split("[")[0] for p in problems}

@@ -15,11 +15,13 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import yaml
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from watchdog import durations, listen, schedule
-from watchdog.problems import Problem
+from watchdog.durations import DURATION_PATTERN
+from watchdog.problems import Problem, format_path
 from watchdog.yamlfile import Document, Path
 
 SCHEMA_FILES = ("rule.schema.json", "config.schema.json")
@@ -27,6 +29,39 @@ _TYPE_NAMES = {
     "string": "a string", "integer": "a whole number", "number": "a number", "boolean": "true or false",
     "object": "a mapping", "array": "a list", "null": "null",
 }
+
+
+# Keys people write from habit (ElastAlert, other tools, plain English) and the key that does that job here;
+# offered when difflib finds nothing close, and only when that key is valid where the unknown one stands.
+KEY_ALIASES = {
+    "critical_after": "error_after", "crit_after": "error_after", "fail_after": "error_after",
+    "warning_after": "warn_after", "stale_after": "warn_after",
+    "timeframe": "window", "time_window": "window", "period": "window",
+    "realert": "repeat_every", "renotify": "repeat_every", "repeat": "repeat_every",
+    "query_key": "group_by", "groupby": "group_by", "group": "group_by",
+    "num_events": "threshold", "limit": "threshold", "min_count": "threshold", "max_count": "threshold",
+    "interval": "schedule", "every": "schedule", "cron": "schedule", "run_every": "schedule",
+    "alert": "notify", "alerts": "notify", "slack": "notify", "channel": "notify",
+    "level": "severity", "priority": "severity",
+    "tables": "checks", "table": "checks",
+    "runbook": "runbook_url", "link": "runbook_url",
+    "disabled": "enabled", "is_enabled": "enabled",
+}
+
+
+def nearest_key(key: str, allowed: Iterable[str]) -> str | None:
+    """The valid key ``key`` was most likely meant to be, or None."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    alias = KEY_ALIASES.get(key.lower())
+    return alias if alias in allowed else None
+
+
+def flow(value: Any) -> str:
+    """``value`` as a user would write it inline in YAML: ``{above: 50}``."""
+    return str(yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False)).strip().removesuffix("...").strip()
 
 
 def _python_type_name(value: Any) -> str:
@@ -91,10 +126,10 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _registry() -> Registry:
+    # The schema files have no remote $id: a reference such as "rule.schema.json#/$defs/schedule" is relative to
+    # the referring file, so editors and plain validators resolve it next to it, offline. Here, by file name.
     resources_ = [(name, Resource.from_contents(load_schema(name))) for name in SCHEMA_FILES]
     registry: Registry = Registry().with_resources(resources_)
-    for name in SCHEMA_FILES:
-        registry = registry.with_resource(load_schema(name)["$id"], registry[name])
     return registry
 
 
@@ -157,8 +192,7 @@ class _Explainer:
 
     def _resolve(self, schema: Any) -> Any:
         if isinstance(schema, dict) and "$ref" in schema:
-            base = str(load_schema(self.schema_name)["$id"])
-            return _registry().resolver(base_uri=base).lookup(schema["$ref"]).contents
+            return _registry().resolver(base_uri=self.schema_name).lookup(schema["$ref"]).contents
         return schema
 
     def _branch_properties(self, schema: Mapping[str, Any], instance: Any) -> tuple[set[str], set[str]]:
@@ -193,8 +227,8 @@ class _Explainer:
             if key in others and kind:
                 message = f"key '{key}' is not used by type '{kind}'"
             else:
-                close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                near = nearest_key(str(key), allowed)
+                hint = f" (did you mean '{near}'?)" if near else ""
                 message = f"unknown key '{key}'{hint}"
             yield Problem.at(self.doc, path + (key,), message, key=True)
 
@@ -211,6 +245,17 @@ class _Explainer:
                 if key not in present:
                     yield Problem.at(self.doc, path, f"missing required key '{key}'")
             return
+        if error.validator == "oneOf" and isinstance(value, dict) and all(
+                isinstance(b, dict) and set(b) == {"required"} for b in schema.get("oneOf", [])):
+            # A choice of keys ({above} or {below}): say which mistake it is, both given or none.
+            choices = [str(b["required"][0]) for b in schema["oneOf"]]
+            given = [c for c in choices if c in value]
+            if len(given) > 1:
+                message = schema.get("x-error") or f"give only one of {', '.join(repr(c) for c in given)}"
+            else:
+                message = f"give {' or '.join(repr(c) for c in choices)}" + _examples(schema)
+            yield Problem.at(self.doc, path, message)
+            return
         if "x-error" in schema and error.validator not in ("type", *KEYWORDS):
             yield Problem.at(self.doc, path, schema["x-error"].replace("{value}", _shown(value)))
             return
@@ -218,7 +263,16 @@ class _Explainer:
             expected: Any = error.validator_value
             names = [expected] if isinstance(expected, str) else list(expected)
             wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-            message = f"must be {wanted}, not {_python_type_name(value)} ({_shown(value)})"
+            if schema.get("pattern") == DURATION_PATTERN and isinstance(value, (int, float)) and not isinstance(value, bool):
+                unit = f"{value}m" if isinstance(value, int) and value > 0 else "30s, 5m, 2h"
+                message = f"{_shown(value)} has no unit: add a unit: {unit} (durations are like 30s, 5m, 2h, 1d, 1h30m)"
+            else:
+                message = f"must be {wanted}, not {_python_type_name(value)} ({_shown(value)})" + _examples(schema)
+        elif error.validator == "enum" and path == ("type",) and "type" in load_schema(self.schema_name).get("required", []):
+            options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
+            close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            message = f"unknown type {_shown(value)}{hint}: the types are {', '.join(options)}"
         elif error.validator == "enum":
             options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
             close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
@@ -233,13 +287,42 @@ class _Explainer:
         yield Problem.at(self.doc, path, message)
 
 
-def problems(doc: Document, schema_name: str) -> list[Problem]:
-    """Every schema problem in ``doc``, sorted by position."""
+def _examples(schema: Mapping[str, Any]) -> str:
+    """``: e.g. {above: 50} or {below: 1}`` from the schema's first examples, or nothing."""
+    examples = [flow(e) for e in list(schema.get("examples", []))[:2]]
+    return f": e.g. {' or '.join(examples)}" if examples else ""
+
+
+def _root_causes(errors: list[ValidationError]) -> list[ValidationError]:
+    """One error per mistake: the ones that explain the rest.
+
+    A value of the wrong type also fails every other keyword at its path
+    (``threshold: "fifty"`` is neither ``{above}`` nor ``{below}``): only the
+    type error stays. An unknown ``type`` makes every key look out of place:
+    only the type error stays, not one line per key.
+    """
+    typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    errors = [e for e in errors if e.validator == "type" or tuple(e.absolute_path) not in typed]
+    if any(tuple(e.absolute_path) == ("type",) and e.validator in ("enum", "const") for e in errors):
+        errors = [e for e in errors if not (not e.absolute_path and e.validator in (
+            "additionalProperties", "unevaluatedProperties", "required", "oneOf", "anyOf", "allOf"))]
+    return errors
+
+
+def problems(doc: Document, schema_name: str, skip: Iterable[str] = ()) -> list[Problem]:
+    """Every schema problem in ``doc``, sorted by position.
+
+    ``skip`` names key paths (as Problem.path gives them) already reported,
+    e.g. a value whose ``${VARIABLE}`` is not set: their raw text is not
+    checked against the schema too.
+    """
     instance: Any = doc.data
     branch = _branch_for(schema_name, instance)
     v = validator(schema_name) if branch is None else _flat_validator(schema_name, branch)
     explainer = _Explainer(doc, v, schema_name)
-    errors = list(v.iter_errors(instance))
+    skipped = set(skip)
+    errors = [e for e in _root_causes(list(v.iter_errors(instance)))
+              if not skipped or format_path(tuple(e.absolute_path)) not in skipped]
     found: list[Problem] = []
     for error in errors:
         found.extend(explainer.explain(error))

@@ -249,6 +249,32 @@ class _Composer:
         return value, height
 
 
+def _explain_syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[Position, str]:
+    """Where a YAML syntax error is, and what to do about it, for the mistakes people make most.
+
+    PyYAML reports a tab as "a character that cannot start any token" and an
+    unclosed quote where the file ends; both are said here in the words of
+    the fix, at the line that needs it.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    position = _pos(mark) if mark is not None else Position(1, 1)
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    lines = text.splitlines()
+    if mark is not None and 0 <= mark.line < len(lines) and "\t" in lines[mark.line][:mark.column + 1] and (
+            "cannot start any token" in problem or "tab" in problem):
+        column = lines[mark.line].index("\t") + 1
+        return (Position(mark.line + 1, column),
+                "a tab in the indentation: YAML indents with spaces only (replace the tab with spaces)")
+    if "quoted scalar" in context and exc.context_mark is not None:
+        opened = exc.context_mark
+        quote = text[opened.index] if 0 <= opened.index < len(text) and text[opened.index] in "'\"" else '"'
+        return (_pos(opened),
+                f"the quote ({quote}) opened here is never closed: add the closing {quote}"
+                + (" (the file ends inside it)" if "end of stream" in problem else f" ({problem})"))
+    return position, f"YAML syntax error: {problem}" + (f" {context}" if context else "")
+
+
 def parse(text: str, filename: str) -> Document:
     """Parse one YAML document with positions.
 
@@ -265,11 +291,8 @@ def parse(text: str, filename: str) -> Document:
         try:
             doc.data = _Composer(loader, doc).document()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            position = _pos(mark) if mark is not None else Position(1, 1)
-            problem = exc.problem or "invalid YAML"
-            context = f" {exc.context}" if exc.context else ""
-            raise YamlError(filename, position, f"YAML syntax error: {problem}{context}") from None
+            position, message = _explain_syntax_error(exc, text)
+            raise YamlError(filename, position, message) from None
         except yaml.YAMLError as exc:
             raise YamlError(filename, Position(1, 1), f"YAML error: {exc}") from None
         return doc

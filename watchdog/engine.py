@@ -614,15 +614,28 @@ class Engine:
         return max(0.0, min(waits, default=60.0))
 
     def run_all_once(self, timeout: float) -> list[Applied]:
-        """Evaluate every rule now and wait for all of them (``watchdog run --once``)."""
-        now = self.clock()
-        for name in self.rules:
-            self.next_run[name] = now
-        self.dispatch(list(self.rules.values()), now)
-        applied: list[Applied] = []
+        """Evaluate every rule now and wait for all of them (``watchdog run --once``).
+
+        Rules that only observe run first and rules that act (remediation)
+        after them, so one round reports the world as it found it before
+        changing it; each phase's results are applied in rule-name order, so
+        the same world gives the same transitions and notifications, in the
+        same order, every run.
+        """
         deadline = time.monotonic() + timeout
-        while not self.runner.idle() and time.monotonic() < deadline:
-            self.wake.wait(0.2)
-            self.wake.clear()
-            applied.extend(self.collect())
+        applied: list[Applied] = []
+        for acting in (False, True):
+            phase = [r for r in self.rules.values() if r.type in self.rule_types and self.rule_types[r.type].acts == acting]
+            now = self.clock()
+            for rule in phase:
+                self.next_run[rule.name] = now
+            self.dispatch(phase, now)
+            finished: list[Finished] = []
+            while not self.runner.idle() and time.monotonic() < deadline:
+                self.wake.wait(0.2)
+                self.wake.clear()
+                finished.extend(self.runner.collect())
+            for done in sorted(finished, key=lambda f: f.batch.rules):
+                self.stats.durations.append(done.duration)
+                applied.extend(self._apply_batch(done))
         return applied

@@ -7,6 +7,9 @@ how many requests watchdog made (e.g. one ``_msearch`` per tick).
 from __future__ import annotations
 
 import http.client
+import os
+import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -90,8 +93,28 @@ class CountingProxy:
 
 
 def start_search() -> OsmemServer:
-    """Start osmem-server with no seed data, English analysis only."""
-    return OsmemServer.start(japanese=False)
+    """Start osmem-server with no seed data, English analysis only.
+
+    Its standard error (where it says "exiting: stdin closed" when stopped, a
+    line no user can act on) goes to a log file in the temp directory, named
+    in the error if it fails to start. osmem-server inherits the standard
+    error it is started with, so file descriptor 2 points at the log while
+    the process starts.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="osmem-server-", suffix=".log", delete=False)
+    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 2)
+        try:
+            return OsmemServer.start(japanese=False)
+        finally:
+            os.dup2(saved, 2)
+    except Exception as exc:
+        raise RuntimeError(f"osmem-server did not start ({exc}); its log: {log.name}") from exc
+    finally:
+        os.close(saved)
+        log.close()
 
 
 def compat_node_class() -> type:

@@ -78,6 +78,12 @@ def _version_tuple(number: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+# Connections kept per source: one per batch that may search it at once (each rule type is its own batch, and
+# test-rule and the daemon share nothing). urllib3's default of 1 made concurrent batches log "Connection pool is
+# full, discarding connection" and reconnect; elasticsearch-py already keeps 10 per node.
+POOL_SIZE = 10
+
+
 class SearchSource:
     def __init__(self, config: SearchConfig, *, node_class: Any = None):
         self.config = config
@@ -95,7 +101,7 @@ class SearchSource:
         cfg = self.config
         kwargs: dict[str, Any] = {"hosts": list(cfg.hosts), "timeout": cfg.timeout.total_seconds(),
                                   "verify_certs": cfg.verify_certs, "ssl_show_warn": cfg.verify_certs,
-                                  "max_retries": 0, "retry_on_timeout": False}
+                                  "max_retries": 0, "retry_on_timeout": False, "pool_maxsize": POOL_SIZE}
         if cfg.ca_certs:
             kwargs["ca_certs"] = cfg.ca_certs
         if cfg.aws_region:

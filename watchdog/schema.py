@@ -272,7 +272,8 @@ class _Explainer:
             options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
             close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            message = f"unknown type {_shown(value)}{hint}: the types are {', '.join(options)}"
+            message = (f"unknown type {_shown(value)}{hint}: the types are {', '.join(options)}" if isinstance(value, str)
+                       else f"{_shown(value)} is not one of the types: {', '.join(options)}")
         elif error.validator == "enum":
             options = [str(o) for o in list(error.validator_value)]  # type: ignore[arg-type]
             close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)

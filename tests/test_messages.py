@@ -81,7 +81,7 @@ def test_an_unknown_type_lists_the_types_once(tmp_path: Path) -> None:
     text = SEARCH.replace("threshold", "frequency") + "threshold: {above: 5}\nquery: x\ngroup_by: team\nnum_events: 5\ntimeframe: 5m\n"
     assert problems(tmp_path, text) == [
         (2, 7, "type", f"unknown type 'frequency': the types are {TYPES}")]
-    assert "threshold, metric, freshness" in TYPES
+    assert TYPES.startswith("threshold, metric")
     assert problems(tmp_path, SEARCH.replace("type: threshold", "type: treshold") + "threshold: {above: 5}\n")[0][3] == (
         f"unknown type 'treshold' (did you mean 'threshold'?): the types are {TYPES}")
 

@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -88,6 +89,47 @@ def test_read_only_commands_never_create_a_state_file(tmp_path: Path) -> None:
     assert (doc["state_path"], doc["state_exists"]) == (f"{tmp_path}/state/state.db", False)
     assert cli("unsilence", "1", "-c", str(tmp_path / "watchdog.yaml")).returncode == 1
     assert not (tmp_path / "state").exists() and sorted(os.listdir(tmp_path)) == ["rules", "watchdog.yaml"]
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """``watchdog ARGS`` as an unprivileged user, with a Python that user can run (the venv's may live under /root)."""
+    python = "/usr/bin/python3"
+    if os.getuid() != 0 or not shutil.which("setpriv") or not os.path.exists(python):
+        pytest.skip("needs root, setpriv and a system Python to drop privileges")
+    site = next(Path(REPO / ".venv" / "lib").glob("python3.*/site-packages"))
+    probe = subprocess.run([python, "-c", f"import sys; print(sys.version_info[:2] == {tuple(sys.version_info[:2])})"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() != "True":
+        pytest.skip("the system Python is not the venv's version")
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
+                           f"PYTHONPATH={REPO}:{site}", python, "-m", "watchdog", *args],
+                          cwd="/", capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory any user may read (pytest's tmp_path lies under a root-only directory)."""
+    path = Path(tempfile.mkdtemp(prefix="watchdog-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_state_the_user_cannot_read_is_not_called_missing(open_dir: Path) -> None:
+    tmp_path = open_dir
+    write_project(tmp_path, "rules_dir: rules\nstate_path: state/state.db\nsources:\n  warehouse: {type: postgres, dsn: x}\n",
+                  {"fresh": FRESH_RULE})
+    (tmp_path / "state").mkdir(mode=0o750)  # as StateDirectoryMode=0750, owned by the service user
+    (tmp_path / "state" / "state.db").touch(mode=0o600)
+    config = str(tmp_path / "watchdog.yaml")
+    hidden = as_nobody("status", "-c", config)
+    assert hidden.returncode == 2 and "no such file" not in hidden.stdout + hidden.stderr
+    assert hidden.stderr == (f"watchdog status: cannot look into {tmp_path}/state (permission denied): "
+                             "run it as the service's user, e.g. sudo -u watchdog watchdog ...\n")
+    (tmp_path / "state").chmod(0o755)
+    for command in (["silence", "fresh", "--for", "1h"], ["unsilence", "1"], ["status"]):
+        result = as_nobody(*command, "-c", config)
+        assert result.returncode == 2 and f"cannot read and write {tmp_path}/state/state.db (permission denied)" in result.stderr
 
 
 @pytest.fixture

@@ -99,13 +99,34 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
         _print(f"invalid: {problem['file']}:{problem['line']}: {problem['path']}: {problem['message']}")
 
 
+def state_access_problem(path: str) -> str | None:
+    """Why this user cannot use the state file at ``path``, or None when it can (or may create it).
+
+    The service's state directory is 0750 and its files 0600: another user
+    cannot even see whether the file exists, which must not read as "the
+    daemon never ran". SQLite needs write access to read a WAL database.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    hint = "run it as the service's user, e.g. sudo -u watchdog watchdog ..."
+    if os.path.isdir(directory) and not os.access(directory, os.R_OK | os.X_OK):
+        return f"cannot look into {directory} (permission denied): {hint}"
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"cannot read and write {path} (permission denied): {hint}"
+    return None
+
+
 def _open_existing(config: Config) -> StateStore | None:
     """The state store when its file exists; None otherwise (a command that only reads never creates one)."""
     return StateStore(config.state_path) if os.path.exists(config.state_path) else None
 
 
 def show_status(config: Config, fmt: str = "text") -> int:
-    """Print every rule's state from the state file at ``config.state_path``; returns the exit code (0)."""
+    """Print every rule's state from the state file at ``config.state_path``; returns the exit code (0, or 2 when
+    the state file cannot be read)."""
+    problem = state_access_problem(config.state_path)
+    if problem:
+        print(f"watchdog status: {problem}", file=sys.stderr)
+        return 2
     store = _open_existing(config)
     note = "" if store else " (no such file yet: the daemon has not run with this state_path)"
     # An empty in-memory store gives the same document (rules from their files, no state) without a file.
@@ -150,6 +171,10 @@ def add_silence(config: Config, target_text: str, duration: str, reason: str) ->
         hint = ", ".join(sorted(known)) or "none"
         print(f"watchdog silence: no rule '{target.rule}' in {config.rules_dir} (rules: {hint})", file=sys.stderr)
         return 1
+    problem = state_access_problem(config.state_path)
+    if problem:
+        print(f"watchdog silence: {problem}", file=sys.stderr)
+        return 2
     existed = os.path.exists(config.state_path)
     store = StateStore(config.state_path)
     try:
@@ -178,6 +203,10 @@ def add_silence(config: Config, target_text: str, duration: str, reason: str) ->
 
 def remove_silence(config: Config, silence_id: str) -> int:
     """Remove the silence with ``silence_id`` (as ``watchdog status`` lists it); returns 0, or 1 when there is none."""
+    problem = state_access_problem(config.state_path)
+    if problem:
+        print(f"watchdog unsilence: {problem}", file=sys.stderr)
+        return 2
     if not os.path.exists(config.state_path):
         print(f"watchdog unsilence: no state file at {config.state_path}, so no silence {silence_id}", file=sys.stderr)
         return 1

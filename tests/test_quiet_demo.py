@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from tests.test_dms import NOW, create_task, fail, project, remediate, warehouse
 from watchdog.config import SearchSource as SearchConfig
 from watchdog.sources.search import SearchRequest, SearchSource
 
+REPO = Path(__file__).resolve().parent.parent
 OBSERVE = """\
     name: z-dms-tasks
     type: dms_task
@@ -56,3 +59,17 @@ def test_the_search_server_stops_quietly(capfd: pytest.CaptureFixture[str]) -> N
     server = start_search()
     server.close()
     assert "osmem-server" not in capfd.readouterr().err
+
+
+def test_the_editable_install_prints_nothing(tmp_path: Path) -> None:
+    # What scripts/setup runs (into a throwaway prefix): setuptools' ten-line "Editable installation" warning is gone.
+    # A venv of its own (pip's --python): installing into this one, even with --prefix, would uninstall it first.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "pip", "--python", str(tmp_path / "venv" / "bin" / "python"),
+                             "install", "-q", "--disable-pip-version-check", "--no-deps", "-e", str(REPO)],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and ("No matching distribution" in result.stderr or "Could not find a version" in result.stderr):
+        pytest.skip(f"no package index for the build requirements: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert [p.name for p in tmp_path.glob("venv/lib/python3*/site-packages/__editable__*.pth")]

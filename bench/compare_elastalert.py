@@ -1,6 +1,13 @@
 """watchdog against ElastAlert2 2.19.0: same server, same data, same rules, measured side by side.
 
 Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120] [--mix classic|ratio-spike]
+     [--burst 70]
+
+``--burst K``: instead of a few bursts of a few rules, two error bursts that
+make K frequency/threshold rules fire at once each (the workload of issue 16:
+about 70 alerts in the same second, one webhook for every rule). Latency is
+reported as median and p90 over every alert; at the end both tools get
+SIGTERM together and the time each takes to exit is measured.
 
 For each size N it starts osmem-server with a counting proxy in front of it
 for each tool, a local Slack sink, and a feeder that keeps N services
@@ -22,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import signal
 import subprocess
@@ -36,7 +42,7 @@ from typing import Any
 
 from opensearchpy import OpenSearch, helpers
 
-from bench.common import median, save
+from bench.common import median, percentile, save
 from tests.servers.search import CountingProxy, start_search
 from tests.servers.slack_api import SlackServer
 
@@ -71,7 +77,7 @@ class Plan:
     requests are what is compared).
     """
 
-    def __init__(self, n: int, mix: str = "classic"):
+    def __init__(self, n: int, mix: str = "classic", burst: int = 0):
         if mix == "classic":
             sizes = {"freq": n // 2, "flat": n // 4, "ratio": 0, "spike": 0}
         else:
@@ -81,7 +87,11 @@ class Plan:
         self.ratio = [f"ratio-{i:03d}" for i in range(sizes["ratio"])]
         self.spike = [f"spike-{i:03d}" for i in range(sizes["spike"])]
         self.metric = [f"metric-{i:03d}" for i in range(n - sum(sizes.values()))]
-        self.burst = self.freq[:: max(1, len(self.freq) // 5)][:5]  # error bursts
+        if burst:  # two bursts of `burst` rules each, every rule of one burst firing in the same second
+            step = max(1, len(self.freq) // (2 * burst))
+            self.burst = self.freq[::step][: 2 * burst]
+        else:
+            self.burst = self.freq[:: max(1, len(self.freq) // 5)][:5]  # error bursts
         self.burst += self.ratio[:: max(1, len(self.ratio) // 3)][:3]  # error bursts on ratio rules' services
         self.slow = self.metric[:: max(1, len(self.metric) // 2)][:2]  # latency bursts
         self.silent = self.flat[:: max(1, len(self.flat) // 3)][:3]  # services that never log
@@ -180,22 +190,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+RULE_NAME = re.compile(r"\b(?:freq|flat|metric|ratio|spike)-\d{3}\b")
+ONLY_RESOLVED = re.compile(r"\(\d+: \d+ ok\)")  # a digest's rule line whose notifications are all resolutions
+
+
+def message_lines(body: dict[str, Any]) -> list[str]:
+    """The lines a person reads: Block Kit sections when there are blocks (a digest's text only summarizes), else text."""
+    blocks = body.get("blocks")
+    if isinstance(blocks, list) and blocks:
+        texts = [str((b.get("text") or {}).get("text", "")) for b in blocks if isinstance(b, dict)]
+        return [line for text in texts for line in text.splitlines()]
+    return (str(body.get("text", "")) + " " + str(body.get("attachments", ""))).splitlines()
+
+
 def alerts(sink: SlackServer, tool: str) -> list[tuple[str, float]]:
-    """(rule name, arrival time) of every message the tool posted."""
+    """(rule name, arrival time) of every alert the tool posted: once per message that announces the rule firing."""
     out = []
     for request in sink.calls("webhook"):
         if f"/services/{tool}/" not in request.path:
             continue
-        text = str(request.body.get("text", "")) + " " + str(request.body.get("attachments", ""))
-        if "RESOLVED" in text:  # ElastAlert2 sends no resolutions; count alerts only
-            continue
-        for name in set(re.findall(r"\b(?:freq|flat|metric|ratio|spike)-\d{3}\b", text)):
-            out.append((name, request.at))
+        names: set[str] = set()
+        for line in message_lines(request.body):
+            if "RESOLVED" in line or ONLY_RESOLVED.search(line):  # ElastAlert2 sends no resolutions; count alerts only
+                continue
+            names.update(RULE_NAME.findall(line))
+        out.extend((name, request.at) for name in names)
     return out
 
 
-def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic") -> dict[str, Any]:
-    plan = Plan(n, mix)
+def stop_both(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) -> dict[str, float | None]:
+    """SIGTERM to every tool at once; seconds until each exited (None: still running after ``timeout``)."""
+    sent = time.monotonic()
+    for proc in procs.values():
+        proc.send_signal(signal.SIGTERM)
+    took: dict[str, float | None] = {tool: None for tool in procs}
+    while time.monotonic() - sent < timeout and any(v is None for v in took.values()):
+        for tool, proc in procs.items():
+            if took[tool] is None and proc.poll() is not None:
+                took[tool] = time.monotonic() - sent
+        time.sleep(0.02)
+    return took
+
+
+def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic", burst: int = 0) -> dict[str, Any]:
+    plan = Plan(n, mix, burst)
     server = start_search()
     proxies = {"elastalert": CountingProxy(server.url), "watchdog": CountingProxy(server.url)}
     sink = SlackServer()
@@ -263,8 +301,11 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
             minutes = (time.monotonic() - steady_start) / 60
             result: dict[str, Any] = {}
             time.sleep(RUN_EVERY + 5)  # let the last bursts be detected
-            for tool, proc in procs.items():
+            ended = {tool: (cpu_seconds(p.pid), proxies[tool].total()) for tool, p in procs.items()}
+            stopped = stop_both(procs)
+            for tool in procs:
                 cpu0, req0 = base[tool]
+                cpu1, req1 = ended[tool]
                 got = alerts(sink, "EA" if tool == "elastalert" else "WD")
                 counts: dict[str, int] = {}
                 for name, _ in got:
@@ -275,11 +316,15 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                 result[tool] = {
                     "rss_mib_median": median([s / 1024 for s in samples[tool] if s]),
                     "rss_growth_mib": (samples[tool][-1] - samples[tool][0]) / 1024 if samples[tool] else 0.0,
-                    "cpu_seconds_per_minute": (cpu_seconds(proc.pid) - cpu0) / minutes,
-                    "requests_per_cycle": (proxies[tool].total() - req0) / (minutes * 60 / RUN_EVERY),
+                    "cpu_seconds_per_minute": (cpu1 - cpu0) / minutes,
+                    "requests_per_cycle": (req1 - req0) / (minutes * 60 / RUN_EVERY),
                     "seconds_to_first_query": (first - started) if first else None,
                     "detection_latency_median": median(latencies) if latencies else None,
+                    "detection_latency_p90": percentile(latencies, 90) if latencies else None,
                     "detection_latency_max": max(latencies) if latencies else None,
+                    "messages": sum(1 for r in sink.calls("webhook")
+                                    if f"/services/{'EA' if tool == 'elastalert' else 'WD'}/" in r.path),
+                    "stop_seconds": stopped[tool],
                     "expected_alerted_once": sum(1 for name in expected if counts.get(name) == 1),
                     "expected": len(expected),
                     "duplicates": sum(c - 1 for c in counts.values() if c > 1),
@@ -315,15 +360,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--mix", choices=("classic", "ratio-spike"), default="classic",
                         help="ratio-spike: a fifth of the rules error ratios, a fifth spikes")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="two error bursts of this many rules each, all firing at once (issue 16: 70)")
     args = parser.parse_args()
     ea_bin = install_elastalert()
     sizes = [int(s) for s in args.sizes.split(",")]
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     for _ in range(args.repeat):
         for n in sizes:
-            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix))
+            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix, args.burst))
     keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "requests_per_cycle", "seconds_to_first_query",
-            "detection_latency_median"]
+            "detection_latency_median", "detection_latency_p90", "detection_latency_max", "messages", "stop_seconds"]
     table: dict[str, Any] = {}
     print(f"{'N':>4} {'metric':<26} {'watchdog':>18} {'ElastAlert2':>18} {'ratio':>7}")
     for n in sizes:
@@ -349,8 +396,10 @@ def main() -> None:
             print(f"{n:>4} correctness {tool:<14} {last['expected_alerted_once']}/{last['expected']} alerted once, "
                   f"{last['duplicates']} duplicate(s), missed {last['missed']}, unexpected {last['unexpected']}")
     name = "compare_elastalert" if args.mix == "classic" else f"compare_elastalert_{args.mix.replace('-', '_')}"
-    save(name, {"mix": args.mix, "sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY,
-                                "table": table, "runs": {str(n): r for n, r in runs.items()}})
+    if args.burst:
+        name += f"_burst{args.burst}"
+    save(name, {"mix": args.mix, "burst": args.burst, "sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady,
+                "run_every": RUN_EVERY, "table": table, "runs": {str(n): r for n, r in runs.items()}})
 
 
 if __name__ == "__main__":

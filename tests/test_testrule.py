@@ -279,3 +279,17 @@ def test_command_line_times_parse_or_say_how(text: str) -> None:
         assert moment.tzinfo is not None
         if text.startswith("-"):
             assert moment <= now
+
+
+def test_text_lists_the_newest_notifications_and_says_how_many_are_left_out(tmp_path: Path, bursts: CountingProxy) -> None:
+    # Fires every tick from the start and repeats each minute: more notifications than the text shows.
+    root = project(tmp_path, bursts.url, {"noisy": "type: threshold\nwindow: 5m\nthreshold: {above: 0}\ngroup_by: team\n"
+                                                    "schedule: {every: 1m}\nrepeat_every: 1m\n"})
+    args = (str(root / "rules" / "noisy.yaml"), "--start", "2026-11-27T03:00:00Z", "--end", "2026-11-27T03:30:00Z")
+    doc = json.loads(run_cli(root, *args, "--format", "json").stdout)
+    total = len(doc["notifications"])
+    assert total > 20
+    text = run_cli(root, *args).stdout.splitlines()
+    at = text.index(f"notifications: {total} (the oldest {total - 20} not shown here; --format json lists all)")
+    newest = doc["notifications"][-20:]
+    assert text[at + 1:at + 21] == [f"  {n['at']} {n['kind']}: {n['text']}" for n in newest]

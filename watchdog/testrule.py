@@ -456,6 +456,15 @@ def sparkline(values: Sequence[float | None], limit: float, width: int = 100, *,
     return line, str(per)
 
 
+# Lines of each list the text output shows; the newest, since what happened last is what a replay is for.
+SHOWN_NOTIFICATIONS = 20
+SHOWN_ERRORS = 10
+
+
+def _left_out(total: int, shown: int) -> str:
+    return f" (the oldest {total - shown} not shown here; --format json lists all)" if total > shown else ""
+
+
 def format_text(result: Replay, rule: Rule) -> str:
     requests = f", {result.requests} search request(s)" if rule.type in SEARCH_TYPES else ""
     lines = []
@@ -477,8 +486,8 @@ def format_text(result: Replay, rule: Rule) -> str:
     lines.append(f"transitions: {len(result.transitions)}")
     for t in result.transitions:
         lines.append(f"  {t['at']} {t['group'] or '(all)'}: {t['from']} -> {t['to']} value={t['value']} {t['severity']}")
-    lines.append(f"notifications: {len(result.notifications)}")
-    for n in result.notifications[:20]:
+    lines.append(f"notifications: {len(result.notifications)}{_left_out(len(result.notifications), SHOWN_NOTIFICATIONS)}")
+    for n in result.notifications[-SHOWN_NOTIFICATIONS:]:
         lines.append(f"  {n['at']} {n['kind']}: {n['text']}")
     if result.notifications:
         first = result.notifications[0]
@@ -489,7 +498,7 @@ def format_text(result: Replay, rule: Rule) -> str:
         lines.append(f"actions it would take: {len(result.actions)}")
         for a in result.actions:
             lines.append(f"  {a['group']}: {a['text']}")
-    lines.append(f"errors: {len(result.errors)}")
-    for e in result.errors[:10]:
+    lines.append(f"errors: {len(result.errors)}{_left_out(len(result.errors), SHOWN_ERRORS)}")
+    for e in result.errors[-SHOWN_ERRORS:]:
         lines.append(f"  {e['at']}: {e['message']}")
     return "\n".join(terminal(line) for line in lines)

@@ -30,6 +30,7 @@ from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.notify.socket_mode import SlackActions, SocketHealth
 from watchdog.state import StateStore
+from watchdog.status import status_document
 
 T0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 CHANNEL = "C0ALERTS"
@@ -116,6 +117,13 @@ def stand(tmp_path: Path, slack: SlackServer, socket_server: SocketModeServer) -
     s.close()
 
 
+def load_config_for(stand: Stand) -> Any:
+    """An empty project: status lists the stand's rule from its state."""
+    root = Path(stand.path).parent / "status-project"
+    root.mkdir(exist_ok=True)
+    return write_project(root, "rules_dir: rules\nstate_path: state.db\n", {})
+
+
 def button_ids(blocks: list[dict[str, Any]]) -> list[str]:
     return [e["action_id"] for b in blocks if b.get("type") == "actions" for e in b["elements"]]
 
@@ -137,6 +145,9 @@ def test_firing_alerts_carry_buttons_and_acknowledge_stops_repeats(stand: Stand)
     assert any("Acknowledged by <@U0ONCALL>" in str(b) for b in update["blocks"] if b["type"] == "context")
     assert [a["action"] for a in stand.store.audit("r")][-1] == "acknowledged"
     assert stand.store.audit("r")[-1]["detail"]["user"] == "U0ONCALL"
+    doc = status_document(load_config_for(stand), stand.store, stand.clock())
+    (group,) = doc["rules"][0]["groups"]
+    assert group["acknowledged"] == {"by": "U0ONCALL", "at": "2026-11-28T02:01:00Z", "severity": "warning"}
     for _ in range(3):  # 90 minutes: three repeats were due, none is sent
         stand.step(30)
     assert not any("STILL FIRING" in text for text in stand.replies())
@@ -171,6 +182,9 @@ def test_silence_until_resolved_ends_with_the_episode(stand: Stand) -> None:
     stand.click(actions.SILENCE_RESOLVED, stand.episode())
     (silence,) = wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
     assert silence.episode == stand.episode()
+    doc = status_document(load_config_for(stand), stand.store, stand.clock())
+    assert doc["rules"][0]["groups"][0]["silenced"] == str(silence.id)
+    assert doc["silences"][0]["until_resolved"] is True and doc["silences"][0]["by"] == "U0ONCALL"
     stand.source.values = {"r": 0}
     stand.step()  # resolves: nothing said (silenced)
     posts = len(stand.slack.calls("chat.postMessage"))

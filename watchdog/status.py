@@ -14,7 +14,7 @@ from watchdog.durations import format_duration
 from watchdog.escape import terminal
 from watchdog.loader import load_rules
 from watchdog.silences import parse_silence_duration, parse_target
-from watchdog.state import StateStore
+from watchdog.state import Ack, StateStore
 from watchdog.times import to_text
 
 
@@ -33,6 +33,7 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
     types = {r.name: r.type for r in loaded.rules}
     for name in names:
         record = records.get(name)
+        acks = store.acks(name)
         entry: dict[str, Any] = {
             "name": name, "type": types.get(name), "last_run": to_text(record.last_run) if record else None,
             "next_run": to_text(record.next_run) if record else None,
@@ -40,7 +41,8 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
             "consecutive_errors": record.health.errors if record else 0,
             "groups": [{"group": g, "state": s.state.value, "severity": s.severity.value, "since": to_text(s.since),
                         "value": s.value, "summary": s.summary,
-                        "silenced": next((str(x.id) for x in silences if x.covers(name, g, now)), None)}
+                        "silenced": next((str(x.id) for x in silences if x.covers(name, g, now, s.episode)), None),
+                        "acknowledged": _ack(acks.get(g), s.episode)}
                        for g, s in sorted(groups.get(name, {}).items())],
         }
         if record and record.facts:
@@ -51,12 +53,20 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
     return {
         "state_path": config.state_path,
         "rules": rules,
-        "silences": [{"id": str(s.id), "rule": s.rule, "group": s.group, "until": to_text(s.until), "reason": s.reason}
+        "silences": [{"id": str(s.id), "rule": s.rule, "group": s.group, "until": to_text(s.until), "reason": s.reason,
+                      "until_resolved": s.episode is not None, "by": s.created_by or None}
                      for s in silences],
         "notifiers": store.notifier_status(),
         "outbox_pending": store.outbox_depth(),
         "invalid_files": [p.to_dict() for p in loaded.problems],
     }
+
+
+def _ack(ack: Ack | None, episode: str) -> dict[str, Any] | None:
+    """Who acknowledged the group's current episode in Slack, and when."""
+    if ack is None or ack.episode != episode:
+        return None
+    return {"by": ack.by, "at": to_text(ack.at), "severity": ack.severity.value}
 
 
 def _age(moment: str | None, now: datetime) -> str:
@@ -81,6 +91,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
         for g in rule["groups"]:
             label = g["group"] or "(all)"
             muted = f" [silenced: {g['silenced']}]" if g["silenced"] else ""
+            if g.get("acknowledged"):
+                muted += f" [acknowledged by {g['acknowledged']['by']}]"
             _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
@@ -89,7 +101,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
         _print("silences (remove one with `watchdog unsilence ID`):")
         for s in doc["silences"]:
             target = s["rule"] + (f":{s['group']}" if s["group"] is not None else "")
-            _print(f"  [{s['id']}] {target} until {s['until']} {s['reason']}")
+            until = "this episode resolves" if s["until_resolved"] else s["until"]
+            _print(f"  [{s['id']}] {target} until {until} {s['reason']}")
     for name, st in doc["notifiers"].items():
         if not st["ok"]:
             _print(f"notifier {name}: failing since {st['at']}: {st['error']}")

@@ -7,6 +7,7 @@ Against the moto server extended with DescribeTableStatistics and ReloadTables
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,10 @@ def test_suspended_table_alerts_for_that_table_with_its_counters(tmp_path: Path,
     clock.now = NOW + timedelta(minutes=1)
     evaluate_now(engine)
     assert firing(engine, "dms-tables") == {}
+    (resolved,) = [json.loads(r[0]) for r in engine.store.db.execute(
+        "select payload from outbox where rule = 'dms-tables' and kind = 'resolved'")]
+    assert resolved["body"] == (f"table sales.orders of task {TASK} is Table completed now (inserts 120, updates 7, "
+                                "deletes 1, DDLs 0, full load rows 5000, full load error rows 0) (resolved after 1m)")
     observed = engine.store.rule_records()["dms-tables"].facts["observed"]
     assert observed == [f"{TASK}/sales.customers", f"{TASK}/sales.orders"]  # known to status and silence while ok
 
@@ -174,7 +179,7 @@ def test_table_check_denied_is_reported_not_silent() -> None:
     stub = Stubber(client)
     stub.add_client_error("describe_table_statistics", service_error_code="AccessDeniedException", service_message="no")
     with stub:
-        found, _, _ = table_findings([task], TableCheck(), source, {"t1/s.orders"})
+        found, _, _, _ = table_findings([task], TableCheck(), source, {"t1/s.orders"})
     assert [(f.group, f.value) for f in found] == [("t1/tables", "unknown"), ("t1/s.orders", "unknown")]
     assert "could not check the tables of task t1: AWS denied dms:DescribeTableStatistics" in found[0].summary
 
@@ -201,8 +206,11 @@ def test_lag_warns_then_errors_then_resolves(tmp_path: Path, moto: MotoDms) -> N
     put_latency(moto, arn, [(clock.now - timedelta(minutes=1), 6.0)], metric="CDCLatencyTarget")
     evaluate_now(engine)
     assert firing(engine, "dms-lag") == {}
-    kinds = [r[0] for r in engine.store.db.execute("select kind from outbox where rule = 'dms-lag' order by id")]
-    assert kinds[0] == "firing" and kinds[-1] == "resolved"
+    sent = [(r[0], json.loads(r[1])) for r in engine.store.db.execute(
+        "select kind, payload from outbox where rule = 'dms-lag' order by id")]
+    assert sent[0][0] == "firing" and sent[-1][0] == "resolved"
+    # The resolution states the latency now, never the firing text.
+    assert sent[-1][1]["body"] == f"CDC latency of task {TASK} is 6s now (source 4s, target 6s) (resolved after 10m)"
 
 
 def test_lag_stall_is_critical(tmp_path: Path, moto: MotoDms) -> None:
@@ -337,6 +345,6 @@ def test_lag_check_denied_is_reported_per_task_not_silent() -> None:
         {"ReplicationInstanceArn": "arn:aws:dms:us-east-1:1:rep:R1", "ReplicationInstanceIdentifier": "ri-1"}]})
     cw_stub.add_client_error("get_metric_data", service_error_code="AccessDenied", service_message="no")
     with dms_stub, cw_stub:
-        found, _ = lag_findings([task], LagCheck(), source, EvalContext(now=NOW), set())
+        found, _, _ = lag_findings([task], LagCheck(), source, EvalContext(now=NOW), set())
     assert [(f.group, f.value) for f in found] == [("t1/lag", "unknown")]
     assert found[0].summary.startswith("CDC latency of task t1: could not check: AWS denied cloudwatch:GetMetricData")

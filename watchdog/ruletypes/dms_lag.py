@@ -26,7 +26,7 @@ from typing import Any
 
 from watchdog.durations import format_duration
 from watchdog.rule import Severity
-from watchdog.ruletypes.base import Finding
+from watchdog.ruletypes.base import Finding, Observation
 from watchdog.ruletypes.dms_options import LAG_REPORTED_WITHIN, LagCheck
 
 NAMESPACE = "AWS/DMS"
@@ -137,6 +137,21 @@ def assess(target: Target, series: Mapping[str, Sequence[tuple[datetime, float]]
                    summary=f"CDC latency of task {target.task} is {d['latency']} ({both}), "
                            f"at or above {format_duration(limit)}",
                    details={**d, "condition": "latency"})
+
+
+def present(target: Target, series: Mapping[str, Sequence[tuple[datetime, float]]], now: datetime) -> Observation | None:
+    """The latency now of a task within bounds, as its resolution states it (None: no recent datapoint)."""
+    fresh = {k: [(t, v) for t, v in usable(series.get(k, ())) if t >= now - LAG_REPORTED_WITHIN] for k in ("s", "t")}
+    if not fresh["s"] and not fresh["t"]:
+        return None
+    source = fresh["s"][-1][1] if fresh["s"] else 0.0
+    target_latency = fresh["t"][-1][1] if fresh["t"] else 0.0
+    latency = max(source, target_latency)
+    d = {"task": target.task, "latency": format_duration(seconds(latency)),
+         "source_latency": format_duration(seconds(source)), "target_latency": format_duration(seconds(target_latency))}
+    return Observation(group=group(target.task), value=round(latency, 1), details=d,
+                       summary=f"CDC latency of task {target.task} is {d['latency']} now "
+                               f"(source {d['source_latency']}, target {d['target_latency']})")
 
 
 def unknown(task: str, why: str) -> Finding:

@@ -19,7 +19,7 @@ from typing import Any
 
 from watchdog import escape
 from watchdog.rule import Severity
-from watchdog.ruletypes.base import Finding
+from watchdog.ruletypes.base import Finding, Observation
 
 MAX_NAME = 128  # DMS allows 128-character identifiers; anything longer is not a name we should print whole
 MAX_TEXT = 200
@@ -137,6 +137,21 @@ def findings(task: str, rows: Sequence[Mapping[str, Any]], alert_on: frozenset[s
                            details={**d, "condition": ",".join(met)}))
     for name in sorted(set(active) - seen):
         out.append(gone(name, task, "DMS no longer reports this table (removed from the table mappings?)"))
+    return out
+
+
+def present(task: str, rows: Sequence[Mapping[str, Any]], groups: Iterable[str]) -> list[Observation]:
+    """The state now of the tables among ``groups`` (alerting before) that no longer alert: what resolutions state."""
+    wanted = set(groups)
+    out = []
+    for row in rows:
+        schema, table = table_name(row)
+        name = group(task, schema, table)
+        if name in wanted:
+            d = details(task, row)
+            out.append(Observation(group=name, value=d["table_state"], details=d,
+                                   summary=f"table {schema}.{table} of task {task} is {d['table_state'] or 'listed'} now "
+                                           f"({counters_text(row)})"))
     return out
 
 

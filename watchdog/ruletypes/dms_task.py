@@ -101,8 +101,9 @@ def missing(requested: Sequence[str] | None, tasks: Sequence[Mapping[str, Any]])
 
 
 def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source: Any,
-                   active: Iterable[str]) -> tuple[list[Finding], dict[str, Any], set[str]]:
-    """Findings of every table of ``tasks`` (one DescribeTableStatistics per task), per-task facts, the groups seen."""
+                   active: Iterable[str]) -> tuple[list[Finding], dict[str, Any], set[str], list[Observation]]:
+    """Findings of every table of ``tasks`` (one DescribeTableStatistics per task), per-task facts, the groups seen,
+    and the present state of alerting groups that no longer alert (their resolutions state it)."""
     by_task: dict[str, set[str]] = {}
     for name in active:
         if "/" in name and not name.endswith("/" + dms_lag.LAG_GROUP):
@@ -110,6 +111,7 @@ def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source
     findings: list[Finding] = []
     facts: dict[str, Any] = {}
     seen: set[str] = set()
+    now: list[Observation] = []
     for task in tasks:
         name, status = identifier(task), str(task.get("Status", ""))
         known = by_task.pop(name, set())
@@ -126,21 +128,27 @@ def table_findings(tasks: Sequence[Mapping[str, Any]], check: TableCheck, source
             continue
         found = dms_tables.findings(name, rows, check.alert_on, known - {f"{name}/tables"})
         seen |= {dms_tables.group(name, *dms_tables.table_name(r)) for r in rows}
+        now += dms_tables.present(name, rows, known - {f.group for f in found})
+        if f"{name}/tables" in known:
+            now.append(Observation(group=f"{name}/tables", value="ok", details={"task": name},
+                                   summary=f"the tables of task {name} can be checked again ({len(rows)} tables)"))
         findings += found
         facts[name] = {"tables": len(rows), "in_error": sum(dms_tables.in_error(r) for r in rows),
                        "alerting": len(found)}
     for name, groups in sorted(by_task.items()):  # tables of tasks that no longer exist
         findings += [dms_tables.gone(g, name, "the task no longer exists") for g in sorted(groups - {f"{name}/tables"})]
-    return findings, facts, seen
+    return findings, facts, seen, now
 
 
 def lag_findings(tasks: Sequence[Mapping[str, Any]], check: LagCheck, source: Any, ctx: EvalContext,
-                 active: Iterable[str]) -> tuple[list[Finding], dict[str, Any]]:
-    """Lag findings of every running CDC task of ``tasks`` (one GetMetricData for all of them), and per-task facts."""
+                 active: Iterable[str]) -> tuple[list[Finding], dict[str, Any], list[Observation]]:
+    """Lag findings of every running CDC task of ``tasks`` (one GetMetricData for all of them), per-task facts,
+    and the latency now of tasks whose lag no longer alerts."""
     measured = [t for t in tasks if str(t.get("Status", "")) == "running"
                 and str(t.get("MigrationType") or "cdc") in dms_lag.CDC_TYPES]
     findings: list[Finding] = []
     facts: dict[str, Any] = {}
+    now: list[Observation] = []
     names = {identifier(t) for t in measured}
     statuses = {identifier(t): str(t.get("Status", "")) for t in tasks}
     for name in sorted(active):
@@ -149,7 +157,7 @@ def lag_findings(tasks: Sequence[Mapping[str, Any]], check: LagCheck, source: An
             why = f"not measured while the task is {statuses[owner]}" if owner in statuses else "the task no longer exists"
             findings.append(dms_lag.unknown(owner, why))
     if not measured:
-        return findings, facts
+        return findings, facts, now
     try:
         instances = source.instance_identifiers([str(t.get("ReplicationInstanceArn", "")) for t in measured])
         targets = []
@@ -162,15 +170,19 @@ def lag_findings(tasks: Sequence[Mapping[str, Any]], check: LagCheck, source: An
         answer = source.metric_data(dms_lag.queries(targets), ctx.now - check.lookback - dms_lag.PERIOD_DELTA,
                                     ctx.now) if targets else {}
     except RuleError as exc:
-        return findings + [dms_lag.unknown(identifier(t), f"could not check: {exc}") for t in measured], facts
+        return findings + [dms_lag.unknown(identifier(t), f"could not check: {exc}") for t in measured], facts, now
     for index, target in enumerate(targets):
         series = dms_lag.series_of(answer, index)
         found = dms_lag.assess(target, series, ctx.now, check)
         if found is not None:
             findings.append(found)
+        else:
+            observation = dms_lag.present(target, series, ctx.now)
+            if observation is not None:
+                now.append(observation)
         latest = {dms_lag.METRICS[k]: points[-1][1] for k, points in series.items() if points}
         facts[target.task] = latest
-    return findings, facts
+    return findings, facts, now
 
 
 class DmsTaskRule(RuleType):
@@ -211,12 +223,14 @@ class DmsTaskRule(RuleType):
         active = ctx.active.get(rule.name, frozenset())
         observed: set[str] = set()
         if options.tables is not None:
-            found, facts["tables"], seen = table_findings(tasks, options.tables, source, active)
+            found, facts["tables"], seen, now = table_findings(tasks, options.tables, source, active)
             findings += found
             observed |= seen
+            present += now
         if options.lag is not None:
-            found, facts["lag"] = lag_findings(tasks, options.lag, source, ctx, active)
+            found, facts["lag"], now = lag_findings(tasks, options.lag, source, ctx, active)
             findings += found
+            present += now
             observed |= {dms_lag.group(name) for name in facts["lag"]}
         # Every group checked, ok ones included: `watchdog status` and `silence` know a table before it alerts.
         return Evaluation(findings=tuple(findings), facts=facts, observed=tuple(sorted(observed)) if observed else (),

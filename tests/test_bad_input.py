@@ -101,10 +101,13 @@ def test_yaml_values_are_plain_data(project: Path) -> None:
     ("metrics: {listen: 'example.com:9464'}", "not an IP address"),
     ("slack: {token_file: secret, channel: '#a'}", "not UTF-8 text: byte 0xff at line 1"),
     ("slack: {token_file: /dev/zero, channel: '#a'}", "character device"),
+    ("slack: {token_file: pipe, channel: '#a'}", "FIFO"),
+    ("  tls: {type: search, hosts: ['https://h'], ca_certs: /dev/zero}", "character device"),
     ("description: caf\udce9", "not UTF-8 text: byte 0xe9 at line 7"),
 ])
 def test_bad_config_values_are_problems(project: Path, extra: str, says: str) -> None:
     (project / "secret").write_bytes(b"\xff\xfe")
+    os.mkfifo(project / "pipe")
     (project / "watchdog.yaml").write_bytes(CONFIG.encode() + extra.encode("utf-8", "surrogateescape") + b"\n")
     with pytest.raises(InvalidFileError) as caught:
         load_config("watchdog.yaml")

@@ -17,7 +17,7 @@ from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
 from watchdog.problems import InvalidFileError, Problem, display_path
 from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERITY, Schedule, Severity
-from watchdog.textfile import UnreadableFile, read_text
+from watchdog.textfile import MAX_FILE_BYTES, UnreadableFile, read_bytes, read_text
 
 DEFAULT_CONFIG_PATH = "/etc/watchdog/watchdog.yaml"
 CONFIG_ENV = "WATCHDOG_CONFIG"
@@ -156,6 +156,20 @@ def parse_schedule(data: Mapping[str, Any]) -> Schedule:
     return Schedule(cron=data["cron"], timezone=data.get("timezone", "UTC"))
 
 
+def _check_named_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
+    """Files the clients read later (``ca_certs``) are read once now, bounded: a FIFO or a device is a problem here,
+    never a blocked evaluation later."""
+    found: list[Problem] = []
+    for name, raw in doc.data.get("sources", {}).items():
+        if isinstance(raw, dict) and isinstance(raw.get("ca_certs"), str):
+            target = os.path.join(base_dir, raw["ca_certs"])
+            try:
+                read_bytes(target, limit=MAX_FILE_BYTES)
+            except UnreadableFile as exc:
+                found.append(Problem.at(doc, ("sources", name, "ca_certs"), f"cannot read {target}: {exc.message}"))
+    return found
+
+
 def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
     """Replace every ``X_file: path`` with ``X: <contents>`` (after validation)."""
     found: list[Problem] = []
@@ -246,6 +260,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         problems += _timeout_problems(doc, doc.data)
     if not problems:
         problems += _read_secret_files(doc, base_dir)
+        problems += _check_named_files(doc, base_dir)
     if problems:
         raise InvalidFileError(sorted(problems))
     data: dict[str, Any] = doc.data

@@ -66,7 +66,8 @@ def render(template: str, values: Mapping[str, Any], plain: Callable[[Any], str]
     never to the template's own text (the author's markup). A
     placeholder that is unknown or not allowed stays as written; a format
     that does not suit the value (``{group:.2f}`` of a name) gives the plain
-    value. Never raises.
+    value. Raises only what ``plain`` or ``escape`` raise (the engine's guard
+    puts a rule whose values cannot be shown in error).
     """
     try:
         parts = _parse(template)

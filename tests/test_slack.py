@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,10 +66,11 @@ def test_firing_repeat_resolved_in_one_thread(tmp_path: Path, slack: SlackServer
 def test_rate_limit_waits_for_retry_after_and_posts_once(tmp_path: Path, slack: SlackServer) -> None:
     clock, store, source, engine, outbox = setup(tmp_path, slack)
     source.values = {"r": 50}
-    slack.fail_next({"status": 429, "retry_after": 30})
+    slack.fail_next({"status": 429, "retry_after": 1})
     assert step(clock, engine, outbox) == 0
     assert outbox.deliver_due() == 0  # not before Retry-After
-    clock.now += timedelta(seconds=31)
+    time.sleep(1.1)  # (the pause runs on the monotonic clock)
+    clock.now += timedelta(seconds=2)
     assert outbox.deliver_due() == 1
     assert len(slack.messages) == 1 and len(slack.calls("chat.postMessage")) == 2
 
@@ -76,7 +78,7 @@ def test_rate_limit_waits_for_retry_after_and_posts_once(tmp_path: Path, slack: 
 def test_server_errors_back_off_then_succeed(tmp_path: Path, slack: SlackServer) -> None:
     clock, store, source, engine, outbox = setup(tmp_path, slack)
     source.values = {"r": 50}
-    slack.fail_next({"status": 500}, {"status": 503})
+    slack.fail_next({"status": 500, "method": "chat.postMessage"}, {"status": 503, "method": "chat.postMessage"})
     step(clock, engine, outbox)
     for _ in range(3):
         clock.now += timedelta(seconds=11)

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status")
     p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
+    p.add_argument("--ack-failed", action="store_true",
+                   help="acknowledge the notifications that failed for good (Slack refused them), so status stops listing them")
     p.set_defaults(handler=_cmd_status)
 
     p = command("silence")
@@ -293,7 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from watchdog.status import show_status
 
-    return show_status(load_config_or_exit(args), fmt=args.format)
+    return show_status(load_config_or_exit(args), fmt=args.format, ack_failed=args.ack_failed)
 
 
 def _cmd_silence(args: argparse.Namespace) -> int:

@@ -458,17 +458,30 @@ class StateStore:
     def outbox_depth(self) -> int:
         return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
 
-    def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None) -> None:
+    def mark_attempt(self, items: Sequence[OutboxItem]) -> None:
+        """Count an attempt before it is made: after a crash or a lost answer, ``attempts > 0`` tells the
+        notifier that the receiver may already hold the message (so it checks before posting again)."""
         with self.transaction() as db:
-            db.execute("update outbox set sent_at = ?, attempts = attempts + 1, last_error = null where id = ?",
-                       (to_text(now), item.id))
+            for item in items:
+                db.execute("update outbox set attempts = attempts + 1 where id = ?", (item.id,))
+
+    def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None,
+                  follow_ups: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:
+        """Record ``item`` as delivered, its thread's ref, and any follow-up (kind, payload) as new outbox entries,
+        in one transaction."""
+        with self.transaction() as db:
+            db.execute("update outbox set sent_at = ?, last_error = null where id = ?", (to_text(now), item.id))
             if ref is not None:
                 db.execute("insert or ignore into threads (episode, notifier, ref, created) values (?, ?, ?, ?)",
                            (item.episode, notifier, _json(ref), to_text(now)))
+            for kind, payload in follow_ups:
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
+                              values (?, ?, ?, ?, ?, ?, ?)""",
+                           (to_text(now), item.rule, item.group, kind, item.episode, _json(payload), to_text(now)))
 
     def mark_retry(self, item: OutboxItem, error: str, next_attempt: datetime) -> None:
         with self.transaction() as db:
-            db.execute("update outbox set attempts = attempts + 1, last_error = ?, next_attempt = ? where id = ?",
+            db.execute("update outbox set last_error = ?, next_attempt = ? where id = ?",
                        (error, to_text(next_attempt), item.id))
 
     def shift_retries(self, step: timedelta, now: datetime) -> None:
@@ -482,7 +495,18 @@ class StateStore:
 
     def mark_failed(self, item: OutboxItem, error: str) -> None:
         with self.transaction() as db:
-            db.execute("update outbox set attempts = attempts + 1, last_error = ?, failed = 1 where id = ?", (error, item.id))
+            db.execute("update outbox set last_error = ?, failed = 1 where id = ?", (error, item.id))
+
+    def acknowledge_failed(self) -> int:
+        """Hide the failed notifications listed so far from status (they stay until pruned); returns how many."""
+        with self.transaction() as db:
+            return db.execute("update outbox set failed = 2 where failed = 1").rowcount
+
+    def failed_notifications(self) -> list[dict[str, Any]]:
+        """Notifications that failed for good and were not acknowledged (kept until pruned), newest first."""
+        rows = self._query("""select id, created, rule, grp, kind, attempts, last_error from outbox
+                              where failed = 1 order by id desc limit 100""")
+        return [dict(r) for r in rows]
 
     def thread_ref(self, episode: str, notifier: str) -> dict[str, Any] | None:
         rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))
@@ -536,7 +560,7 @@ class StateStore:
     def prune(self, now: datetime, retention: timedelta = RETENTION) -> None:
         cutoff = to_text(now - retention)
         with self.transaction() as db:
-            db.execute("delete from outbox where (sent_at is not null or failed = 1) and created < ?", (cutoff,))
+            db.execute("delete from outbox where (sent_at is not null or failed <> 0) and created < ?", (cutoff,))
             db.execute("delete from threads where created < ? and episode not in (select episode from groups)", (cutoff,))
             db.execute("delete from audit where at < ?", (cutoff,))
             db.execute("delete from silences where until < ?", (cutoff,))

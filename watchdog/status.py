@@ -57,6 +57,7 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
                       "until_resolved": s.episode is not None, "by": s.created_by or None}
                      for s in silences],
         "notifiers": store.notifier_status(),
+        "failed_notifications": store.failed_notifications(),
         "outbox_pending": store.outbox_depth(),
         "invalid_files": [p.to_dict() for p in loaded.problems],
     }
@@ -106,6 +107,11 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
     for name, st in doc["notifiers"].items():
         if not st["ok"]:
             _print(f"notifier {name}: failing since {st['at']}: {st['error']}")
+    if doc["failed_notifications"]:
+        _print("failed notifications (not sent, never retried; hide them with `watchdog status --ack-failed`):")
+        for f in doc["failed_notifications"]:
+            target = f["rule"] + (f" [{f['grp']}]" if f["grp"] else "")
+            _print(f"  [{f['id']}] {f['kind']} {target} at {f['created']} after {f['attempts']} attempt(s): {f['last_error']}")
     if doc["outbox_pending"]:
         _print(f"outbox: {doc['outbox_pending']} notification(s) waiting")
     for problem in doc["invalid_files"]:
@@ -133,14 +139,19 @@ def _open_existing(config: Config) -> StateStore | None:
     return StateStore(config.state_path) if os.path.exists(config.state_path) else None
 
 
-def show_status(config: Config, fmt: str = "text") -> int:
+def show_status(config: Config, fmt: str = "text", ack_failed: bool = False) -> int:
     """Print every rule's state from the state file at ``config.state_path``; returns the exit code (0, or 2 when
-    the state file cannot be read)."""
+    the state file cannot be read).
+
+    ``ack_failed`` first acknowledges the notifications that failed for good, so they are no longer listed.
+    """
     problem = state_access_problem(config.state_path)
     if problem:
         print(f"watchdog status: {problem}", file=sys.stderr)
         return 2
     store = _open_existing(config)
+    if store is not None and ack_failed:
+        print(f"acknowledged {store.acknowledge_failed()} failed notification(s)", file=sys.stderr)
     note = "" if store else " (no such file yet: the daemon has not run with this state_path)"
     # An empty in-memory store gives the same document (rules from their files, no state) without a file.
     reader = store or StateStore(":memory:")

@@ -1,7 +1,10 @@
 """A local Slack API server: the Web API methods watchdog uses and an incoming-webhook path.
 
 It records every request and can be told to answer the next requests with
-429 and Retry-After, a 500, or ``{"ok": false, "error": ...}``. Tests drive it
+429 and Retry-After, a 500, or ``{"ok": false, "error": ...}``, and to answer
+a method late (``delays``: the call takes effect, the answer is held). Posts
+keep their message metadata, which ``conversations.history`` and
+``conversations.replies`` return with ``include_all_metadata``. Tests drive it
 in-process; a daemon under test reaches it over HTTP.
 """
 
@@ -34,6 +37,7 @@ class SlackServer:
         self._ts = itertools.count(1)
         self.socket_url = ""  # apps.connections.open answers this (a local Socket Mode server)
         self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group id -> user ids
+        self.delays: dict[str, float] = {}  # method -> seconds its answer is held after the call took effect
         slack = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,11 +58,14 @@ class SlackServer:
                     body = json.loads(raw or "{}")
                 else:
                     body = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-                    for key in ("blocks", "attachments"):
+                    for key in ("blocks", "attachments", "metadata"):
                         if isinstance(body.get(key), str):
                             body[key] = json.loads(body[key])
                 method = "webhook" if self.path.startswith("/services/") else self.path.rsplit("/", 1)[-1]
                 status, headers, answer = slack.answer(method, body, self.headers.get("Authorization", ""), self.path)
+                delay = slack.delays.get(method, 0.0)
+                if delay:  # a slow Slack: the call took effect, its answer comes late (or to no one)
+                    time.sleep(delay)
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)
                 for key, value in headers.items():
@@ -77,15 +84,17 @@ class SlackServer:
         self.thread.start()
 
     def fail_next(self, *answers: dict[str, Any]) -> None:
-        """Script the next answers: ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"error": "invalid_auth"}``."""
+        """Script the next answers: ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"error": "invalid_auth"}``;
+        with ``"method"`` an answer waits for a call of that method."""
         with self.lock:
             self.failures.extend(answers)
 
     def answer(self, method: str, body: dict[str, Any], auth: str, path: str = "") -> tuple[int, dict[str, str], Any]:
         with self.lock:
             self.requests.append(SlackRequest(method, body, path=path))
-            if self.failures:
-                failure = self.failures.pop(0)
+            failure = next((f for f in self.failures if f.get("method", method) == method), None)
+            if failure is not None:  # (a failure naming a method waits for a call of that method)
+                self.failures.remove(failure)
                 if "status" in failure:
                     headers = {"Retry-After": str(failure["retry_after"])} if "retry_after" in failure else {}
                     return failure["status"], headers, {"ok": False, "error": "ratelimited" if failure["status"] == 429 else "internal_error"}
@@ -97,11 +106,23 @@ class SlackServer:
                 channel = body.get("channel", "")
                 self.messages[(channel, ts)] = dict(body)
                 return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
+            if method in ("conversations.history", "conversations.replies"):
+                channel = str(body.get("channel", ""))
+                parent = str(body.get("ts", ""))
+                found = [{"ts": ts, "text": m.get("text", ""), **({"thread_ts": m["thread_ts"]} if "thread_ts" in m else {}),
+                          **({"metadata": m["metadata"]} if "metadata" in m and str(body.get("include_all_metadata")).lower()
+                             in ("true", "1") else {})}
+                         for (c, ts), m in self.messages.items() if c == channel
+                         and (m.get("thread_ts") == parent or ts == parent if method == "conversations.replies"
+                              else "thread_ts" not in m)]
+                if method == "conversations.history":
+                    found.reverse()  # newest first, as Slack answers
+                return 200, {}, {"ok": True, "messages": found[:int(body.get("limit") or 100)], "has_more": False}
             if method == "chat.update":
                 key = (body.get("channel", ""), body.get("ts", ""))
                 if key not in self.messages:
                     return 200, {}, {"ok": False, "error": "message_not_found"}
-                self.messages[key] = dict(body)
+                self.messages[key] = {**self.messages[key], **body}  # (its metadata stays, as in Slack)
                 return 200, {}, {"ok": True, "channel": key[0], "ts": key[1]}
             if method == "apps.connections.open":
                 if not auth.startswith("Bearer xapp-"):
@@ -130,6 +151,7 @@ class SlackServer:
             self.failures.clear()
             self.messages.clear()
             self.usergroups.clear()
+            self.delays.clear()
 
     def close(self) -> None:
         self.server.shutdown()

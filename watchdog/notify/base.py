@@ -19,6 +19,9 @@ class Notification:
     kind: str  # firing | repeat | severity | resolved | error | recovered | action | digest
     episode: str  # notifications of one episode share a Slack thread
     payload: Mapping[str, Any]  # text, title, severity, fields, samples, links, channel...
+    # Attempts made before this one: after a crash or a lost answer the receiver may already hold it.
+    attempts: int = 0
+    ids: tuple[int, ...] = ()  # every outbox entry this message carries (a digest carries several)
 
     @property
     def text(self) -> str:
@@ -31,13 +34,17 @@ class Delivery:
 
     ok: bool
     ref: Mapping[str, Any] | None = None  # where the first message of a thread went (channel, ts)
+    # Further work the delivery calls for (kind, payload), recorded as outbox entries with the delivery itself:
+    # e.g. rewriting the first message of a thread once its resolution is posted.
+    follow_ups: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     retryable: bool = False
     error: str | None = None
     retry_after: float | None = None  # seconds, when the receiver said so
 
     @classmethod
-    def sent(cls, ref: Mapping[str, Any] | None = None) -> Delivery:
-        return cls(ok=True, ref=ref)
+    def sent(cls, ref: Mapping[str, Any] | None = None,
+             follow_ups: tuple[tuple[str, Mapping[str, Any]], ...] = ()) -> Delivery:
+        return cls(ok=True, ref=ref, follow_ups=follow_ups)
 
     @classmethod
     def retry(cls, error: str, retry_after: float | None = None) -> Delivery:
@@ -61,6 +68,10 @@ class Notifier(ABC):
     def destination(self, payload: Mapping[str, Any]) -> str:
         """Where a notification goes (a channel, the webhook): what is grouped together."""
         return ""
+
+    def paused_until(self, destination: str, kind: str) -> float:
+        """The monotonic moment the receiver allows calls for ``kind`` to ``destination`` again (Retry-After)."""
+        return 0.0
 
     def paced_until(self, destination: str) -> float:
         """The monotonic moment the next message to ``destination`` may start (pacing within the receiver's limits)."""

@@ -1,8 +1,11 @@
 """Delivery from the persistent outbox: every notification is recorded before it is sent.
 
-A notification is marked sent only after the notifier accepted it; a crash in
-between is the one moment a notification can go out twice, and it is kept as
-short as one database write. Retryable failures back off (or wait for the
+A notification is marked sent as soon as the notifier accepted it, and an
+attempt is counted before it is made: after a crash or a lost answer the
+notifier is told (``attempts``) and, where the receiver allows it, checks
+whether it already holds the message before sending again. Work a delivery
+calls for afterwards (rewriting a thread's first message) becomes its own
+outbox entry, recorded with the delivery. Retryable failures back off (or wait for the
 receiver's Retry-After); permanent ones are recorded and shown in status.
 
 Grouping, as Alertmanager users know it: notifications bound for one
@@ -34,6 +37,7 @@ logger = logging.getLogger("watchdog.outbox")
 FIRST_BACKOFF = timedelta(seconds=5)
 MAX_BACKOFF = timedelta(minutes=10)
 PASS_LIMIT = 1000  # due notifications read per pass
+FOLLOW_UP_KINDS = frozenset({"update"})  # outbox entries that change a message already posted
 
 
 def backoff(attempts: int, retry_after: float | None) -> timedelta:
@@ -54,11 +58,13 @@ class Message:
 
     def notification(self) -> Notification:
         first = self.items[0]
+        attempts = max(i.attempts for i in self.items)
+        ids = tuple(i.id for i in self.items)
         if len(self.items) == 1:
             return Notification(id=first.id, rule=first.rule, group=first.group, kind=first.kind, episode=first.episode,
-                                payload=first.payload)
+                                payload=first.payload, attempts=attempts, ids=ids)
         return Notification(id=first.id, rule="", group="", kind="digest", episode=first.episode,
-                            payload=digest([i.payload for i in self.items]))
+                            payload=digest([i.payload for i in self.items]), attempts=attempts, ids=ids)
 
 
 class Outbox:
@@ -108,7 +114,8 @@ class Outbox:
                 continue
             admitted[item.episode] = admitted.get(item.episode, 0) + 1
             key = (self.notifier.destination(item.payload), str(thread["ts"]) if thread and "ts" in thread else "")
-            if not self.notifier.groups or item.payload.get("approval"):  # an approval keeps its own buttons
+            if not self.notifier.groups or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS:
+                # (an approval keeps its own buttons; a follow-up is a call of its own)
                 key = (key[0], f"{key[1]}#{item.id}")
             groups.setdefault(key, Message(key, thread)).items.append(item)
         wait = self.notifier.group_wait
@@ -130,8 +137,18 @@ class Outbox:
 
         Stops starting messages once ``stop`` is set or the monotonic ``until``
         passes; ``final`` sends without waiting out the group wait (at stop).
+        Follow-ups recorded by this pass are delivered in another pass at once.
         """
         sent = 0
+        while True:
+            done, followed = self._deliver_pass(stop, until=until, final=final)
+            sent += done
+            if not followed:
+                return sent
+
+    def _deliver_pass(self, stop: threading.Event | None, *, until: float | None, final: bool) -> tuple[int, bool]:
+        sent = 0
+        followed = False
         blocked: set[str] = set()  # episodes whose delivery failed in this pass
         for message in self.messages(self.clock(), final):
             if (stop is not None and stop.is_set()) or (until is not None and time.monotonic() >= until):
@@ -142,14 +159,23 @@ class Outbox:
                 continue
             if until is not None and self.notifier.paced_until(message.key[0]) >= until:
                 continue  # its pacing would overrun the budget: it stays for the next start
+            paused = self.notifier.paused_until(message.key[0], items[0].kind) - time.monotonic()
+            if paused > 0:  # the receiver asked the whole client to wait (Retry-After): not even an attempt
+                blocked.update(i.episode for i in items)
+                resume = self.clock() + timedelta(seconds=paused)
+                self.wake_at = resume if self.wake_at is None else min(self.wake_at, resume)
+                continue
+            self.store.mark_attempt(items)
             result = self._attempt(message)
             now = self.clock()
             if result.ok:
-                for item in items:
-                    self.store.mark_sent(item, now, self.notifier.name, result.ref)
+                for item in items:  # the follow-ups ride with the first item's record
+                    self.store.mark_sent(item, now, self.notifier.name, result.ref,
+                                         result.follow_ups if item is items[0] else ())
                     log(logger, logging.INFO, "notification sent", id=item.id, rule=item.rule, group=item.group or None,
                         kind=item.kind, notifier=self.notifier.name, attempts=item.attempts + 1,
                         combined=len(items) if len(items) > 1 else None)
+                followed = followed or bool(result.follow_ups)
                 sent += len(items)
                 self._set_status(None, now)
                 continue
@@ -168,7 +194,7 @@ class Outbox:
             self._set_status(error, now)
         if sent:  # replies may have become sendable (their thread now exists)
             self.wake_at = self.clock()
-        return sent
+        return sent, followed
 
     def _set_status(self, error: str | None, now: datetime) -> None:
         if error != self._notifier_error:

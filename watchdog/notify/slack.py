@@ -7,6 +7,16 @@ arrive as one digest: its message becomes the thread of every alert in it
 (a digest thread), and it is never rewritten (its other alerts may still
 fire). With a webhook each message stands alone. Retrying is the outbox's
 job: this class only says whether a failure is worth retrying.
+
+Exactly once, as far as Slack lets us: every post carries message metadata
+with the outbox ids it delivers; a notification that was attempted before
+(the answer was lost to a timeout, or watchdog died before recording it) is
+first looked up in the channel (``conversations.history``, or
+``conversations.replies`` for a thread) and only posted when Slack does not
+hold it. Rewriting a thread's first message after its resolution is a
+follow-up outbox entry of its own (``chat.update`` is idempotent). A 429's
+Retry-After pauses every call of that method to that channel (or, for
+methods Slack rates per workspace, every call of the method).
 """
 
 from __future__ import annotations
@@ -39,9 +49,30 @@ PERMANENT_ERRORS = frozenset({
     "invalid_blocks", "too_many_attachments", "restricted_action", "ekm_access_denied", "team_access_not_granted",
     "invalid_token", "no_service", "no_service_id", "no_team", "channel_is_archived", "action_prohibited",
     "posting_to_general_channel_denied", "invalid_payload",
+    "message_not_found", "cant_update_message", "edit_window_closed",  # (a follow-up whose message is gone)
 })
 MIN_SECONDS_BETWEEN_POSTS = 1.0  # per channel, as Slack asks
 TIMEOUT_SECONDS = 10
+METADATA_EVENT = "watchdog_notification"  # message metadata type: event_payload {"ids": [outbox ids]}
+LOOKBACK_MESSAGES = 200  # how many recent messages a lost post is looked for among
+DEFAULT_RETRY_AFTER = 30.0  # a 429 without Retry-After pauses this long
+
+
+def find_posted(messages: Any, wanted: int) -> str | None:
+    """The ts of the message whose watchdog metadata carries outbox id ``wanted``, among Slack's ``messages``.
+
+    Total: any answer (Slack's is untrusted data) gives a ts or None.
+    """
+    if not isinstance(messages, list):
+        return None
+    for message in messages:
+        meta = message.get("metadata") if isinstance(message, dict) else None
+        payload = meta.get("event_payload") if isinstance(meta, dict) and meta.get("event_type") == METADATA_EVENT else None
+        ids = payload.get("ids") if isinstance(payload, dict) else None
+        ts = message.get("ts") if isinstance(message, dict) else None
+        if isinstance(ids, list) and wanted in ids and isinstance(ts, str) and ts:
+            return ts
+    return None
 
 
 def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None) -> Delivery:
@@ -77,6 +108,42 @@ class SlackNotifier(Notifier):
         self.webhook = WebhookClient(config.webhook_url, timeout=TIMEOUT_SECONDS, retry_handlers=[]) \
             if config.webhook_url and not config.token else None
         self.last_post: dict[str, float] = {}
+        self.paused: dict[tuple[str, str], float] = {}  # (method, channel or "") -> monotonic end of a Retry-After
+
+    def paused_until(self, destination: str, kind: str) -> float:
+        if kind == "update":
+            return self.paused.get(("chat.update", ""), 0.0)
+        return self.paused.get(("chat.postMessage", destination), 0.0)
+
+    def _pause(self, method: str, channel: str, delivery: Delivery) -> Delivery:
+        """Remember a 429's Retry-After for every later call of ``method`` on ``channel``."""
+        if delivery.retryable and delivery.error and delivery.error.startswith("rate limited"):
+            seconds = delivery.retry_after if delivery.retry_after is not None else DEFAULT_RETRY_AFTER
+            key = (method, channel if method == "chat.postMessage" else "")
+            self.paused[key] = max(self.paused.get(key, 0.0), time.monotonic() + seconds)
+            log(logger, logging.WARNING, "Slack asked to wait", method=method, channel=key[1] or None, seconds=seconds)
+        return delivery
+
+    @staticmethod
+    def _metadata(note: Notification) -> dict[str, Any]:
+        return {"event_type": METADATA_EVENT, "event_payload": {"ids": list(note.ids or (note.id,))}}
+
+    def _already_posted(self, note: Notification, channel: str, thread: Mapping[str, Any] | None) -> str | None:
+        """The ts of the message carrying ``note`` when Slack already holds it (a post whose answer was lost)."""
+        assert self.client is not None
+        try:
+            if thread is not None and "ts" in thread:
+                answer = self.client.conversations_replies(channel=channel, ts=str(thread["ts"]),
+                                                           include_all_metadata=True, limit=LOOKBACK_MESSAGES)
+            else:
+                answer = self.client.conversations_history(channel=channel, include_all_metadata=True,
+                                                           limit=LOOKBACK_MESSAGES)
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            # Without the history scope (or with Slack down) the check cannot be made: post, as before.
+            log(logger, logging.WARNING, "cannot check whether Slack already holds a notification", id=note.id,
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return None
+        return find_posted(answer.get("messages"), note.id)
 
     def paced_until(self, destination: str) -> float:
         return self.last_post.get(destination, 0.0) + MIN_SECONDS_BETWEEN_POSTS
@@ -105,25 +172,36 @@ class SlackNotifier(Notifier):
         blocks = digest_blocks(payload) if note.kind == "digest" else message_blocks(payload) + self._buttons(note)
         try:
             if self.webhook is not None:
+                if note.kind == "update":  # (left from a token configuration: a webhook cannot rewrite)
+                    return Delivery.sent()
                 self._pace("webhook")
                 response = self.webhook.send(text=text, blocks=blocks)
                 if response.status_code == 200:
                     return Delivery.sent()
                 return _classify(response.status_code, response.body, response.headers)
             assert self.client is not None
+            if note.kind == "update":
+                return self._update(note)
             channel = str(payload.get("channel") or self.config.channel or "")
             if thread is not None and "ts" in thread:
                 return self._reply(note, thread, text, blocks)
             if not channel:
                 return Delivery.failed("no Slack channel: set slack.channel in the config or notify.slack.channel in the rule")
-            self._pace(self.destination(payload))
-            answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False)
             first = {"kind": "digest"} if note.kind == "digest" else dict(payload)  # (a digest's is never rewritten)
+            held = self._already_posted(note, channel, None) if note.attempts else None
+            if held:
+                log(logger, logging.INFO, "Slack already holds the notification; not posted again", id=note.id, ts=held)
+                return Delivery.sent({"channel": channel, "ts": held, "first": first})
+            self._pace(self.destination(payload))
+            answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False,
+                                                  metadata=self._metadata(note))
             return Delivery.sent({"channel": answer["channel"], "ts": answer["ts"], "first": first})
         except SlackApiError as exc:
             response = exc.response
-            return _classify(response.status_code, str(response.get("error", "")) if isinstance(response.data, dict)
-                             else str(response.data), response.headers)
+            method = "chat.update" if note.kind == "update" else "chat.postMessage"
+            return self._pause(method, self.destination(payload), _classify(
+                response.status_code, str(response.get("error", "")) if isinstance(response.data, dict)
+                else str(response.data), response.headers))
         except (SlackClientError, OSError, TimeoutError) as exc:
             return Delivery.retry(f"cannot reach Slack: {type(exc).__name__}: {exc}")
 
@@ -144,18 +222,30 @@ class SlackNotifier(Notifier):
     def _reply(self, note: Notification, thread: Mapping[str, Any], text: str, blocks: list[dict[str, Any]]) -> Delivery:
         assert self.client is not None
         channel = str(thread["channel"])
-        self._pace(self.destination(note.payload))
-        self.client.chat_postMessage(channel=channel, thread_ts=str(thread["ts"]), text=text, blocks=blocks,
-                                     unfurl_links=False)
+        follow_ups: tuple[tuple[str, Mapping[str, Any]], ...] = ()
         first_kind = (thread.get("first") or {}).get("kind")
         if note.kind in ("resolved", "recovered") and first_kind != "digest" and not (thread.get("first") or {}).get("groups"):
-            # (a digest stays as it is: its other alerts may still fire)
+            # (a digest stays as it is: its other alerts may still fire). The rewrite is its own outbox entry,
+            # recorded with this reply: the reply is marked sent the moment Slack accepts it.
             first = dict(thread.get("first") or {})
             first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at"),
                           "resolution_mrkdwn": mrkdwn_body(note.payload)})
-            try:  # best effort: the reply is what matters, and retrying would post it twice
-                self.client.chat_update(channel=channel, ts=str(thread["ts"]), text=fallback_text(note.payload),
-                                        blocks=resolved_first_message(first))
-            except (SlackApiError, SlackClientError, OSError) as exc:
-                log(logger, logging.WARNING, "could not update the first message", rule=note.rule, error=str(exc))
+            follow_ups = (("update", {"channel": channel, "ts": str(thread["ts"]), "first": first,
+                                      "text": fallback_text(note.payload), "rule": note.rule,
+                                      "title": note.payload.get("title")}),)
+        held = self._already_posted(note, channel, thread) if note.attempts else None
+        if held:
+            log(logger, logging.INFO, "Slack already holds the notification; not posted again", id=note.id, ts=held)
+            return Delivery.sent(follow_ups=follow_ups)
+        self._pace(self.destination(note.payload))
+        self.client.chat_postMessage(channel=channel, thread_ts=str(thread["ts"]), text=text, blocks=blocks,
+                                     unfurl_links=False, metadata=self._metadata(note))
+        return Delivery.sent(follow_ups=follow_ups)
+
+    def _update(self, note: Notification) -> Delivery:
+        """Rewrite a thread's first message (a follow-up entry): idempotent, so retried like any other."""
+        assert self.client is not None
+        payload = note.payload
+        self.client.chat_update(channel=str(payload.get("channel", "")), ts=str(payload.get("ts", "")),
+                                text=str(payload.get("text", "")), blocks=resolved_first_message(dict(payload.get("first") or {})))
         return Delivery.sent()

@@ -248,6 +248,8 @@ def test_start_and_last_together_are_refused(tmp_path: Path, bursts: CountingPro
     assert "--start 2026-11-27T00:00:00Z and --last 1h disagree" in result.stderr and "give --start with --end" in result.stderr
     both = run_cli(root, str(root / "rules" / "burst.yaml"), "--end", "-1h", "--last", "1h")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    empty = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T02:00:00Z", "--end", "2026-11-27T01:00:00Z")
+    assert empty.returncode == 2 and "the range 2026-11-27T02:00:00Z .. 2026-11-27T01:00:00Z is empty" in empty.stderr
     bad = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "yesterday")
     assert bad.returncode == 2 and "'yesterday' is not a time: use ISO 8601" in bad.stderr
 

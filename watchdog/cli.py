@@ -16,6 +16,7 @@ from watchdog.config import CONFIG_ENV, Config, default_config_path, load_config
 from watchdog.escape import terminal
 from watchdog.problems import InvalidFileError, Problem
 from watchdog.silences import MAX_SILENCE_TEXT
+from watchdog.times import to_text
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -243,7 +244,8 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
         print(f"watchdog test-rule: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if start >= end:
-        print("watchdog test-rule: --start must be before --end", file=sys.stderr)
+        print(f"watchdog test-rule: the range {to_text(start)} .. {to_text(end)} is empty: --start must be before --end "
+              "(and --last longer than 0s)", file=sys.stderr)
         return EXIT_USAGE
     sources = Sources(config.sources)
     try:

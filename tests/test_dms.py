@@ -9,6 +9,8 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from botocore.stub import Stubber
 
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
@@ -334,3 +336,14 @@ def test_start_call_without_an_answer_is_never_retried_blindly(tmp_path: Path, m
     texts = [p for _, p in steps(engine.store)]
     assert kinds(engine.store) == ["firing", "action", "action", "action", "resolved"]
     assert "restart call got no answer" in texts[1] and "AWS reports the task running" in texts[2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=30), st.integers(), st.datetimes(timezones=st.just(UTC)),
+                 st.lists(st.integers(), max_size=3)))
+def test_any_start_date_aws_answers_compares_as_text(value: object) -> None:
+    from watchdog.ruletypes.dms_remediate import start_date
+
+    first = start_date({"ReplicationTaskStartDate": value})
+    assert isinstance(first, str) and first == start_date({"ReplicationTaskStartDate": value})
+    assert start_date({}) == ""

@@ -7,6 +7,7 @@ Slack delivers them, and what watchdog answers arrives at the local Slack API.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,13 +25,15 @@ from tests.servers.socket_mode import SocketModeServer
 from tests.test_dms import create_task, fail
 from tests.test_engine import tick
 from watchdog.config import SlackActionsConfig, SlackConfig
-from watchdog.engine import Engine
+from watchdog.daemon import Delivery, Loop, RuleFiles
+from watchdog.engine import SELF_RULE, Engine
 from watchdog.notify import actions
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.notify.socket_mode import SlackActions, SocketHealth
 from watchdog.state import StateStore
 from watchdog.status import status_document
+from watchdog.times import utcnow
 
 T0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 CHANNEL = "C0ALERTS"
@@ -376,3 +379,22 @@ def test_an_approval_is_asked_once_decided_once_and_survives_restarts(
         assert any(a.startswith("action: restart issued") and "approved by Slack user U0LEAD" in a for a in audit)
     finally:
         third.close()
+
+
+def test_a_long_socket_mode_outage_is_one_of_watchdogs_own_alerts(tmp_path: Path) -> None:
+    config = write_project(tmp_path, "rules_dir: rules\nstate_path: state.db\n", {})
+    engine = Engine([], StateStore(config.state_path), OneSource(ScriptedSource()), rule_types=TYPES)
+    engine.socket = SocketHealth()
+    loop = Loop(config, engine, RuleFiles(config), engine.store, Delivery(config, threading.Event()))
+    engine.socket.set(False, "ConnectionRefusedError")
+    loop.check_socket()  # just went down: reconnecting is routine
+    assert not engine.store.groups(SELF_RULE)
+    engine.socket.since = utcnow() - timedelta(minutes=6)
+    loop.check_socket()
+    (summary,) = [s.summary for s in engine.store.groups(SELF_RULE)[SELF_RULE].values()]
+    assert summary.startswith("Slack Socket Mode disconnected since") and "ConnectionRefusedError" in summary
+    engine.socket.set(True)
+    loop.check_socket()
+    assert not engine.store.groups(SELF_RULE)
+    kinds = [r["kind"] for r in engine.store.db.execute("select kind from outbox where rule = ? order by id", (SELF_RULE,))]
+    assert kinds == ["firing", "resolved"]

@@ -293,6 +293,7 @@ class Engine:
             now=now, active={r.name: frozenset(active.get(r.name, {})) for r in batch},
             observed={r.name: frozenset(records[r.name].facts.get("observed", ())) if r.name in records else frozenset()
                       for r in batch},
+            facts={r.name: records[r.name].facts for r in batch if r.name in records and records[r.name].facts},
             journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None,
             rules=self.view if rule_type.acts else None)
         planned = {r.name: self.next_run[r.name] for r in batch}
@@ -471,6 +472,8 @@ class Engine:
                         for f in result.findings}
             present = {storable(o.group): o for o in result.present}
             for group in sorted(set(prev_states) | set(findings)):
+                if group not in findings and group in result.kept:
+                    continue  # not judged this time (its check failed): neither resolved nor advanced
                 now_value = None
                 if group not in findings and group in prev_states:
                     now_value = self._resolution(rule, group, present.get(group))

@@ -66,13 +66,17 @@ class Evaluation:
     """The result of evaluating one rule once.
 
     ``findings`` are the groups whose condition holds now; any other group in
-    state is ok. ``present`` gives, for groups seen whose condition does not
-    hold, their value now (resolutions state it). ``observed`` lists the
-    groups seen at all (for rules that fire when a group goes quiet).
-    ``facts`` are shown by ``watchdog status``.
+    state is ok, except the groups in ``kept``: this evaluation could not
+    judge them (their check failed), so they keep their state as it is,
+    neither resolved nor advanced. ``present`` gives, for groups seen whose
+    condition does not hold, their value now (resolutions state it).
+    ``observed`` lists the groups seen at all (for rules that fire when a
+    group goes quiet). ``facts`` are shown by ``watchdog status`` and given
+    back to the next evaluation.
     """
 
     findings: tuple[Finding, ...] = ()
+    kept: tuple[str, ...] = ()
     observed: tuple[str, ...] = ()
     facts: Mapping[str, Any] = field(default_factory=dict)
     present: tuple[Observation, ...] = ()
@@ -123,6 +127,7 @@ class EvalContext:
     now: datetime
     active: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups pending or firing
     observed: Mapping[str, frozenset[str]] = field(default_factory=dict)  # groups seen by the previous evaluation
+    facts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the previous evaluation's facts
     journal: Journal | None = None  # for rule types that act (remediation)
     sources: Any = None  # every source, for rule types that act on more than their own
     rules: Callable[[str], RuleView | None] | None = None  # other rules' state, for rule types that act

@@ -3,6 +3,12 @@
 One connection per source, opened on first use with ``application_name=watchdog``,
 the source's statement timeout and (for queries) read-only transactions;
 reopened after a failure, so a database restart costs one failed run at most.
+
+Every query runs in its own transaction, so one failing statement (an SQL
+error, a missing table, a statement timeout) never affects the next: rule
+types that run several checks make each check its own unit of failure by
+catching ``QueryError`` per check and letting ``PostgresUnavailable`` (a
+``SourceUnavailable``: the database cannot be reached at all) fail the whole rule.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +46,32 @@ class QueryError(RuleError):
 
 class PostgresUnavailable(QueryError, SourceUnavailable):
     """The server could not be reached, did not answer within connect_timeout, or the connection was lost."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The rows of one statement and the database's ``now()``, read in the same statement.
+
+    ``columns`` is the number of columns the statement returns, known even
+    when it returns no row.
+    """
+
+    now: datetime
+    columns: int
+    rows: list[tuple[Any, ...]]
+
+
+# The statement is a subquery, so it must be a single query (no second
+# statement, no INSERT/DELETE), and the outer join yields one row even when it
+# returns none, so now() is always read. The newline ends a trailing comment.
+_READ_AT_NOW = pgsql.SQL(
+    "select now(), q.* from (values (1)) as watchdog_one(x) left join "
+    "(select true as watchdog_row, u.* from (\n{}\n) as u) as q on true")
+
+
+def as_statement(text: str) -> pgsql.Composable:
+    """Rule-written SQL as a statement to wrap (trailing semicolons and blanks removed)."""
+    return pgsql.SQL(text.strip().rstrip(";").rstrip())
 
 
 def _message(exc: psycopg2.Error) -> str:
@@ -73,11 +106,29 @@ class PostgresSource:
                     self.conn = None
 
     def query(self, statement: str | pgsql.Composable, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one read-only statement and return its rows.
+        """Run one read-only statement in its own transaction and return its rows.
 
         Reconnects once when the connection was lost. Raises QueryError with
-        PostgreSQL's message (and the connection error when it cannot connect).
+        PostgreSQL's message when the statement fails (the connection stays
+        usable for the next one), PostgresUnavailable when it cannot connect.
         """
+        return self._run(statement, params)[1]
+
+    def read_at_now(self, statement: pgsql.Composable) -> Reading:
+        """Run one read-only query and read the database's ``now()`` in the same statement.
+
+        ``statement`` must be a single query (it runs as a subquery); its
+        rows come back without the two leading columns this adds. Raises as
+        ``query`` does.
+        """
+        columns, rows = self._run(_READ_AT_NOW.format(statement), None)
+        if not rows or not isinstance(rows[0][0], datetime):  # pragma: no cover - the outer join always yields a row
+            raise QueryError("the database did not return its time")
+        now = rows[0][0]
+        return Reading(now=now, columns=columns - 2, rows=[row[2:] for row in rows if row[1] is not None])
+
+    def _run(self, statement: str | pgsql.Composable, params: Sequence[Any] | None) -> tuple[int, list[tuple[Any, ...]]]:
+        """(number of columns, rows) of one statement in its own read-only transaction."""
         with self.lock:
             for attempt in (1, 2):
                 fresh = self.conn is None
@@ -87,23 +138,30 @@ class PostgresSource:
                     self.conn.set_session(readonly=True)
                     with self.conn.cursor() as cur:
                         cur.execute(statement, params)
+                        width = len(cur.description) if cur.description is not None else 0
                         rows = cur.fetchall() if cur.description is not None else []
                     self.conn.rollback()
-                    return rows
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                    return width, rows
+                except psycopg2.Error as exc:
+                    if self._usable():
+                        # The statement failed (SQL error, timeout): the connection is fine.
+                        raise QueryError(_message(exc)) from None
                     self._drop()
-                    lost = not fresh and attempt == 1 and not isinstance(exc, psycopg2.extensions.QueryCanceledError)
-                    if lost:
+                    if not fresh and attempt == 1:
                         log(logger, logging.INFO, "reconnecting", source=self.config.name, error=_message(exc))
                         continue
-                    if isinstance(exc, psycopg2.extensions.QueryCanceledError):  # statement_timeout: the server answered
-                        raise QueryError(_message(exc)) from None
                     raise PostgresUnavailable(_message(exc)) from None
-                except psycopg2.Error as exc:
-                    if self.conn is not None and not self.conn.closed:
-                        self.conn.rollback()
-                    raise QueryError(_message(exc)) from None
             raise QueryError("unreachable")  # pragma: no cover
+
+    def _usable(self) -> bool:
+        """After a failed statement: whether the connection survived (rolled back and ready)."""
+        if self.conn is None or self.conn.closed:
+            return False
+        try:
+            self.conn.rollback()
+        except psycopg2.Error:
+            return False
+        return True
 
     def run_refresh(self, statement: str, timeout_seconds: float, *, episode: str = "", rule: str = "",
                     task: str = "") -> datetime | None:

@@ -221,7 +221,7 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
     from watchdog.durations import parse_duration
     from watchdog.loader import load_rules
     from watchdog.sources import Sources
-    from watchdog.testrule import format_text, replay
+    from watchdog.testrule import format_text, present_only, replay, window_problem
 
     config = load_config_or_exit(args)
     if not os.path.isfile(args.rule_file):
@@ -243,7 +243,11 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
     except (ValueError, OverflowError) as exc:
         print(f"watchdog test-rule: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if start >= end:
+    problem = window_problem(rule, end if args.end else None, now)
+    if problem:
+        print(f"watchdog test-rule: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if start >= end and not present_only(rule):
         print(f"watchdog test-rule: the range {to_text(start)} .. {to_text(end)} is empty: --start must be before --end "
               "(and --last longer than 0s)", file=sys.stderr)
         return EXIT_USAGE

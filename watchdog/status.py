@@ -97,7 +97,10 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
             _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
-            _print(f"  check {check['name']}: last load {loaded} ({check.get('age') or 'never loaded'})")
+            status = check.get("status") or ("fresh" if check.get("age") else "never loaded")
+            age = f", {check['age']} old" if check.get("age") else ""
+            error = f": {check['error']}" if check.get("error") else ""
+            _print(f"  check {check['name']}: {status}{error}; last load {loaded}{age}")
     if doc["silences"]:
         _print("silences (remove one with `watchdog unsilence ID`):")
         for s in doc["silences"]:

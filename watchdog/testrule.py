@@ -333,6 +333,8 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
     findings = {f.group: f for f in evaluation.findings}
     quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
     for group in sorted(set(states) | set(findings)):
+        if group not in findings and group in evaluation.kept:
+            continue
         moved = lifecycle.step(policy, group, states.get(group), findings.get(group), now, silenced=quiet)
         if moved.state is None:
             states.pop(group, None)
@@ -396,9 +398,34 @@ def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bo
         _advance(replay, rule, states, evaluation, tick)
 
 
+PRESENT_SLACK = timedelta(minutes=1)  # an --end this close to now still means "now"
+
+
+def present_only(rule: Rule) -> bool:
+    """Whether ``rule`` can only be evaluated now (freshness and DMS: no history of load times or task states is kept)."""
+    return rule.type not in SEARCH_TYPES
+
+
+def window_problem(rule: Rule, end: datetime | None, now: datetime) -> str | None:
+    """Why ``--end`` cannot be used with ``rule`` (None: it can).
+
+    A present-only rule asked about another moment would report today's load
+    times or task states as if they were that moment's, so it is refused.
+    """
+    if end is None or not present_only(rule) or abs(end - now) <= PRESENT_SLACK:
+        return None
+    when = "in the past" if end < now else "in the future"
+    return (f"--end is {when} ({to_text(end)}), but {rule.type} rules evaluate the present only "
+            "(the warehouse and AWS keep no history of load times or task states to replay); drop --end")
+
+
 def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
-    """Freshness and DMS rules: the present state only (their history is not kept anywhere to replay)."""
+    """Freshness and DMS rules: the present state only (their history is not kept anywhere to replay).
+
+    They make no search request; the window shrinks to the one moment evaluated.
+    """
     now = replay.end
+    replay.start = now
     replay.ticks = [now]
     replay.note = f"{rule.type} rules evaluate the present only: this shows what one evaluation would do now"
     rule_type = RULE_TYPES[rule.type]

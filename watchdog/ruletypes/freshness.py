@@ -1,31 +1,72 @@
 """``freshness``: how long ago each warehouse table or source was last loaded.
 
-A check's last load is ``max(loaded_at)`` of a table, or what its SQL returns:
-one timestamp, or (group, timestamp) rows. Over ``warn_after`` it warns, over
-``error_after`` it is critical; an empty table or NULL is "never loaded".
+A check's last load is ``max(loaded_at)`` of a table (per ``group_by`` value
+when given), or what its SQL returns: one timestamp, or (group, timestamp)
+rows. Its age is the database's ``now()`` minus the last load, read in the
+same statement, so the watchdog host's clock never matters.
+
+What never reads as fresh:
+- a check that fails (SQL error, missing table, statement timeout) is a
+  "could not check" finding of its own; the rule's other checks run as usual,
+  and the groups the failed check was alerting on keep their state;
+- an expected group with no row is "never loaded";
+- a group that was alerting and has no row any more stays alerting as "no
+  longer reported" (it resolves when it loads again, or when it is no longer
+  expected);
+- a last load in the future (beyond ``FUTURE_TOLERANCE``) is "clock skew or
+  bad data", since it hides the real age.
+Groups are named ``check/group``, so two grouped checks never merge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, time
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 
 from psycopg2 import sql as pgsql
 
-from watchdog.durations import format_age, format_duration
-from watchdog.rule import Rule, Severity
+from watchdog.durations import format_age
+from watchdog.rule import Rule
 from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleError, RuleType, SourceUnavailable
-from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
-from watchdog.times import to_text
+from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions, Tier, from_mapping
+from watchdog.ruletypes.freshness_sql import table_statement
+from watchdog.times import from_text, to_text
+
+# A last load this far past the database's now() is a finding; less is ordinary clock jitter between hosts.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+NULL_GROUP = "(null)"  # the group name of a NULL group value
 
 
 class CheckError(RuleError):
-    pass
+    """A check returned something that is not a load time."""
 
 
 class CheckUnavailable(CheckError, SourceUnavailable):
-    """The warehouse did not answer the check (reported once for the source)."""
+    """The warehouse did not answer the check: the rule's failure, reported once for the source."""
+
+
+# The status of each last load, as shown in facts (``watchdog status``) and the {status} placeholder.
+FRESH, STALE, NEVER, GONE, FUTURE, FAILED = "fresh", "stale", "never loaded", "no longer reported", "in the future", "could not check"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one check read: the database's time and the last load per key (None key: an ungrouped check)."""
+
+    now: datetime
+    loads: dict[str | None, datetime | None]
+    grouped: bool
+
+
+def group_name(check: FreshnessCheck, key: str | None) -> str:
+    """The alert group: the check's name, or ``check/key`` for a grouped check."""
+    return check.name if key is None else f"{check.name}/{key}"
+
+
+def _belongs(group: str, check: FreshnessCheck) -> bool:
+    return group == check.name or group.startswith(check.name + "/")
 
 
 def _as_datetime(value: Any, check: FreshnessCheck) -> datetime | None:
@@ -35,104 +76,252 @@ def _as_datetime(value: Any, check: FreshnessCheck) -> datetime | None:
         return value if value.tzinfo is not None else value.replace(tzinfo=check.timezone)
     if isinstance(value, date):
         return datetime.combine(value, time(), tzinfo=check.timezone)
-    raise CheckError(f"check '{check.name}': expected a timestamp, got {type(value).__name__} {value!r}")
+    raise CheckError(f"expected a timestamp, got {type(value).__name__} {value!r}")
 
 
-def _last_loads(check: FreshnessCheck, source: Any) -> list[tuple[str, datetime | None]]:
-    """(group, last load) pairs for one check."""
+def statement(check: FreshnessCheck) -> pgsql.Composable:
+    """The query of one check (before ``read_at_now`` adds the database's time)."""
+    from watchdog.sources.postgres import as_statement
+
+    if check.table is not None:
+        assert check.loaded_at is not None
+        return table_statement(check.table, check.loaded_at, check.group_by, check.filter)
+    assert check.sql is not None
+    return as_statement(check.sql)
+
+
+def read(check: FreshnessCheck, source: Any) -> Reading:
+    """The last load(s) of one check; raises QueryError (from the source) or CheckError."""
+    answer = source.read_at_now(statement(check))
+    if answer.columns == 1:
+        if len(answer.rows) > 1:
+            raise CheckError(f"the query returns {len(answer.rows)} rows of one column; return one timestamp, "
+                             "or (group, timestamp) rows")
+        value = answer.rows[0][0] if answer.rows else None
+        return Reading(answer.now, {None: _as_datetime(value, check)}, grouped=False)
+    if answer.columns != 2:
+        raise CheckError(f"the query returns {answer.columns} columns; return one timestamp, or (group, timestamp) rows")
+    loads: dict[str | None, datetime | None] = {}
+    for key, value in answer.rows:
+        name = NULL_GROUP if key is None else str(key)
+        last = _as_datetime(value, check)
+        previous = loads.get(name)
+        # A group returned twice counts by its newest load, as max() over its rows would.
+        loads[name] = last if previous is None or (last is not None and last > previous) else previous
+    return Reading(answer.now, loads, grouped=True)
+
+
+def expected(check: FreshnessCheck, source: Any) -> frozenset[str] | None:
+    """The groups the check must report (None: it expects nothing); raises QueryError or CheckError."""
+    from watchdog.sources.postgres import as_statement
+
+    if check.expect is not None:
+        return frozenset(check.expect)
+    if check.expect_sql is None:
+        return None
+    answer = source.read_at_now(as_statement(check.expect_sql))
+    if answer.columns != 1:
+        raise CheckError(f"the expect query returns {answer.columns} columns; return one column of group names")
+    return frozenset(str(row[0]) for row in answer.rows if row[0] is not None)
+
+
+# --- judging one last load -------------------------------------------------------------------------------------
+
+
+def _subject(check: FreshnessCheck, key: str | None) -> str:
+    return check.name if key is None else f"{key} (check {check.name})"
+
+
+def _details(check: FreshnessCheck, key: str | None, status: str, age: str, last: datetime | None,
+             now: datetime) -> dict[str, Any]:
+    return {"check": check.name, "key": key or "", "status": status, "age": age,
+            "last_loaded": to_text(last) if last else "never", "db_now": to_text(now),
+            "warn_after": check.threshold("warn"), "error_after": check.threshold("critical")}
+
+
+def _fact(check: FreshnessCheck, key: str | None, status: str, last: datetime | None,
+          age: timedelta | None, error: str | None = None) -> dict[str, Any]:
+    fact: dict[str, Any] = {"name": group_name(check, key), "check": check.name, "status": status,
+                            "last_loaded": to_text(last), "age": format_age(age) if age is not None else None}
+    if error is not None:
+        fact["error"] = error
+    return fact
+
+
+def _finding(check: FreshnessCheck, key: str | None, tier: Tier, value: float | None, summary: str,
+             details: dict[str, Any], since: datetime | None = None) -> Finding:
+    return Finding(group=group_name(check, key), value=value, severity=tier.severity,
+                   summary=f"{summary}; {check.describe_tiers()}", details=details, since=since)
+
+
+def judge(check: FreshnessCheck, key: str | None, last: datetime | None, now: datetime,
+          *, expected_missing: bool = False) -> tuple[Finding | None, dict[str, Any]]:
+    """The finding for one last load (None when fresh) and its status fact, ages measured at the database's ``now``."""
+    subject = _subject(check, key)
+    if last is None:
+        why = "expected, but the check returns no row for it" if expected_missing else "no rows, or a NULL load time"
+        return (_finding(check, key, check.top, None, f"{subject} has never been loaded ({why})",
+                         _details(check, key, NEVER, "never", None, now)),
+                _fact(check, key, NEVER, None, None))
+    age = now - last
+    if age < -FUTURE_TOLERANCE:
+        ahead = format_age(-age)
+        summary = (f"{subject} last load is {ahead} in the future ({to_text(last)}; database time {to_text(now)}): "
+                   "clock skew or bad data, and its real age cannot be told")
+        return (_finding(check, key, check.top, round(age.total_seconds()), summary,
+                         _details(check, key, FUTURE, f"-{ahead}", last, now)),
+                _fact(check, key, FUTURE, last, age))
+    age = max(age, timedelta(0))  # within the tolerance: loaded just now
+    tier = check.tier_for(age)
+    if tier is None:
+        return None, _fact(check, key, FRESH, last, age)
+    summary = f"{subject} last loaded {format_age(age)} ago ({to_text(last)})"
+    return (_finding(check, key, tier, round(age.total_seconds()), summary,
+                     _details(check, key, STALE, format_age(age), last, now), since=last),
+            _fact(check, key, STALE, last, age))
+
+
+def vanished(check: FreshnessCheck, key: str, last: datetime | None, now: datetime) -> tuple[Finding, dict[str, Any]]:
+    """A group with no row any more that must not read as fresh: its last load seen, aged at the database's ``now``."""
+    subject = _subject(check, key)
+    if last is None:
+        return (_finding(check, key, check.top, None, f"{subject} is no longer reported (the check returns no row for it)",
+                         _details(check, key, GONE, "unknown", None, now)),
+                _fact(check, key, GONE, None, None))
+    age = max(now - last, timedelta(0))
+    tier = check.tier_for(age) or check.tiers[0]  # missing is never fresh
+    summary = (f"{subject} is no longer reported (the check returns no row for it); its last load seen was "
+               f"{format_age(age)} ago ({to_text(last)})")
+    return (_finding(check, key, tier, round(age.total_seconds()), summary,
+                     _details(check, key, GONE, format_age(age), last, now), since=last),
+            _fact(check, key, GONE, last, age))
+
+
+def fresh_now(check: FreshnessCheck, key: str | None, last: datetime, now: datetime) -> Observation:
+    """A fresh group as its resolution states it: its age now, by the database's clock, and its last load."""
+    age = max(now - last, timedelta(0))
+    return Observation(group=group_name(check, key), value=round(age.total_seconds()),
+                       details=_details(check, key, FRESH, format_age(age), last, now),
+                       summary=f"{_subject(check, key)} loaded {format_age(age)} ago now ({to_text(last)}); "
+                               f"{check.describe_tiers()}")
+
+
+def could_not_check(check: FreshnessCheck, reason: str) -> tuple[Finding, dict[str, Any]]:
+    """The finding of a check that failed: named by the check, with the reason, at the check's highest level."""
+    details = {"check": check.name, "key": "", "status": FAILED, "age": "unknown", "last_loaded": "unknown",
+               "db_now": "", "warn_after": check.threshold("warn"), "error_after": check.threshold("critical"),
+               "error": reason}
+    finding = Finding(group=check.name, value=None, severity=check.top.severity, details=details,
+                      summary=f"could not check {check.name}: {reason}")
+    return finding, _fact(check, None, FAILED, None, None, error=reason)
+
+
+# --- one rule ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    findings: list[Finding]
+    facts: list[dict[str, Any]]
+    kept: list[str]
+    present: list[Observation]
+
+    def add(self, finding: Finding | None, fact: dict[str, Any]) -> None:
+        if finding is not None:
+            self.findings.append(finding)
+        self.facts.append(fact)
+
+    def judged(self, check: FreshnessCheck, key: str | None, last: datetime | None, now: datetime) -> None:
+        """Add the verdict on one last load: a finding, or what a resolution would state."""
+        finding, fact = judge(check, key, last, now)
+        self.add(finding, fact)
+        if finding is None and last is not None:
+            self.present.append(fresh_now(check, key, last, now))
+
+
+def _check_once(check: FreshnessCheck, source: Any, active: frozenset[str], seen: Mapping[str, datetime | None],
+                out: _Result) -> None:
+    """Judge one check into ``out``; a failure of this check is its own finding (SourceUnavailable propagates)."""
     from watchdog.sources.postgres import QueryError
 
+    mine = {g for g in active if _belongs(g, check)}
     try:
-        if check.table is not None:
-            assert check.loaded_at is not None
-            statement = pgsql.SQL("select max({}) from {}").format(
-                pgsql.Identifier(check.loaded_at), pgsql.Identifier(*check.table))
-            rows = source.query(statement)
+        reading = read(check, source)
+        expect = expected(check, source) if reading.grouped else None
+    except SourceUnavailable as exc:
+        raise CheckUnavailable(f"check '{check.name}': {exc}") from None
+    except (QueryError, CheckError) as exc:
+        out.add(*could_not_check(check, str(exc)))
+        for group in sorted(mine - {check.name}):  # unknown now: they keep alerting as they were
+            out.kept.append(group)
+            out.facts.append({"name": group, "check": check.name, "status": FAILED,
+                              "last_loaded": to_text(seen.get(group)), "age": None})
+        return
+    if not reading.grouped:
+        if check.expects:
+            out.add(*could_not_check(check, "expect needs a grouped check, but the query returns one column"))
+            return
+        out.judged(check, None, reading.loads[None], reading.now)
+        return
+    if not reading.loads and not check.expects:
+        out.add(*judge(check, None, None, reading.now))  # a grouped check with no row at all: never loaded
+        return
+    out.present.append(Observation(group=check.name, value=len(reading.loads),
+                                   summary=f"check {check.name} runs again: {len(reading.loads)} group(s) returned"))
+    for key, last in sorted(reading.loads.items(), key=lambda kv: str(kv[0])):
+        out.judged(check, key, last, reading.now)
+    for key in sorted((expect or frozenset()) - set(reading.loads)):
+        group = group_name(check, key)
+        if seen.get(group) is not None:
+            out.add(*vanished(check, key, seen[group], reading.now))
         else:
-            assert check.sql is not None
-            rows = source.query(check.sql)
-    except QueryError as exc:
-        error = CheckUnavailable if isinstance(exc, SourceUnavailable) else CheckError
-        raise error(f"check '{check.name}': {exc}") from None
-    if not rows:
-        return [(check.name, None)]
-    width = len(rows[0])
-    if width == 1:
-        return [(check.name, _as_datetime(rows[0][0], check))]
-    if width == 2:
-        return [(str(group), _as_datetime(value, check)) for group, value in rows]
-    raise CheckError(f"check '{check.name}': the query returns {width} columns; "
-                     "return one timestamp, or (group, timestamp) rows")
+            out.add(*judge(check, key, None, reading.now, expected_missing=True))
+    for group in sorted(mine):
+        key = group.removeprefix(check.name + "/") if group != check.name else None
+        if key is None or key in reading.loads or (expect is not None and key in expect):
+            continue
+        if expect is not None:  # no row and no longer expected: the user retired it, so it resolves
+            out.present.append(Observation(group=group, value=None, summary=(
+                f"{key} (check {check.name}) is no longer expected, and the check returns no row for it")))
+            continue
+        out.add(*vanished(check, key, seen.get(group), reading.now))
 
 
-def judge(check: FreshnessCheck, group: str, last: datetime | None, now: datetime) -> tuple[Finding | None, dict[str, Any]]:
-    """The finding for one last load (None when fresh) and its status facts."""
-    fact: dict[str, Any] = {"name": group, "check": check.name, "last_loaded": to_text(last)}
-    thresholds = f"warn after {format_duration(check.warn_after)}"
-    if check.error_after is not None:
-        thresholds += f", critical after {format_duration(check.error_after)}"
-    if last is None:
-        fact["age"] = None
-        details: dict[str, Any] = {"check": check.name, "age": "never", "last_loaded": "never",
-                   "warn_after": format_duration(check.warn_after),
-                   "error_after": format_duration(check.error_after) if check.error_after else ""}
-        severity = Severity.CRITICAL if check.error_after is not None else Severity.WARNING
-        return Finding(group=group, value=None, severity=severity, details=details,
-                       summary=f"{group} has never been loaded (no rows, or NULL load time); {thresholds}"), fact
-    age = now - last
-    fact["age"] = format_age(age)
-    if age <= check.warn_after:
-        return None, fact
-    severity = Severity.CRITICAL if check.error_after is not None and age > check.error_after else Severity.WARNING
-    details = {"check": check.name, "age": format_age(age), "last_loaded": to_text(last),
-               "warn_after": format_duration(check.warn_after),
-               "error_after": format_duration(check.error_after) if check.error_after else ""}
-    summary = f"{group} last loaded {format_age(age)} ago ({to_text(last)}); {thresholds}"
-    return Finding(group=group, value=round(age.total_seconds()), severity=severity, details=details, summary=summary,
-                   since=last), fact
-
-
-def fresh_now(check: FreshnessCheck, group: str, last: datetime, now: datetime) -> Observation:
-    """A fresh group as its resolution states it: its age now and its last load."""
-    age = now - last
-    details = {"check": check.name, "age": format_age(age), "last_loaded": to_text(last),
-               "warn_after": format_duration(check.warn_after),
-               "error_after": format_duration(check.error_after) if check.error_after else ""}
-    return Observation(group=group, value=round(age.total_seconds()), details=details,
-                       summary=f"{group} loaded {format_age(age)} ago now ({to_text(last)}); "
-                               f"warn after {format_duration(check.warn_after)}")
+def _seen(facts: Mapping[str, Any]) -> dict[str, datetime | None]:
+    """The last load of each group as the previous evaluation saw it."""
+    out: dict[str, datetime | None] = {}
+    for fact in facts.get("checks", ()):
+        if isinstance(fact, Mapping) and isinstance(fact.get("name"), str):
+            out[fact["name"]] = from_text(fact.get("last_loaded"))
+    return out
 
 
 class FreshnessRule(RuleType):
     name: ClassVar[str] = "freshness"
     source_type: ClassVar[str] = "postgres"
     message_fields: ClassVar[frozenset[str]] = frozenset(
-        {"check", "age", "last_loaded", "warn_after", "error_after"})
+        {"check", "key", "status", "age", "last_loaded", "db_now", "warn_after", "error_after", "error"})
 
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> FreshnessOptions:
-        return FreshnessOptions.from_mapping(data)
+        return from_mapping(data)
 
     @classmethod
-    def evaluate_one(cls, rule: Rule, source: Any, now: datetime) -> Evaluation:
+    def evaluate_one(cls, rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
+        """Every check of ``rule``, each its own unit of failure; raises SourceUnavailable when the database is unreachable."""
         options: FreshnessOptions = rule.options
-        findings: list[Finding] = []
-        facts: list[dict[str, Any]] = []
-        present: list[Observation] = []
+        active = ctx.active.get(rule.name, frozenset())
+        seen = _seen(ctx.facts.get(rule.name, {}))
+        out = _Result([], [], [], [])
         for check in options.checks:
-            for group, last in _last_loads(check, source):
-                finding, fact = judge(check, group, last, now)
-                facts.append(fact)
-                if finding is not None:
-                    findings.append(finding)
-                elif last is not None:
-                    present.append(fresh_now(check, group, last, now))
-        return Evaluation(findings=tuple(findings), facts={"checks": facts}, present=tuple(present))
+            _check_once(check, source, active, seen, out)
+        return Evaluation(findings=tuple(out.findings), kept=tuple(out.kept), facts={"checks": out.facts},
+                          present=tuple(out.present))
 
     @classmethod
     def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:
-        if present is None:
-            return f"{group} is no longer returned by the rule's checks, so its freshness is unknown"
+        if present is None:  # only a rule edit removes a group without a word: a vanished group stays firing
+            return f"{group} is no longer checked by this rule (its check was removed or changed), so its freshness is unknown"
         return present.summary
 
     @classmethod
@@ -140,7 +329,7 @@ class FreshnessRule(RuleType):
         out: dict[str, Evaluation | Exception] = {}
         for rule in rules:
             try:
-                out[rule.name] = cls.evaluate_one(rule, source, ctx.now)
+                out[rule.name] = cls.evaluate_one(rule, source, ctx)
             except Exception as exc:  # one rule's failure is that rule's error, not the batch's
                 out[rule.name] = exc
         return out

@@ -577,6 +577,19 @@ def test_rule_on_freshness_evaluates_now_and_rejects_a_past_end(tmp_path: Path, 
     assert "rule fresh (freshness): " in out and "1 tick(s), present" in out
 
 
+def test_rule_on_dms_rejects_an_end_other_than_now(tmp_path: Path, capsys: Any) -> None:
+    """Refused before any source is contacted: the region's endpoint is never called."""
+    from watchdog.cli import main
+
+    config = ("rules_dir: rules\nstate_path: state.db\nsources:\n"
+              "  aws: {type: dms, region: us-east-1, endpoint_url: 'http://127.0.0.1:9'}\n")
+    write_project(tmp_path, config, {"tasks": "name: tasks\ntype: dms_task\nsource: aws\n"})
+    args = ["test-rule", str(tmp_path / "rules" / "tasks.yaml"), "-c", str(tmp_path / "watchdog.yaml")]
+    assert main([*args, "--end", "2026-01-01T00:00:00Z"]) == 2
+    err = capsys.readouterr().err
+    assert "--end is in the past (2026-01-01T00:00:00Z), but dms_task rules evaluate the present only" in err
+
+
 # --- properties: rule text and table contents the world controls ------------------------------------------------------
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=20)

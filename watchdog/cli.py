@@ -64,7 +64,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "status": ("watchdog status -c /etc/watchdog/watchdog.yaml", "watchdog status --format json | jq '.silences'"),
     "silence": ("watchdog silence app-error-rate --for 2h --reason 'deploy in progress'",
                 "watchdog silence app-error-rate:team-a --for 30m",
-                "watchdog silence warehouse-freshness:google-analytics --for 1d --reason 'vendor outage'"),
+                "watchdog silence warehouse-freshness:etl-sources/google-analytics --for 1d --reason 'vendor outage'"),
     "unsilence": ("watchdog status            # silences are listed with their IDs: [3] app-error-rate:team-a ...",
                   "watchdog unsilence 3"),
 }

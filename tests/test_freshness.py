@@ -313,12 +313,12 @@ def test_a_statement_timeout_does_not_abort_the_checks_after_it(tmp_path: Path, 
         type: freshness
         source: warehouse
         checks:
-          - {name: slow, sql: "select now() from pg_sleep(3)"}
+          - {name: slow, sql: "select now() from pg_sleep(4)"}
           - {name: next, sql: "select max(finished_at) from etl.runs"}
           - {name: last, table: etl.runs, loaded_at: finished_at}
         error_after: 6h
         """
-    engine = project(tmp_path, warehouse, rule, "slow", timeout="500ms")
+    engine = project(tmp_path, warehouse, rule, "slow", timeout="1s")
     (applied,) = evaluate_now(engine)
     assert applied.error is None
     assert groups(engine.store, "slow") == {"slow": ("firing", "critical"), "next": ("firing", "critical"),

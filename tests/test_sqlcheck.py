@@ -81,6 +81,8 @@ def test_expressions_pass(text: str) -> None:
     ("1) union select (2", "not one SQL expression"),
     ("x --", "not valid SQL"),  # would comment out what follows it
     ("x /*", "not valid SQL"),
+    ("1)--", "ends in a -- comment"),  # regression: 'select (1)--)' parses, hiding the ')' (found by Hypothesis)
+    ("x) --", "ends in a -- comment"),
     ("x); delete from y; select (1", "not one SQL expression"),
     ("a as b", "not valid SQL"),
     ("nextval('s') > 0", "function nextval()"),

@@ -164,6 +164,11 @@ def check_expression(text: str) -> str | None:
             or any(getattr(stmt, clause, None) for clause in _EXPRESSION_CLAUSES)
             or targets[0].name is not None):
         return "not one SQL expression (it must not close the parenthesis around it or add clauses)"
+    # A text ending inside a -- comment hides the ')' after it: '1)--' reads as
+    # 'select (1)' here, yet swallows whatever follows it in a real query. With a
+    # line break before the ')', such a text leaves one ')' too many and fails.
+    if _parse(f"select ({text}\n)")[0] is None:
+        return "it ends in a -- comment, which would hide what follows it (use /* ... */ or remove it)"
     return _read_only_problem(stmt)
 
 

@@ -27,6 +27,8 @@ from watchdog.sqlcheck import check_expression
 from watchdog.state import StateStore
 
 REPO = Path(__file__).resolve().parent.parent
+# An arbitrary moment for an engine clock that must not matter (test_sql_value imports it too).
+NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 
 SCHEMA = """
 create schema analytics;

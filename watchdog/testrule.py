@@ -402,7 +402,7 @@ PRESENT_SLACK = timedelta(minutes=1)  # an --end this close to now still means "
 
 
 def present_only(rule: Rule) -> bool:
-    """Whether ``rule`` can only be evaluated now (freshness and DMS: no history of load times or task states is kept)."""
+    """Whether ``rule`` can only be evaluated now (warehouse and DMS rules: no history of their values is kept)."""
     return rule.type not in SEARCH_TYPES
 
 
@@ -410,13 +410,13 @@ def window_problem(rule: Rule, end: datetime | None, now: datetime) -> str | Non
     """Why ``--end`` cannot be used with ``rule`` (None: it can).
 
     A present-only rule asked about another moment would report today's load
-    times or task states as if they were that moment's, so it is refused.
+    times, values or task states as if they were that moment's, so it is refused.
     """
     if end is None or not present_only(rule) or abs(end - now) <= PRESENT_SLACK:
         return None
     when = "in the past" if end < now else "in the future"
     return (f"--end is {when} ({to_text(end)}), but {rule.type} rules evaluate the present only "
-            "(the warehouse and AWS keep no history of load times or task states to replay); drop --end")
+            "(neither the warehouse nor AWS keeps a history of their values to replay); drop --end")
 
 
 def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:

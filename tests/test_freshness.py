@@ -249,6 +249,8 @@ def test_a_firing_source_no_longer_expected_resolves(tmp_path: Path, warehouse: 
     execute(warehouse, "delete from etl.sources where name = 'hubspot'")  # retired on purpose
     evaluate_now(engine)
     assert groups(engine.store) == {}
+    assert "hubspot (check per-source) is no longer expected, and the check returns no row for it" in \
+        outbox_text(engine.store, "resolved", "per-source/hubspot")
 
 
 def test_group_by_on_a_table_with_expect(tmp_path: Path, warehouse: str) -> None:
@@ -306,6 +308,7 @@ def test_a_grouped_check_that_starts_failing_keeps_its_alerts(tmp_path: Path, wa
     execute(warehouse, "alter table etl.runs_old rename to runs")
     evaluate_now(engine)
     assert groups(store) == {"per-source/hubspot": ("firing", "critical")}  # could-not-check resolves, the stale stays
+    assert "check per-source runs again: 1 group(s) returned" in outbox_text(store, "resolved", "per-source")
 
 
 def test_a_statement_timeout_does_not_abort_the_checks_after_it(tmp_path: Path, warehouse: str) -> None:

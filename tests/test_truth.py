@@ -31,8 +31,25 @@ from watchdog.durations import format_age
 from watchdog.lifecycle import Kind, Notice
 from watchdog.notify.digest import pages
 from watchdog.rule import Rule, Severity
+from watchdog.times import to_text
 
 NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+
+
+def query_one(dsn: str, sql: str) -> Any:
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        value = cur.fetchone()[0]
+    conn.close()
+    return value
+
+
+def load_at(dsn: str, ago: str) -> datetime:
+    """Insert a load stamped ``ago`` before the database's now() (whole seconds); returns it."""
+    return query_one(dsn, "insert into analytics.fact_logins_daily (updated_at) "
+                          f"values (date_trunc('second', now()) - interval '{ago}') returning updated_at")
 
 
 @pytest.fixture(autouse=True)
@@ -104,23 +121,24 @@ def test_a_search_resolution_states_the_count_in_the_window_now(tmp_path: Path, 
 def test_a_freshness_resolution_states_the_age_now_and_since_is_the_last_load(tmp_path: Path, pg_db: str,
                                                                               slack: SlackServer) -> None:
     execute(pg_db, SCHEMA)
-    execute(pg_db, "insert into analytics.fact_logins_daily (updated_at) values (%s)", NOW - timedelta(hours=3, minutes=2))
+    # Ages are measured by the database's clock: loads are stamped relative to its now(), the engine runs on the host's.
+    first_load = load_at(pg_db, "3 hours 2 minutes")
     rule = ("name: loads\ntype: freshness\nsource: warehouse\n"
             "checks: [{name: fact_logins, table: analytics.fact_logins_daily, loaded_at: updated_at}]\nwarn_after: 2h\n")
     config = project(tmp_path, slack, f'  warehouse: {{type: postgres, dsn: "{pg_db}"}}', {"loads": rule})
-    clock = Clock(NOW)
+    clock = Clock(datetime.now(UTC))
     engine = engine_for(config, clock)
     evaluate_now(engine)
     deliver(config, engine)
-    execute(pg_db, "insert into analytics.fact_logins_daily (updated_at) values (%s)", NOW + timedelta(minutes=9))
-    clock.now = NOW + timedelta(minutes=10)
+    second_load = load_at(pg_db, "1 minute")
+    clock.now = datetime.now(UTC)
     evaluate_now(engine)
     deliver(config, engine)
     first, reply = posts(slack)
     assert first["text"].startswith("[WARNING] FIRING: loads [fact_logins]: fact_logins last loaded 3h2m ago")
-    assert field(first, "Since") == "2026-11-28T02:58:00Z"  # the last load, not when watchdog noticed
-    assert reply["text"] == ("[OK] RESOLVED: loads [fact_logins]: fact_logins loaded 1m ago now (2026-11-28T06:09:00Z); "
-                             "warn after 2h (resolved after 3h12m)")
+    assert field(first, "Since") == to_text(first_load)  # the last load, not when watchdog noticed
+    assert reply["text"].startswith(f"[OK] RESOLVED: loads [fact_logins]: fact_logins loaded 1m ago now "
+                                    f"({to_text(second_load)}); warn after 2h (resolved after 3h")
     assert "last loaded 3h" not in reply["text"]
 
 
@@ -193,8 +211,9 @@ def test_a_remediation_transition_has_the_severity_of_its_notification(tmp_path:
 
 def test_a_combined_message_shows_each_groups_severity(tmp_path: Path, pg_db: str, slack: SlackServer) -> None:
     execute(pg_db, SCHEMA)
-    execute(pg_db, "insert into etl.runs values ('ga', %s), ('logs', %s), ('crm', %s)",
-            NOW - timedelta(hours=3), NOW - timedelta(hours=7), NOW - timedelta(minutes=5))
+    execute(pg_db, "insert into etl.runs values ('ga', date_trunc('second', now()) - interval '3 hours'), "
+                   "('logs', date_trunc('second', now()) - interval '7 hours'), ('crm', now() - interval '5 minutes')")
+    logs_load = query_one(pg_db, "select finished_at from etl.runs where source = 'logs'")
     rule = ("name: sources\ntype: freshness\nsource: warehouse\n"
             "checks: [{name: per-source, sql: \"select source, max(finished_at) from etl.runs group by source\"}]\n"
             "warn_after: 2h\nerror_after: 6h\n")
@@ -206,9 +225,9 @@ def test_a_combined_message_shows_each_groups_severity(tmp_path: Path, pg_db: st
     assert digest["text"] == "<!here> [CRITICAL] 2 alerts firing: 1 critical, 1 warning: sources (2)"
     lines = sections(digest).splitlines()
     assert lines[0] == "*sources* (2: 1 critical, 1 warning)"
-    assert lines[1].startswith(":red_circle: [CRITICAL] FIRING logs: logs last loaded 7h ago")
-    assert lines[1].endswith("(since 2026-11-27T23:00:00Z)")
-    assert lines[2].startswith(":large_orange_circle: [WARNING] FIRING ga: ga last loaded 3h ago")
+    assert lines[1].startswith(":red_circle: [CRITICAL] FIRING per-source/logs: logs (check per-source) last loaded 7h ago")
+    assert lines[1].endswith(f"(since {to_text(logs_load)})")
+    assert lines[2].startswith(":large_orange_circle: [WARNING] FIRING per-source/ga: ga (check per-source) last loaded 3h ago")
 
 
 # --- templates tell firing from resolved ------------------------------------------------------------------------

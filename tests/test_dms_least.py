@@ -450,3 +450,35 @@ def test_an_unanswered_reload_is_tried_once_then_reconciled(tmp_path: Path, moto
     assert texts[0].startswith("reload call got no answer")
     assert "its outcome was unknown, and AWS shows the tables reloading or loaded, so it took effect" in texts[1]
     assert steps(engine.store)[-1][0] == "resolved"
+
+
+def test_with_approve_a_table_reload_waits_for_a_person_too(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    suspend()
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate(extra="approve: true\n")}), Clock(NOW))
+    evaluate_now(engine)
+    evaluate_now(engine)  # still waiting: asked once
+    assert moto_dms.reloads == []
+    asks = [t for k, t in steps(engine.store) if k == "approval"]
+    assert asks == [f"approval needed: reload sales.orders of {TASK} (ReloadTables data-reload; the task is not "
+                    "restarted; attempt 1 of 3). Nothing is done until someone approves."]
+    episode = engine.store.remediations("fix-dms")[TASK]["episode"]
+    assert engine.store.decide_remediation("click-1", episode, approve=True, user="U0LEAD", now=NOW) == ("approved", None)
+    evaluate_now(engine)
+    assert [r["tables"] for r in moto_dms.reloads] == [[("sales", "orders")]]
+
+
+def test_a_declined_remediation_does_nothing_until_the_task_runs_again(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    create_task(moto)
+    moto_dms.set_task(TASK, status="failed", StopReason="Stop Reason FATAL_ERROR")
+    engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate(extra="approve: true\n")}), Clock(NOW))
+    evaluate_now(engine)
+    episode = engine.store.remediations("fix-dms")[TASK]["episode"]
+    assert engine.store.decide_remediation("click-1", episode, approve=False, user="U0LEAD", now=NOW) == ("declined", None)
+    assert engine.store.decide_remediation("click-2", episode, approve=True, user="U0LEAD", now=NOW)[1].startswith(
+        "declined by <@U0LEAD>")  # the first decision counts
+    evaluate_now(engine)
+    evaluate_now(engine)
+    assert moto.calls("StartReplicationTask") == []
+    assert [t for k, t in steps(engine.store) if k == "action"] == [
+        f"declined by Slack user U0LEAD: not restarting {TASK}; nothing more for this failure until the task runs again"]

@@ -176,8 +176,11 @@ class Run:
             elif failed:
                 self.failure(task, record)
         elif state == "awaiting_approval":
+            bad = self.tables_in_error(task) if status == "running" and self.options.tables.enabled else []
             if failed:
                 self.failure(task, record)
+            elif bad:
+                self.reload(task, record, bad)
             elif status == "running" and self.unsettled(task, record) == []:
                 self.close(name, record, f"task {name} is running again with no table in error; the approval is no "
                                          "longer needed and nothing was done")
@@ -233,7 +236,9 @@ class Run:
         if self.options.approve:
             decision = self.journal.decision(self.rule, str(record.get("episode", "")))
             if decision is None or decision[0] != "approved":
-                self.await_approval(task, record, attempts, decision)
+                destructive = " (destructive: it re-applies the table-preparation mode)" if restart.destructive else ""
+                self.await_approval(task, record, attempts, decision, f"restart {name} with {restart.type}{destructive} "
+                                    f"(attempt {n} of {restart.max_attempts}){self.refresh_plan()}")
                 return
             approved_by = f"; approved by {decision[1]}"
         attempts.append(to_text(self.now()))
@@ -267,15 +272,12 @@ class Run:
         self.poll(arn, name, record)
 
     def await_approval(self, task: Mapping[str, Any], record: dict[str, Any], attempts: list[str],
-                       decision: tuple[str, str] | None) -> None:
-        """``approve: true``: ask once per episode, wait while nobody decided, stop when declined."""
+                       decision: tuple[str, str] | None, plan: str) -> None:
+        """``approve: true``: ask once per episode (for ``plan``), wait while nobody decided, stop when declined."""
         name, restart = identifier(task), self.options.restart
         if decision is None:
-            n = len(attempts) + 1
-            destructive = " (destructive: it re-applies the table-preparation mode)" if restart.destructive else ""
             self.save(name, {**record, "state": "awaiting_approval", "attempts": attempts}, "approval",
-                      f"approval needed: restart {name} with {restart.type}{destructive} (attempt {n} of "
-                      f"{restart.max_attempts}){self.refresh_plan()}. Nothing is done until someone approves.",
+                      f"approval needed: {plan}. Nothing is done until someone approves.",
                       Severity.CRITICAL, task=name, type=restart.type)
         elif decision[0] == "declined":
             self.save(name, {**record, "state": "declined", "attempts": attempts}, "action",
@@ -459,6 +461,12 @@ class Run:
                       f"{listed} of {name} out of error; no more reloads until they recover. Look at them by hand.",
                       Severity.CRITICAL, task=name)
             return
+        if self.options.approve:
+            decision = self.journal.decision(self.rule, str(record.get("episode", "")))
+            if decision is None or decision[0] != "approved":
+                self.await_approval(task, record, attempts, decision, f"reload {listed} of {name} (ReloadTables "
+                                    f"data-reload; the task is not restarted; attempt {n} of {restart.max_attempts})")
+                return
         attempts.append(to_text(self.now()))
         tables = [list(t) for t in bad]
         record = {**record, "state": "reloading", "attempts": attempts, "tables": tables, "issued": False,

@@ -150,6 +150,7 @@ def test_duplicate_names_name_both_files(project: Path, capsys) -> None:
 
 def test_missing_environment_variable(project: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("WATCHDOG_TEST_CHANNEL", raising=False)
+    (project / "watchdog.yaml").write_text(CONFIG + "rule_env: [WATCHDOG_TEST_CHANNEL]\n")
     write_rule(project, "env.yaml", GOOD_RULE.replace("app-errors", "env") + "notify:\n  slack: {channel: '${WATCHDOG_TEST_CHANNEL}'}\n")
     error = only_error(capsys)
     assert (error["line"], error["path"]) == (10, "notify.slack.channel")
@@ -157,6 +158,33 @@ def test_missing_environment_variable(project: Path, capsys, monkeypatch) -> Non
     monkeypatch.setenv("WATCHDOG_TEST_CHANNEL", "#oncall")
     code, _ = validate(capsys)
     assert code == 0
+
+
+def test_a_rule_reads_only_the_variables_the_config_allows(project: Path, capsys, monkeypatch) -> None:
+    """The issue's attack: message: "key=${AWS_SECRET_ACCESS_KEY}" in a rule file."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-secret-value")
+    monkeypatch.setenv("TEAM_CHANNEL", "#team")
+    (project / "watchdog.yaml").write_text(CONFIG + "rule_env: [TEAM_CHANNEL]\n")
+    write_rule(project, "env.yaml", GOOD_RULE.replace("app-errors", "env")
+               + "message: 'key=${AWS_SECRET_ACCESS_KEY} {count}'\nnotify:\n  slack: {channel: '${TEAM_CHANNEL}'}\n")
+    error = only_error(capsys)
+    assert (error["line"], error["path"]) == (9, "message")
+    assert error["message"] == ("environment variable 'AWS_SECRET_ACCESS_KEY' is not available to rules: add it to "
+                                "'rule_env' in watchdog.yaml if rules may read it (rule_env now: TEAM_CHANNEL)")
+    write_rule(project, "env.yaml", GOOD_RULE.replace("app-errors", "env") + "notify:\n  slack: {channel: '${TEAM_CHANNEL}'}\n")
+    code, _ = validate(capsys)
+    assert code == 0
+    from watchdog.loader import load_rules as load
+    (rule,) = [r for r in load(["rules"], load_config("watchdog.yaml")).rules if r.name == "env"]
+    assert rule.notify.channel == "#team"
+
+
+def test_without_rule_env_rules_read_no_variable(project: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", "/root")
+    write_rule(project, "env.yaml", GOOD_RULE.replace("app-errors", "env") + "description: 'home ${HOME:-unknown}'\n")
+    error = only_error(capsys)
+    assert "environment variable 'HOME' is not available to rules" in error["message"]
+    assert "rule_env now: none" in error["message"] and "/root" not in json.dumps(error)
 
 
 def test_missing_environment_variable_in_config(project: Path, monkeypatch) -> None:

@@ -130,6 +130,8 @@ class Config:
     log_level: str = "info"
     self_monitoring: SelfMonitoring = SelfMonitoring()
     metrics_listen: str | None = None
+    # Environment variables rule files may use as ${NAME}; rules read no other (the environment may hold secrets).
+    rule_env: frozenset[str] = frozenset()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> str:
@@ -296,4 +298,5 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
             heartbeat_url=data.get("self_monitoring", {}).get("heartbeat_url"),
             heartbeat_every=parse_duration(data.get("self_monitoring", {}).get("heartbeat_every", "1m"))),
         metrics_listen=data.get("metrics", {}).get("listen"),
+        rule_env=frozenset(data.get("rule_env", ())),
     )

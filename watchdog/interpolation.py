@@ -12,11 +12,15 @@ from watchdog.yamlfile import Document, Path
 _VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(doc: Document, environ: Mapping[str, str]) -> list[Problem]:
+def interpolate(doc: Document, environ: Mapping[str, str], allowed: frozenset[str] | None = None,
+                refused: str = "") -> list[Problem]:
     """Replace variables in every string of ``doc.data`` in place.
 
     ``$$`` stands for a literal ``$``. Returns a Problem for each variable
     that is not set and has no default; such values are left as written.
+    With ``allowed`` (rule files), only those names are read from
+    ``environ``: any other is a Problem saying ``refused`` (why, and how to
+    allow it), and its value, set or not, is never read.
     """
     found: list[Problem] = []
 
@@ -25,6 +29,10 @@ def interpolate(doc: Document, environ: Mapping[str, str]) -> list[Problem]:
             if match.group(0) == "$$":
                 return "$"
             name, default = match.group(1), match.group(2)
+            if allowed is not None and name not in allowed:
+                found.append(Problem.at(doc, path, f"environment variable '{name}' is not available to rules: "
+                                                   + refused))
+                return match.group(0)
             if name in environ:
                 return environ[name]
             if default is not None:

@@ -112,13 +112,22 @@ def _check_approvals(doc: yamlfile.Document, data: Mapping[str, Any], config: Co
     return []
 
 
+def _refused_env_hint(config: Config | None) -> str:
+    """Why a rule cannot read a variable, and how the operator allows it."""
+    if config is None:
+        return "rule files read only the variables the config's 'rule_env' lists, and no config was loaded"
+    listed = ", ".join(sorted(config.rule_env)) or "none"
+    return f"add it to 'rule_env' in {display_path(config.path)} if rules may read it (rule_env now: {listed})"
+
+
 def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config: Config | None,
                environ: Mapping[str, str]) -> tuple[Rule | None, list[Problem]]:
     """Validate one parsed rule file (read from ``path``) and build its Rule (None when it has problems)."""
     if not isinstance(doc.data, dict):
         what = "empty" if doc.data is None else "not a mapping of keys"
         return None, [Problem.whole_file(doc.filename, f"a rule file must be a mapping of keys; this one is {what}")]
-    problems = interpolate(doc, environ)
+    allowed = config.rule_env if config is not None else frozenset()
+    problems = interpolate(doc, environ, allowed, _refused_env_hint(config))
     problems += schema.problems(doc, "rule.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
     data: dict[str, Any] = doc.data
     # Logical checks run on the parts the schema accepted, so every error shows at once.

@@ -67,6 +67,10 @@ FULL_LOAD_TYPES = frozenset({"full-load", "full-load-and-cdc"})
 MAX_TABLES_NAMED = 10  # steps name this many tables, then "and N more"
 
 
+# The environment a refresh command runs with (besides LC_* and WATCHDOG_REMEDIATION_EPISODE).
+COMMAND_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "SHELL"})
+
+
 class RemediationError(RuleError):
     pass
 
@@ -394,7 +398,10 @@ class Run:
     @staticmethod
     def run_command(command: Sequence[str], timeout: float, episode: str = "") -> None:
         # The episode lets a command make itself idempotent: after a crash mid-refresh it runs again.
-        env = {**os.environ, "WATCHDOG_REMEDIATION_EPISODE": episode}
+        # The command is the rule author's: it gets what a program needs to run, never the daemon's
+        # environment (which may hold secrets); values it needs are passed as arguments (rule_env).
+        env = {k: v for k, v in os.environ.items() if k in COMMAND_ENV or k.startswith("LC_")}
+        env["WATCHDOG_REMEDIATION_EPISODE"] = episode
         try:
             result = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False, env=env)
         except subprocess.TimeoutExpired:

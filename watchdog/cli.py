@@ -15,6 +15,7 @@ from watchdog import __version__
 from watchdog.config import CONFIG_ENV, Config, default_config_path, load_config
 from watchdog.escape import terminal
 from watchdog.problems import InvalidFileError, Problem
+from watchdog.redact import RedactingStream
 from watchdog.silences import MAX_SILENCE_TEXT
 from watchdog.times import to_text
 
@@ -183,11 +184,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     valid = not problems
     if args.format == "json":
         out: dict[str, Any] = {"valid": valid, "errors": [p.to_dict() for p in problems],
+                               "warnings": list(config.warnings) if config else [],
                                "files": len(result.files) if result else 0, "rules": len(result.rules) if result else 0}
         print(json.dumps(out, indent=2))
     else:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
+        for warning in config.warnings if config else ():
+            print(terminal(f"warning: {warning}"), file=sys.stderr)
         for problem in problems:
             print(terminal(str(problem)))
         files = len(result.files) if result else 0
@@ -348,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         print(short_usage(), file=sys.stderr)
         return EXIT_USAGE
+    # Everything the process writes (outputs, logs, a traceback) passes through redaction: no secret leaves.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(stdout), RedactingStream(stderr)
     try:
         result: int = args.handler(args)
         sys.stdout.flush()
@@ -355,4 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _quiet_closed_pipe()
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
     return result

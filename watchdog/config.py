@@ -7,12 +7,13 @@ InvalidFileError with every problem found; nothing half-loads.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from watchdog import schema, yamlfile
+from watchdog import redact, schema, yamlfile
 from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
 from watchdog.problems import InvalidFileError, Problem, display_path
@@ -132,6 +133,8 @@ class Config:
     metrics_listen: str | None = None
     # Environment variables rule files may use as ${NAME}; rules read no other (the environment may hold secrets).
     rule_env: frozenset[str] = frozenset()
+    # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
+    warnings: tuple[str, ...] = ()
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> str:
@@ -172,8 +175,12 @@ def _check_named_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
     return found
 
 
-def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
-    """Replace every ``X_file: path`` with ``X: <contents>`` (after validation)."""
+def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str]) -> list[Problem]:
+    """Replace every ``X_file: path`` with ``X: <contents>`` (after validation).
+
+    A secret file that its group or others may read adds a warning naming it
+    to ``warnings``.
+    """
     found: list[Problem] = []
 
     def walk(value: Any, path: tuple[str | int, ...]) -> None:
@@ -186,12 +193,74 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
                     value[key[: -len("_file")]] = read_text(target, limit=MAX_SECRET_BYTES).strip()
                 except UnreadableFile as exc:
                     found.append(Problem.at(doc, path + (key,), f"cannot read {target}: {exc.message}"))
+                else:
+                    warning = _exposed(target)
+                    if warning:
+                        where = Problem.at(doc, path + (key,), "")
+                        warnings.append(f"{where.file}:{where.line}: {where.path}: {warning}")
                 del value[key]
             else:
                 walk(value[key], path + (key,))
 
     walk(doc.data, ())
     return found
+
+
+def _exposed(path: str) -> str | None:
+    """A warning when the secret file at ``path`` may be read by its group or by others, else None."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    who = "group and others" if mode & 0o007 and mode & 0o070 else "others" if mode & 0o007 else "its group"
+    return f"secret file {path} is readable by {who} (mode {mode:04o}); make it readable by watchdog's user only: chmod 600 {path}"
+
+
+def _secrets(config: Config) -> list[str | None]:
+    """Every secret value ``config`` holds, for ``redact.register``."""
+    values: list[str | None] = []
+    if config.slack is not None:
+        values += [config.slack.token, config.slack.webhook_url, config.slack.app_token]
+    values.append(config.self_monitoring.heartbeat_url)
+    for source in config.sources.values():
+        if isinstance(source, SearchSource):
+            values += [source.password, source.api_key]
+            values += [urllib.parse.urlsplit(host).password for host in source.hosts if "@" in host]
+        elif isinstance(source, PostgresSource):
+            values.append(str(source.params.get("password") or "") or None)
+            values.append(_dsn_password(source.dsn))
+    return values
+
+
+def _check_dsns(doc: yamlfile.Document) -> list[Problem]:
+    """A Problem for each postgres ``dsn`` that libpq cannot parse; never quoting it (it may hold a password)."""
+    found: list[Problem] = []
+    for name, raw in (doc.data.get("sources") or {}).items():
+        if not (isinstance(raw, dict) and raw.get("type") == "postgres" and isinstance(raw.get("dsn"), str) and raw["dsn"]):
+            continue
+        try:
+            import psycopg2.extensions
+
+            psycopg2.extensions.parse_dsn(raw["dsn"])
+        except Exception:  # libpq's message quotes the text around the mistake, password included
+            found.append(Problem.at(doc, ("sources", name, "dsn"),
+                                    "not a valid libpq connection string (key=value pairs such as 'host=db dbname=w', "
+                                    "or a postgresql:// URI); the value is not shown, as it may hold a password"))
+    return found
+
+
+def _dsn_password(dsn: str) -> str | None:
+    """The password in a libpq DSN (key=value or URI form), when it has one and parses."""
+    if not dsn:
+        return None
+    try:
+        import psycopg2.extensions
+
+        return psycopg2.extensions.parse_dsn(dsn).get("password")
+    except Exception:  # a malformed DSN: the redaction patterns still cover password=... and user:pass@
+        return None
 
 
 def _source(name: str, raw: Mapping[str, Any], base_dir: str, rule_timeout: timedelta = DEFAULT_RULE_TIMEOUT) -> SourceConfig:
@@ -258,11 +327,14 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     problems = interpolate(doc, environ)
     problems += schema.problems(doc, "config.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
     base_dir = os.path.dirname(os.path.abspath(path))
+    warnings: list[str] = []
     if not problems:
         problems += _timeout_problems(doc, doc.data)
     if not problems:
-        problems += _read_secret_files(doc, base_dir)
+        problems += _read_secret_files(doc, base_dir, warnings)
         problems += _check_named_files(doc, base_dir)
+    if not problems:
+        problems += _check_dsns(doc)
     if problems:
         raise InvalidFileError(sorted(problems))
     data: dict[str, Any] = doc.data
@@ -283,7 +355,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
                             app_token=raw.get("app_token"),
                             actions=SlackActionsConfig(allow=tuple(actions.get("allow", ())),
                                                        approvers=tuple(actions.get("approvers", ()))))
-    return Config(
+    config = Config(
         path=os.path.abspath(path),
         rules_dir=os.path.join(base_dir, data.get("rules_dir", DEFAULT_RULES_DIR)),
         state_path=os.path.normpath(os.path.join(base_dir, data["state_path"])) if "state_path" in data else default_state_path(environ),
@@ -299,4 +371,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
             heartbeat_every=parse_duration(data.get("self_monitoring", {}).get("heartbeat_every", "1m"))),
         metrics_listen=data.get("metrics", {}).get("listen"),
         rule_env=frozenset(data.get("rule_env", ())),
+        warnings=tuple(warnings),
     )
+    redact.register(_secrets(config))
+    return config

@@ -214,6 +214,8 @@ class Delivery(threading.Thread):
 def run(config: Config, *, once: bool = False) -> int:
     """Run the daemon (or one round with ``once``); returns the exit code."""
     logfmt.setup(config.log_level)
+    for warning in config.warnings:
+        log(logger, logging.WARNING, "config warning", warning=warning)
     if not os.path.isdir(config.rules_dir):
         log(logger, logging.ERROR, "rules directory not found", rules_dir=config.rules_dir)
         return 2

@@ -22,6 +22,7 @@ from watchdog.clocksteps import StepDetector
 from watchdog.escape import storable
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
+from watchdog.redact import redact
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes.base import (
@@ -48,6 +49,10 @@ SELF_RULE = "(watchdog)"  # not a valid rule name, so it never collides with one
 # How long past the expected completion of an evaluation (planned start + rule timeout) before watchdog is unhealthy.
 HEALTH_GRACE_SECONDS = 60.0
 
+
+def _group_key(group: str) -> str:
+    """A group value as the state store keeps it (see ``state._Connection``)."""
+    return redact(storable(group))
 
 
 @dataclass
@@ -466,9 +471,10 @@ class Engine:
             health, notice = lifecycle.health_step(prev_health, None, now, silenced=silenced(""))
             facts = dict(result.facts)
             if result.observed:
-                facts["observed"] = sorted({storable(g) for g in result.observed})
-            # Groups come from data: a lone surrogate must not make one group two (or crash the state write).
-            findings = {storable(f.group): f if storable(f.group) == f.group else replace(f, group=storable(f.group))
+                facts["observed"] = sorted({_group_key(g) for g in result.observed})
+            # Groups come from data: made storable (a lone surrogate) and redacted as the state store will
+            # write them, so a group is the same group in memory and on disk.
+            findings = {_group_key(f.group): f if _group_key(f.group) == f.group else replace(f, group=_group_key(f.group))
                         for f in result.findings}
             present = {storable(o.group): o for o in result.present}
             for group in sorted(set(prev_states) | set(findings)):

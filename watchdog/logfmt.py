@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchdog.escape import logfmt_key, logfmt_value
+from watchdog.redact import redact
 
 
 def _value(value: Any) -> str:
@@ -17,7 +18,7 @@ def _value(value: Any) -> str:
         text = f"{value:.6g}"
     else:
         text = str(value)
-    return logfmt_value(text)
+    return logfmt_value(redact(text))
 
 
 def logfmt(**fields: Any) -> str:

@@ -7,6 +7,7 @@ misspelled key, the closest valid one.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import json
@@ -327,7 +328,54 @@ def problems(doc: Document, schema_name: str, skip: Iterable[str] = ()) -> list[
     found: list[Problem] = []
     for error in errors:
         found.extend(explainer.explain(error))
+    secrets = _secret_values(instance)
+    if secrets:
+        found = [_hide(p, secrets) for p in found]
     return _tidy(found)
+
+
+# Keys whose values are secrets (config): a message about a bad value never shows it.
+SECRET_KEYS = frozenset({"token", "app_token", "webhook_url", "password", "api_key", "dsn", "heartbeat_url", "basic_auth"})
+HIDDEN = "(value hidden: it is a secret)"
+
+
+def _secret_values(data: Any) -> list[Any]:
+    """Every value under a secret key anywhere in ``data`` (and, for a mapping or list, the scalars in it)."""
+    found: list[Any] = []
+
+    def scalars(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                scalars(item)
+        elif isinstance(value, list):
+            for item in value:
+                scalars(item)
+        elif value is not None and not isinstance(value, bool):
+            found.append(value)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in SECRET_KEYS:
+                    scalars(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(data)
+    return found
+
+
+def _hide(problem: Problem, secrets: list[Any]) -> Problem:
+    """``problem`` with every secret value (as repr, and as text when not tiny) taken out of its message."""
+    message = problem.message
+    for value in sorted(secrets, key=lambda v: len(str(v)), reverse=True):
+        message = message.replace(repr(value), HIDDEN)
+        if len(str(value)) >= 3:
+            message = message.replace(str(value), HIDDEN)
+    return problem if message == problem.message else dataclasses.replace(problem, message=message)
 
 
 def _tidy(found: Iterable[Problem]) -> list[Problem]:

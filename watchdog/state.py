@@ -21,6 +21,7 @@ from typing import Any
 
 from watchdog.escape import storable
 from watchdog.lifecycle import GroupState, Health, State
+from watchdog.redact import redact
 from watchdog.rule import Severity
 from watchdog.times import from_text, to_text
 
@@ -89,18 +90,24 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+def _text(value: Any) -> Any:
+    return redact(storable(value)) if isinstance(value, str) else value
+
+
 def _bindable(args: Any) -> Any:
-    """Statement parameters with every string made storable (see ``escape.storable``)."""
+    """Statement parameters with every string made storable (``escape.storable``) and redacted (``redact``)."""
     if isinstance(args, Mapping):
-        return {k: storable(v) if isinstance(v, str) else v for k, v in args.items()}
-    return tuple(storable(v) if isinstance(v, str) else v for v in args)
+        return {k: _text(v) for k, v in args.items()}
+    return tuple(_text(v) for v in args)
 
 
 class _Connection(sqlite3.Connection):
-    """A connection whose parameters pass through ``escape.storable``: any string can be stored.
+    """A connection whose parameters pass through ``escape.storable`` and ``redact.redact``.
 
     Data (group values, error texts) may hold lone surrogates, which SQLite's
-    UTF-8 cannot; this is the one place text enters the database.
+    UTF-8 cannot, and error texts may quote credentials; this is the one
+    place text enters the database, so any string can be stored and no
+    secret is.
     """
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:

@@ -36,6 +36,7 @@ from watchdog.notify import actions
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import pages
 from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, mrkdwn_body, resolved_first_message
+from watchdog.redact import cut_body, redact, redact_all
 
 if TYPE_CHECKING:
     from watchdog.notify.socket_mode import SocketHealth
@@ -76,6 +77,8 @@ def find_posted(messages: Any, wanted: int) -> str | None:
 
 
 def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None) -> Delivery:
+    # ``error`` may be a whole answer body (an HTML error page from a proxy): one short redacted line of it.
+    error = cut_body(error)
     if status == 429:
         retry_after = None
         if headers:
@@ -168,8 +171,9 @@ class SlackNotifier(Notifier):
 
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
         payload = note.payload
-        text = fallback_text(payload, None if thread else self._mention(payload))
-        blocks = digest_blocks(payload) if note.kind == "digest" else message_blocks(payload) + self._buttons(note)
+        # The last sink before Slack: no secret in any text (error messages quote connection strings).
+        text = redact(fallback_text(payload, None if thread else self._mention(payload)))
+        blocks = redact_all(digest_blocks(payload) if note.kind == "digest" else message_blocks(payload)) + self._buttons(note)
         try:
             if self.webhook is not None:
                 if note.kind == "update":  # (left from a token configuration: a webhook cannot rewrite)
@@ -203,7 +207,7 @@ class SlackNotifier(Notifier):
                 response.status_code, str(response.get("error", "")) if isinstance(response.data, dict)
                 else str(response.data), response.headers))
         except (SlackClientError, OSError, TimeoutError) as exc:
-            return Delivery.retry(f"cannot reach Slack: {type(exc).__name__}: {exc}")
+            return Delivery.retry(f"cannot reach Slack: {type(exc).__name__}: {cut_body(str(exc))}")
 
     def _buttons(self, note: Notification) -> list[dict[str, Any]]:
         """Acknowledge and silence on a firing alert, approve and decline on a remediation waiting for it."""

@@ -27,6 +27,7 @@ from psycopg2 import sql as pgsql
 
 from watchdog.config import PostgresSource as PostgresConfig
 from watchdog.logfmt import log
+from watchdog.redact import cut_body
 from watchdog.ruletypes.base import RuleError, SourceUnavailable
 
 logger = logging.getLogger("watchdog.postgres")
@@ -75,9 +76,12 @@ def as_statement(text: str) -> pgsql.Composable:
 
 
 def _message(exc: psycopg2.Error) -> str:
+    """PostgreSQL's message, first line, redacted (libpq quotes a malformed DSN, password and all)."""
     text = (exc.pgerror or str(exc) or type(exc).__name__).strip()
+    if text.startswith(("invalid dsn", "missing \"=\"", "invalid connection option")) or "connection info string" in text:
+        return "the connection string (dsn) does not parse; libpq's message is not shown, as it may quote the password"
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[0].removeprefix("ERROR:").strip() if lines else type(exc).__name__
+    return cut_body(lines[0].removeprefix("ERROR:").strip(), 500) if lines else type(exc).__name__
 
 
 class PostgresSource:

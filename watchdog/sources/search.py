@@ -16,6 +16,7 @@ from typing import Any
 
 from watchdog.config import SearchSource as SearchConfig
 from watchdog.logfmt import log
+from watchdog.redact import cut_body, redact
 from watchdog.ruletypes.base import RuleError, SourceUnavailable
 
 logger = logging.getLogger("watchdog.search")
@@ -141,7 +142,8 @@ class SearchSource:
             try:
                 info = probe.info()
             except Exception as exc:
-                raise SearchUnavailable(f"cannot reach {', '.join(self.config.hosts)}: {self._describe(exc)}") from None
+                hosts = ", ".join(redact(host) for host in self.config.hosts)
+                raise SearchUnavailable(f"cannot reach {hosts}: {redact(self._describe(exc))}") from None
             version = info.get("version", {})
             self.version = str(version.get("number", ""))
             if version.get("distribution") == "opensearch" or _version_tuple(self.version) < (7, 14):
@@ -168,7 +170,7 @@ class SearchSource:
         if isinstance(info, Mapping) and "error" in info:
             return _reason(info["error"])
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
-        text = str(exc).split("\n")[0]
+        text = cut_body(str(exc).split("\n")[0], 300)  # a failed answer's body may be a whole HTML page
         return f"HTTP {status}: {text}" if isinstance(status, int) else f"{type(exc).__name__}: {text}"
 
     def multi_terms(self) -> bool:
@@ -223,7 +225,7 @@ class SearchSource:
                         self.client = None
                         client.close()
                 error = SearchUnavailable if _unanswered(exc) else SearchError
-                raise error(f"search failed: {self._describe(exc)}") from None
+                raise error(f"search failed: {redact(self._describe(exc))}") from None
             body = answer.body if hasattr(answer, "body") else answer
             for response in body.get("responses", []):
                 if "error" in response:

@@ -84,6 +84,72 @@ def _message(exc: psycopg2.Error) -> str:
     return cut_body(lines[0].removeprefix("ERROR:").strip(), 500) if lines else type(exc).__name__
 
 
+# After the deadline's cancel, how long a refresh may take to stop before its backend is terminated
+# (a PL/pgSQL handler can catch the cancel; nothing in SQL can catch a terminate).
+CANCEL_GRACE_SECONDS = 2.0
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+class _Deadline:
+    """One deadline for a whole transaction, kept by the client, so no SQL in it can lift it.
+
+    At the deadline the running statement is cancelled (libpq's cancel
+    request); if the backend is still busy ``CANCEL_GRACE_SECONDS`` later
+    (the SQL caught the cancel), it is terminated from a second connection.
+    ``set statement_timeout = 0`` in the SQL changes neither. Use as a context
+    manager around the transaction; ``check()`` before committing.
+    """
+
+    def __init__(self, source: PostgresSource, conn: psycopg2.extensions.connection, seconds: float):
+        self.source = source
+        self.conn = conn
+        self.seconds = seconds
+        self.passed = False
+        self.done = threading.Event()
+        self.pid = conn.get_backend_pid()
+        self.timer = threading.Thread(target=self._watch, name="refresh-deadline", daemon=True)
+
+    def __enter__(self) -> _Deadline:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.timer.join()
+
+    def check(self) -> None:
+        """Raise when the deadline has passed (so a transaction that ran past it is not committed)."""
+        if self.passed:
+            raise _DeadlinePassed("deadline passed")
+
+    def _watch(self) -> None:
+        if self.done.wait(self.seconds):
+            return
+        self.passed = True
+        with contextlib.suppress(psycopg2.Error):
+            self.conn.cancel()
+        if self.done.wait(CANCEL_GRACE_SECONDS):
+            return
+        log(logger, logging.WARNING, "refresh ignored its cancel; terminating its backend", source=self.source.config.name,
+            pid=self.pid)
+        try:
+            other = self.source._connect()
+        except psycopg2.Error as exc:
+            log(logger, logging.ERROR, "cannot terminate the refresh", source=self.source.config.name, error=_message(exc))
+            return
+        try:
+            other.autocommit = True
+            with other.cursor() as cur:
+                cur.execute("select pg_terminate_backend(%s)", (self.pid,))
+        except psycopg2.Error as exc:
+            log(logger, logging.ERROR, "cannot terminate the refresh", source=self.source.config.name, error=_message(exc))
+        finally:
+            other.close()
+
+
 class PostgresSource:
     def __init__(self, config: PostgresConfig):
         self.config = config
@@ -186,8 +252,9 @@ class PostgresSource:
             conn = self._connect()
         except psycopg2.Error as exc:
             raise QueryError(_message(exc)) from None
+        deadline = _Deadline(self, conn, timeout_seconds)
         try:
-            with conn.cursor() as cur:
+            with deadline, conn.cursor() as cur:
                 cur.execute("select set_config('statement_timeout', %s, true)", (str(int(timeout_seconds * 1000)),))
                 cur.execute("select pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))
                 if episode:
@@ -203,12 +270,16 @@ class PostgresSource:
                 if episode:
                     cur.execute(pgsql.SQL("insert into {} (episode, rule, task) values (%s, %s, %s)").format(
                         pgsql.Identifier(REFRESH_LEDGER)), (episode, rule, task))
-            conn.commit()
+                deadline.check()
+                conn.commit()
             return None
-        except psycopg2.Error as exc:
+        except (psycopg2.Error, _DeadlinePassed) as exc:
             with contextlib.suppress(psycopg2.Error):
                 conn.rollback()
-            raise QueryError(_message(exc)) from None
+            if deadline.passed:
+                raise QueryError(f"the refresh did not finish within {timeout_seconds:g}s (its deadline for the "
+                                 f"whole transaction); it was cancelled and rolled back") from None
+            raise QueryError(_message(exc) if isinstance(exc, psycopg2.Error) else str(exc)) from None
         finally:
             conn.close()
 

@@ -150,10 +150,11 @@ def _print_problems(problems: Sequence[Problem]) -> None:
         print(terminal(str(problem)), file=sys.stderr)
 
 
-def load_config_or_exit(args: argparse.Namespace) -> Config:
+def load_config_or_exit(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config named by ``args``; exits (code 2) printing its problems. ``secrets=False``: see ``load_config``."""
     path, _ = _config_path(args)
     try:
-        return load_config(path)
+        return load_config(path, secrets=secrets)
     except InvalidFileError as exc:
         _print_problems(exc.problems)
         raise SystemExit(EXIT_USAGE) from None
@@ -305,19 +306,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from watchdog.status import show_status
 
-    return show_status(load_config_or_exit(args), fmt=args.format, ack_failed=args.ack_failed)
+    return show_status(load_config_or_exit(args, secrets=False), fmt=args.format, ack_failed=args.ack_failed)
 
 
 def _cmd_silence(args: argparse.Namespace) -> int:
     from watchdog.status import add_silence
 
-    return add_silence(load_config_or_exit(args), args.target, args.duration, args.reason)
+    return add_silence(load_config_or_exit(args, secrets=False), args.target, args.duration, args.reason)
 
 
 def _cmd_unsilence(args: argparse.Namespace) -> int:
     from watchdog.status import remove_silence
 
-    return remove_silence(load_config_or_exit(args), args.id)
+    return remove_silence(load_config_or_exit(args, secrets=False), args.id)
 
 
 def _attach_relative_times(argv: Sequence[str]) -> list[str]:

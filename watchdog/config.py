@@ -206,6 +206,16 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str
     return found
 
 
+def _drop_secret_files(data: Any) -> None:
+    """Remove every ``X_file`` key, unread (for commands that need no secret)."""
+    if isinstance(data, dict):
+        for key in list(data):
+            if isinstance(key, str) and key.endswith("_file") and isinstance(data[key], str):
+                del data[key]
+            else:
+                _drop_secret_files(data[key])
+
+
 def _exposed(path: str) -> str | None:
     """A warning when the secret file at ``path`` may be read by its group or by others, else None."""
     try:
@@ -307,8 +317,12 @@ def _timeout_problems(doc: yamlfile.Document, data: Mapping[str, Any]) -> list[P
     return found
 
 
-def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
     """Load the config file at ``path``.
+
+    With ``secrets=False`` (``status``, ``silence``: commands that never
+    reach a source or Slack) no ``*_file`` secret is read, so they work for a
+    user who may read the state but not the credentials.
 
     Raises InvalidFileError listing every problem (file, line, key path).
     """
@@ -330,9 +344,11 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     warnings: list[str] = []
     if not problems:
         problems += _timeout_problems(doc, doc.data)
-    if not problems:
+    if not problems and secrets:
         problems += _read_secret_files(doc, base_dir, warnings)
         problems += _check_named_files(doc, base_dir)
+    elif not problems:
+        _drop_secret_files(doc.data)
     if not problems:
         problems += _check_dsns(doc)
     if problems:

@@ -85,7 +85,8 @@ class SlackServer:
 
     def fail_next(self, *answers: dict[str, Any]) -> None:
         """Script the next answers: ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"error": "invalid_auth"}``;
-        with ``"method"`` an answer waits for a call of that method."""
+        with ``"method"`` an answer waits for a call of that method.
+        ``{"status": 502, "body": "<html>..."}`` answers a body that is not JSON, as a proxy in front of Slack sends."""
         with self.lock:
             self.failures.extend(answers)
 
@@ -95,6 +96,8 @@ class SlackServer:
             failure = next((f for f in self.failures if f.get("method", method) == method), None)
             if failure is not None:  # (a failure naming a method waits for a call of that method)
                 self.failures.remove(failure)
+                if "body" in failure:
+                    return failure["status"], {}, str(failure["body"])
                 if "status" in failure:
                     headers = {"Retry-After": str(failure["retry_after"])} if "retry_after" in failure else {}
                     return failure["status"], headers, {"ok": False, "error": "ratelimited" if failure["status"] == 429 else "internal_error"}

@@ -137,7 +137,7 @@ def test_planted_secrets_appear_in_no_output_log_state_row_or_slack_request(
     clock.now += timedelta(minutes=15)
     outbox.deliver_due()
     posted = slack.calls("chat.postMessage")
-    assert posted and any("failed 3 times in a row" in json.dumps(p.body) for p in posted)
+    assert posted and any("elastic:***@127.0.0.1:1" in json.dumps(p.body) for p in posted)  # the error, redacted
     notifier_errors = [row["error"] for row in engine.store.notifier_status().values() if row["error"]]
     for call in slack.calls():
         assert not leaks(json.dumps(call.body)), call.body

@@ -94,6 +94,6 @@ def test_a_source_timeout_not_shorter_than_the_rule_timeout_is_refused(tmp_path:
     (tmp_path / "watchdog.yaml").write_text("rule_timeout: 30s\nsources:\n  aws: {type: dms, timeout: 30s}\n")
     with pytest.raises(InvalidFileError, match=r"sources\.aws\.timeout.*not shorter than rule_timeout"):
         load_config(str(tmp_path / "watchdog.yaml"))
-    (tmp_path / "watchdog.yaml").write_text("rule_timeout: 4s\nsources:\n  pg: {type: postgres, dsn: x}\n")
+    (tmp_path / "watchdog.yaml").write_text("rule_timeout: 4s\nsources:\n  pg: {type: postgres, dsn: 'host=x'}\n")
     config = load_config(str(tmp_path / "watchdog.yaml"))
     assert config.sources["pg"].connect_timeout == timedelta(seconds=2)  # a default never reaches a short rule timeout

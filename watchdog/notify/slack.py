@@ -251,5 +251,6 @@ class SlackNotifier(Notifier):
         assert self.client is not None
         payload = note.payload
         self.client.chat_update(channel=str(payload.get("channel", "")), ts=str(payload.get("ts", "")),
-                                text=str(payload.get("text", "")), blocks=resolved_first_message(dict(payload.get("first") or {})))
+                                text=redact(str(payload.get("text", ""))),
+                                blocks=redact_all(resolved_first_message(dict(payload.get("first") or {}))))
         return Delivery.sent()

@@ -117,7 +117,7 @@ def open_dir() -> Iterator[Path]:
 
 def test_a_state_the_user_cannot_read_is_not_called_missing(open_dir: Path) -> None:
     tmp_path = open_dir
-    write_project(tmp_path, "rules_dir: rules\nstate_path: state/state.db\nsources:\n  warehouse: {type: postgres, dsn: x}\n",
+    write_project(tmp_path, "rules_dir: rules\nstate_path: state/state.db\nsources:\n  warehouse: {type: postgres, dsn: 'host=x'}\n",
                   {"fresh": FRESH_RULE})
     (tmp_path / "state").mkdir(mode=0o750)  # as StateDirectoryMode=0750, owned by the service user
     (tmp_path / "state" / "state.db").touch(mode=0o600)

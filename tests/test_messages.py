@@ -28,6 +28,7 @@ state_path: state.db
 sources:
   logs: {type: search, hosts: ["http://127.0.0.1:9200"]}
   warehouse: {type: postgres, dsn: "host=127.0.0.1 dbname=warehouse"}
+rule_env: [RUNBOOK_BASE]
 """
 
 SEARCH = """\

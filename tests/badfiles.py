@@ -133,6 +133,8 @@ BAD_FILES: tuple[BadFile, ...] = (
     BadFile("cron-never", _replace("every: 1s", "cron: '0 0 31 2 *'"), 4, "never fires"),
     BadFile("cron-7-fields", _replace("every: 1s", "cron: '0 0 0 * * * 2030'"), 4, "five fields"),
     BadFile("alias-bomb", _extra("l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + _BOMB.rstrip("\n")), 12, "too many values"),
+    BadFile("alias-text-bomb", _extra('s: &s "' + "$$" * 100_000 + '"\nlabels: [' + ", ".join(["*s"] * 4000) + "]"),
+            9, "too much text"),
     BadFile("fifo", _fifo, 1, "not a regular file: it is a FIFO"),
     BadFile("dev-zero", _symlink("/dev/zero"), 1, "not a regular file: it is a character device"),
     BadFile("fifty-megabytes", _huge, 1, "file too large"),

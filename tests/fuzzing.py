@@ -69,6 +69,7 @@ HOSTILE_LINES = (
     "<<: 5", "<<: [1, 2]", "<<: {extra: 1}", "? [a, b]\n: 1", "? {a: 1}\n: 2", "&k key: v", "*k : v", "---", "...",
     "%YAML 1.1", "%TAG ! tag:x,2000:", "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8)),
+    's: &s "' + "$$" * 50_000 + '"\nt: [' + ", ".join(["*s"] * 100) + "]",
     "deep: " + "[" * 60 + "]" * 60, "labels: {a: [1]}", "labels: {a: {b: c}}", "notify: [slack]", "notify: []",
     "notify: {slack: {channel: [x]}}", "message: '{count:>99999}'", "checks: [[]]", "checks: [{name: [x]}]",
     "\tname: x", "name: x\n name: y", "\ufeffname: bom", "\x00", "\x85", "\u2028", "name: \U0001f600",

@@ -71,6 +71,7 @@ def _pos(mark: Any) -> Position:
 # rule files have a few dozen values nested a few levels deep.
 MAX_DEPTH = 32
 MAX_VALUES = 20_000  # values in the document, counting each use of an alias anew
+MAX_TEXT = 2 * 1024 * 1024  # characters of text in the document, counting each use of an alias anew
 MAX_NUMBER_CHARS = 40
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _KIND: dict[type, str] = {dict: "a mapping", list: "a list"}
@@ -110,16 +111,21 @@ class _Composer:
         self.loader = loader
         self.doc = doc
         self.count = 0
-        self.anchors: dict[str, tuple[Any, int, int]] = {}  # name -> (value, values in it, depth)
+        self.chars = 0
+        self.anchors: dict[str, tuple[Any, int, int, int]] = {}  # name -> (value, values in it, depth, characters)
         self.open_anchors: set[str] = set()
 
     def fail(self, event: Any, message: str, path: Path) -> YamlError:
         return YamlError(self.doc.filename, _pos(event.start_mark), message, path)
 
-    def spend(self, event: Any, values: int, path: Path) -> None:
+    def spend(self, event: Any, values: int, path: Path, chars: int = 0) -> None:
         self.count += values
+        self.chars += chars
         if self.count > MAX_VALUES:
             raise self.fail(event, f"too many values: over {MAX_VALUES:,} (counting each use of an alias)", path)
+        if self.chars > MAX_TEXT:
+            raise self.fail(event, f"too much text: over {MAX_TEXT // (1024 * 1024)} MiB (counting each use of an alias)",
+                            path)
 
     def document(self) -> Any:
         """The data of the file's one document (None for an empty file)."""
@@ -145,8 +151,8 @@ class _Composer:
         if event.tag is not None:
             raise self.fail(event, f"YAML tags such as '{_tag(event.tag)}' are not allowed "
                             "(quote a value that starts with '!')", path)
-        self.spend(event, 1, path)
-        start = self.count
+        self.spend(event, 1, path, len(event.value) if isinstance(event, yaml.ScalarEvent) else 0)
+        start, start_chars = self.count, self.chars
         if isinstance(event, yaml.ScalarEvent):
             value: Any = self.scalar(event, path)
             height = 0
@@ -163,7 +169,8 @@ class _Composer:
             value, height = self.mapping(path, depth)
         size = self.count - start + 1
         if event.anchor is not None:
-            self.anchors[event.anchor] = (value, size, height)
+            chars = self.chars - start_chars + (len(event.value) if isinstance(event, yaml.ScalarEvent) else 0)
+            self.anchors[event.anchor] = (value, size, height, chars)
             self.open_anchors.discard(event.anchor)
         return value, size, height
 
@@ -177,10 +184,10 @@ class _Composer:
             raise self.fail(event, f"alias '*{name}' refers to a value that contains it", path)
         if name not in self.anchors:
             raise self.fail(event, f"alias '*{name}' has no anchor '&{name}' before it", path)
-        value, size, height = self.anchors[name]
+        value, size, height, chars = self.anchors[name]
         if depth + height > MAX_DEPTH:
             raise self.fail(event, f"nested too deeply: more than {MAX_DEPTH} levels", path)
-        self.spend(event, size, path)
+        self.spend(event, size, path, chars)
         return _copy(value), size, height
 
     def scalar(self, event: Any, path: Path) -> Any:

@@ -328,6 +328,8 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                     "expected_alerted_once": sum(1 for name in expected if counts.get(name) == 1),
                     "expected": len(expected),
                     "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+                    "duplicated": sorted(name for name, c in counts.items() if c > 1),
+                    "latencies": {name: round(at - injected[name], 1) for name, at in got if name in injected},
                     "missed": sorted(expected - set(counts)),
                     "unexpected": sorted(set(counts) - expected),
                 }

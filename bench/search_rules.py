@@ -1,8 +1,10 @@
 """Benchmark: 500 search rules on one source, evaluated together.
 
-Run: .venv/bin/python -m bench.search_rules [--rules 500] [--cycles 10]
+Run: .venv/bin/python -m bench.search_rules [--rules 500] [--cycles 10] [--mix classic|ratio-spike]
 osmem-server behind a counting proxy, an hour of synthetic logs, a mix of
-threshold (grouped and not), flatline and metric rules; every cycle evaluates
+threshold (grouped and not), flatline and metric rules (``ratio-spike``: a
+third of them replaced by error ratios and spikes against the previous
+half hour, grouped and not); every cycle evaluates
 all of them as the daemon does when they are due together. Reports search
 requests per cycle, cycle wall time and CPU of this process per cycle (medians).
 """
@@ -41,9 +43,17 @@ def load(url: str, events: int) -> None:
     client.close()
 
 
-def rule(i: int) -> str:
-    kind = i % 4
+def rule(i: int, mix: str = "classic") -> str:
     head = f"name: r{i}\nsource: logs\nindex: 'app-logs-%Y.%m.%d'\nschedule: {{every: 10s}}\n"
+    kind = i % 6 if mix == "ratio-spike" else i % 4
+    if kind == 4:
+        group = "group_by: service\n" if i % 12 == 4 else ""
+        return head + f"type: ratio\nquery: 'team:team-{i % 10 + 1}'\nnumerator: 'level:error'\nwindow: 5m\n" \
+                      f"{group}min_denominator: 20\nthreshold: {{above: {{warning: 0.2, critical: 0.5}}}}\n"
+    if kind == 5:
+        group = "group_by: team\n" if i % 12 == 5 else ""
+        return head + f"type: spike\nquery: 'level:error AND service:svc-{i % 20 + 1}'\nwindow: 10m\noffset: 30m\n" \
+                      f"{group}min_count: 10\nthreshold: {{ratio_above: 3}}\n"
     if kind == 0:
         return head + f"type: threshold\nquery: 'level:error AND service:svc-{i % 20 + 1}'\nwindow: 5m\nthreshold: {{above: 30}}\n"
     if kind == 1:
@@ -59,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=500)
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--mix", choices=("classic", "ratio-spike"), default="classic")
     args = parser.parse_args()
     server = start_search()
     proxy = CountingProxy(server.url)
@@ -70,7 +81,7 @@ def main() -> None:
             (root / "watchdog.yaml").write_text(f"rules_dir: rules\nstate_path: state.db\n"
                                                 f"sources:\n  logs: {{type: search, hosts: ['{proxy.url}'], timeout: 60s}}\n")
             for i in range(args.rules):
-                (root / "rules" / f"r{i}.yaml").write_text(rule(i))
+                (root / "rules" / f"r{i}.yaml").write_text(rule(i, args.mix))
             clock = Clock(NOW)
             engine = engine_for(load_config(str(root / "watchdog.yaml")), clock)
             evaluate_now(engine)  # first cycle: connection, first alerts and their samples
@@ -89,13 +100,13 @@ def main() -> None:
     finally:
         proxy.close()
         server.close()
-    out = {"rules": args.rules, "cycles": args.cycles, "events": args.events, "firing_groups": firing,
+    out = {"mix": args.mix, "rules": args.rules, "cycles": args.cycles, "events": args.events, "firing_groups": firing,
            "requests_per_cycle": median(requests), "cycle_seconds": {"median": median(walls), "min": min(walls), "max": max(walls)},
            "cpu_seconds_per_cycle": {"median": median(cpus), "min": min(cpus), "max": max(cpus)}}
-    print(f"{args.rules} search rules on one source: {median(requests):.0f} _msearch request(s) per cycle, "
+    print(f"{args.rules} search rules ({args.mix}) on one source: {median(requests):.0f} _msearch request(s) per cycle, "
           f"cycle {median(walls):.3f}s median ({min(walls):.3f}-{max(walls):.3f}), "
           f"CPU {median(cpus) * 1000:.0f} ms per cycle median ({min(cpus) * 1000:.0f}-{max(cpus) * 1000:.0f}); {firing} groups firing")
-    save("search_rules", out)
+    save("search_rules" if args.mix == "classic" else "search_rules_ratio_spike", out)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.helpers import Clock, engine_for, evaluate_now
 from tests.servers.search import CountingProxy
 from tests.test_search import NOW, event, load, project, rule
+from watchdog.status import status_document
 
 
 def outbox(engine: object, name: str) -> list[tuple[str, str]]:
@@ -55,6 +56,10 @@ def test_hovering_value_with_keep_firing_for_does_not_flap(tmp_path: Path, searc
     for minute in range(1, len(per_minute) + 1):
         clock.now = start + timedelta(minutes=minute)  # window [minute-1, minute)
         evaluate_now(engine)
+        if minute == 8:  # clear since the window ending at minute 7: still firing, and status says why
+            doc = status_document(config, engine.store, clock.now)
+            (steady,) = [r for r in doc["rules"] if r["name"] == "steady"]
+            assert [(g["state"], g["clear_since"]) for g in steady["groups"]] == [("firing", "2026-11-28T05:37:00Z")]
     assert [k for k, _ in outbox(engine, "flappy")] == ["firing", "resolved"] * 3
     assert [k for k, _ in outbox(engine, "steady")] == ["firing", "resolved"]
     resolved_at = engine.store.db.execute(

@@ -41,6 +41,8 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
             "consecutive_errors": record.health.errors if record else 0,
             "groups": [{"group": g, "state": s.state.value, "severity": s.severity.value, "since": to_text(s.since),
                         "value": s.value, "summary": s.summary,
+                        # keep_firing_for: firing, but its condition has been false since then
+                        "clear_since": to_text(s.clear_since),
                         "silenced": next((str(x.id) for x in silences if x.covers(name, g, now, s.episode)), None),
                         "acknowledged": _ack(acks.get(g), s.episode)}
                        for g, s in sorted(groups.get(name, {}).items())],
@@ -94,7 +96,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
             muted = f" [silenced: {g['silenced']}]" if g["silenced"] else ""
             if g.get("acknowledged"):
                 muted += f" [acknowledged by {g['acknowledged']['by']}]"
-            _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{muted}: {g['summary']}")
+            clearing = f" (condition false since {_age(g['clear_since'], now)}, keep_firing_for)" if g.get("clear_since") else ""
+            _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{clearing}{muted}: {g['summary']}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
             status = check.get("status") or ("fresh" if check.get("age") else "never loaded")

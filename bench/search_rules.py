@@ -79,7 +79,7 @@ def main() -> None:
             root = Path(tmp)
             (root / "rules").mkdir()
             (root / "watchdog.yaml").write_text(f"rules_dir: rules\nstate_path: state.db\n"
-                                                f"sources:\n  logs: {{type: search, hosts: ['{proxy.url}'], timeout: 60s}}\n")
+                                                f"sources:\n  logs: {{type: search, hosts: ['{proxy.url}'], timeout: 50s}}\n")
             for i in range(args.rules):
                 (root / "rules" / f"r{i}.yaml").write_text(rule(i, args.mix))
             clock = Clock(NOW)

@@ -29,6 +29,7 @@ from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes import search as searching
 from watchdog.ruletypes.base import EvalContext, Evaluation, Step
+from watchdog.ruletypes.ratio import counts as ratio_counts
 from watchdog.ruletypes.ratio import split_aggs
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
@@ -277,10 +278,11 @@ def _tick_parts(options: SearchOptions, series: Mapping[str, Mapping[int, Mappin
     def parts(buckets: Mapping[int, Mapping[str, Any]]) -> tuple[int, dict[str, Any]]:
         if options.fraction is not None:
             now = within(buckets, start)
-            sums = {side: sum(int(b["split"]["buckets"][side]["doc_count"]) for b in now)
-                    for side in ("numerator", "denominator")}
-            split = {"buckets": {side: {"doc_count": n} for side, n in sums.items()}}
-            return sum(int(b["doc_count"]) for b in now), {"split": split}
+            total = sum(int(b["doc_count"]) for b in now)
+            sides = [ratio_counts(b, int(b["doc_count"])) for b in now]
+            split = {"numerator": {"doc_count": sum(n for n, _ in sides)},
+                     "denominator": {"doc_count": sum(d for _, d in sides)}}
+            return total, split
         assert options.baseline is not None
         offset = options.baseline.offset
         out: dict[str, Any] = {}

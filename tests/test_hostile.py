@@ -142,6 +142,13 @@ def test_one_hostile_group_reaches_slack_logs_and_status_as_text(
     assert "\x1b" not in out and "\r" not in out and "\u2028" not in out and "\x0b" not in out
     group_lines = [line for line in out.splitlines() if ": firing " in line]
     assert len(group_lines) == 1
+    # test-rule's text: the replayed window holds the events; its notification lines stay lines
+    start = (NOW - timedelta(minutes=40)).isoformat().replace("+00:00", "Z")
+    end = (NOW + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    main(["test-rule", "-c", "watchdog.yaml", "rules/hostile.yaml", "--start", start, "--end", end])
+    replay = capsys.readouterr().out
+    assert "notifications:" in replay and "\x1b" not in replay and "\r" not in replay and "\u2028" not in replay
+    assert not [line for line in replay.splitlines() if line.startswith("[CRITICAL] FIRING")]  # no forged line
 
 
 def test_every_hostile_group_at_once_in_one_digest(tmp_path: Path, search: CountingProxy,

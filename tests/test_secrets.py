@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import Clock, engine_for, evaluate_now
 from tests.servers.postgres import LocalPostgres
@@ -257,3 +259,22 @@ def test_credentials_directory_and_commands_that_read_no_secret(tmp_path: Path, 
     assert main(["status", "-c", str(tmp_path / "watchdog.yaml")]) == 0
     assert main(["validate", "-c", str(tmp_path / "watchdog.yaml")]) == 1
     assert "cannot read /nonexistent/slack-token" in capsys.readouterr().out
+
+
+URL_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&()*+,;%"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(alphabet=URL_SAFE, min_size=1, max_size=30), st.text(max_size=40),
+       st.sampled_from(["http", "https", "postgresql"]))
+def test_a_password_in_a_url_never_survives_redaction(before: str, password: str, after: str, scheme: str) -> None:
+    text = f"{before} {scheme}://user:{password}@host:9200/path {after}"
+    out = redact(text)
+    assert f"user:{password}@" not in out and f"{scheme}://user:***@host:9200/path" in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(alphabet=URL_SAFE.replace("&", "").replace("$", ""), min_size=1, max_size=30))
+def test_a_dsn_password_never_survives_redaction(before: str, password: str) -> None:
+    out = redact(f"{before} host=db password={password} dbname=w")
+    assert f"password={password} " not in out and "password=*** dbname=w" in out

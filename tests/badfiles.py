@@ -139,7 +139,7 @@ BAD_FILES: tuple[BadFile, ...] = (
     BadFile("dev-zero", _symlink("/dev/zero"), 1, "not a regular file: it is a character device"),
     BadFile("fifty-megabytes", _huge, 1, "file too large"),
     BadFile("unreadable", _unreadable, 1, "Permission denied", needs_permissions=True),
-    BadFile("sql-file-dev-zero", _sql_file("/dev/zero"), 6, "character device"),
+    BadFile("sql-file-dev-zero", _sql_file("/dev/zero"), 6, "a rule may read files only under"),
     BadFile("sql-file-fifo", _sql_file("fifo"), 6, "FIFO"),
     BadFile("template-width", _extra("message: '{value:>999999999}'"), 8, "widths and precisions of at most 2 digits"),
     BadFile("template-attribute", _extra("message: '{description.__class__.__base__.__subclasses__}'"), 8,

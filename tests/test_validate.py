@@ -137,15 +137,18 @@ def test_missing_required_key(project: Path, capsys) -> None:
     assert (error["line"], error["path"], error["message"]) == (1, "", "missing required key 'window'")
 
 
-def test_duplicate_names_name_both_files(project: Path, capsys) -> None:
-    write_rule(project, "copy.yaml", GOOD_RULE)
+def test_a_copy_with_the_same_name_is_refused_and_the_original_keeps_running(project: Path, capsys) -> None:
+    original = project / "rules" / "good.yaml"
+    os.utime(original, (1_700_000_000, 1_700_000_000))  # there first, though "a-copy" sorts before it
+    write_rule(project, "a-copy.yaml", GOOD_RULE)
     code, out = validate(capsys)
     assert code == 1
     messages = {(e["file"], e["line"], e["message"]) for e in out["errors"]}
-    assert messages == {
-        ("rules/copy.yaml", 1, "rule name 'app-errors' is also used in rules/good.yaml"),
-        ("rules/good.yaml", 1, "rule name 'app-errors' is also used in rules/copy.yaml"),
-    }
+    assert messages == {("rules/a-copy.yaml", 1, "rule name 'app-errors' is already used by rules/good.yaml, which keeps "
+                                                 "running; give this rule another name")}
+    config = load_config(str(project / "watchdog.yaml"))
+    (rule,) = load_rules([config.rules_dir], config).rules
+    assert rule.path == str(original)
 
 
 def test_missing_environment_variable(project: Path, capsys, monkeypatch) -> None:
@@ -299,3 +302,29 @@ def test_example_rules_in_the_repository_are_valid(capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["errors"]
     assert out["rules"] >= 1
+
+
+REFRESH_RULE = """\
+name: fix-dms
+type: dms_remediate
+source: aws
+tasks: [prod-to-warehouse]
+refresh: {{source: warehouse, sql_file: {sql_file}}}
+"""
+
+
+def test_a_rule_reads_files_only_where_the_config_allows(project: Path, capsys) -> None:
+    secret = project / "secret.txt"
+    secret.write_text("hunter2secretpassword\n")
+    write_rule(project, "fix.yaml", REFRESH_RULE.format(sql_file="../secret.txt"))
+    error = only_error(capsys)
+    assert (error["path"], error["message"]) == ("refresh.sql_file", "a rule may read files only under rules; put the "
+                                                 "file there, or add its directory to 'rule_file_dirs' in the config")
+    (project / "sql").mkdir()
+    (project / "sql" / "refresh.sql").write_text("call analytics.refresh() hunter2secret")  # broken: never quoted back
+    (project / "watchdog.yaml").write_text((project / "watchdog.yaml").read_text() + "rule_file_dirs: [sql]\n")
+    write_rule(project, "fix.yaml", REFRESH_RULE.format(sql_file="../sql/refresh.sql"))
+    error = only_error(capsys)
+    assert error["message"] == "not valid SQL: syntax error at character 26"
+    write_rule(project, "fix.yaml", REFRESH_RULE.format(sql_file="../secret.txt"))  # still outside what is granted
+    assert "hunter2" not in json.dumps(only_error(capsys))

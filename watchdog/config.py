@@ -133,6 +133,7 @@ class Config:
     metrics_listen: str | None = None
     # Environment variables rule files may use as ${NAME}; rules read no other (the environment may hold secrets).
     rule_env: frozenset[str] = frozenset()
+    rule_file_dirs: tuple[str, ...] = ()  # besides rules_dir, where rule files may read files (sql_file)
     # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
     warnings: tuple[str, ...] = ()
 
@@ -387,6 +388,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
             heartbeat_every=parse_duration(data.get("self_monitoring", {}).get("heartbeat_every", "1m"))),
         metrics_listen=data.get("metrics", {}).get("listen"),
         rule_env=frozenset(data.get("rule_env", ())),
+        rule_file_dirs=tuple(os.path.join(base_dir, d) for d in data.get("rule_file_dirs", ())),
         warnings=tuple(warnings),
     )
     redact.register(_secrets(config))

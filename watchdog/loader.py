@@ -98,17 +98,35 @@ def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type:
     return problems
 
 
+def _check_files(doc: yamlfile.Document, data: Mapping[str, Any], path: str, config: Config | None) -> list[Problem]:
+    """Files a rule names stay under the rules directory or a directory the config grants (``rule_file_dirs``)."""
+    refresh = data.get("refresh")
+    if not isinstance(refresh, dict) or not isinstance(refresh.get("sql_file"), str):
+        return []
+    rule_dir = os.path.dirname(os.path.abspath(path))
+    roots = [rule_dir] if config is None else [config.rules_dir, *config.rule_file_dirs]
+    target = os.path.realpath(os.path.join(rule_dir, refresh["sql_file"]))
+    for root in roots:
+        root = os.path.realpath(root)
+        if os.path.commonpath([root, target]) == root:
+            return []
+    granted = ", ".join(display_path(r) for r in roots)
+    return [Problem.at(doc, ("refresh", "sql_file"), f"a rule may read files only under {granted}; put the file there, "
+                                                     "or add its directory to 'rule_file_dirs' in the config")]
+
+
 def _check_approvals(doc: yamlfile.Document, data: Mapping[str, Any], config: Config) -> list[Problem]:
     """``approve: true`` needs someone to ask: Socket Mode, approvers, and notifications on."""
     slack = config.slack
     if slack is None or not slack.app_token or not slack.token:
-        return [Problem.at(doc, ("approve",), f"approve: true needs Slack buttons: set slack.token and slack.app_token "
-                                              f"in {config.path} (see the README, Buttons)")]
+        return [Problem.at(doc, ("approve",), f"asking for approval needs Slack buttons: set slack.token (or token_file) "
+                                              f"and slack.app_token (or app_token_file) in {config.path} "
+                                              "(see the README, Buttons)")]
     if not slack.actions.approvers:
-        return [Problem.at(doc, ("approve",), f"approve: true needs someone who may approve: set "
+        return [Problem.at(doc, ("approve",), f"asking for approval needs someone who may approve: set "
                                               f"slack.actions.approvers in {config.path}")]
     if data.get("notify") in ([], False):
-        return [Problem.at(doc, ("approve",), "approve: true asks in Slack; it cannot be combined with notify: []")]
+        return [Problem.at(doc, ("approve",), "approval is asked in Slack; it cannot be combined with notify: []")]
     return []
 
 
@@ -141,6 +159,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         problems += _check_sources(doc, data, rule_type.source_type, config)
         if data.get("approve") is True:
             problems += _check_approvals(doc, data, config)
+    if rule_type is not None:
+        problems += _check_files(doc, data, path, config)
     if problems or rule_type is None:
         return None, problems
     try:
@@ -187,19 +207,28 @@ def _load_file(path: str, defaults: RuleDefaults, config: Config | None, environ
                                                       "please report it with the file")]
 
 
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 2**63
+
+
 def load_rules(paths: Iterable[str], config: Config | None = None,
                environ: Mapping[str, str] | None = None) -> LoadResult:
     """Load every rule file under ``paths``.
 
     ``config`` (when given) supplies defaults and lets source names be
-    checked. Returns the valid rules and the problems of the others;
-    two files with the same rule name are both rejected.
+    checked. Returns the valid rules and the problems of the others. Of
+    two files with the same rule name, the one that was there first (the
+    older modification time; then the path) keeps the name and the other is
+    rejected: a copied example never turns off the rule it was copied from.
     """
     environ = os.environ if environ is None else environ
     defaults = config.defaults if config is not None else RuleDefaults()
     result = LoadResult()
     by_name: dict[str, tuple[Rule, yamlfile.Document]] = {}
-    duplicates: dict[str, list[yamlfile.Document]] = {}
+    duplicates: dict[str, list[tuple[Rule, yamlfile.Document]]] = {}
     found = find_rule_files(paths)
     for directory, reason in found.unreadable:
         result.problems.append(Problem.whole_file(display_path(directory), f"cannot read rules directory: {reason}"))
@@ -212,14 +241,15 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
             result.failed.add(path)
             continue
         if rule.name in by_name:
-            duplicates.setdefault(rule.name, [by_name[rule.name][1]]).append(doc)
+            duplicates.setdefault(rule.name, [by_name[rule.name]]).append((rule, doc))
             continue
         by_name[rule.name] = (rule, doc)
-    for name, docs in duplicates.items():
-        del by_name[name]
-        for doc in docs:
-            others = ", ".join(d.filename for d in docs if d is not doc)
-            result.problems.append(Problem.at(doc, ("name",), f"rule name '{name}' is also used in {others}"))
+    for name, claims in duplicates.items():
+        claims.sort(key=lambda claim: (_mtime(claim[0].path), claim[0].path))
+        by_name[name] = claims[0]
+        for _, doc in claims[1:]:
+            result.problems.append(Problem.at(doc, ("name",), f"rule name '{name}' is already used by {claims[0][1].filename}"
+                                                              ", which keeps running; give this rule another name"))
             result.failed.add(doc.filename)
     result.rules = [rule for rule, _ in by_name.values()]
     result.problems.sort()

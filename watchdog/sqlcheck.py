@@ -100,10 +100,13 @@ def _read_only_problem(root: ast.Node) -> str | None:
     return None
 
 
-def _parse(text: str) -> tuple[tuple[ast.RawStmt, ...] | None, str | None]:
+def _parse(text: str, quote: bool = True) -> tuple[tuple[ast.RawStmt, ...] | None, str | None]:
     try:
         statements = parse_sql(text)
     except ParseError as exc:
+        if not quote:  # PostgreSQL's message quotes the text near the error: not for a file's contents
+            where = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+            return None, "not valid SQL: syntax error" + (f" at character {where + 1}" if where is not None else "")
         message = str(exc.args[0]) if exc.args else "syntax error"
         return None, f"not valid SQL: {message}"
     except UnicodeError:
@@ -172,17 +175,18 @@ def check_expression(text: str) -> str | None:
     return _read_only_problem(stmt)
 
 
-def check_refresh(text: str) -> str | None:
+def check_refresh(text: str, *, quote: bool = True) -> str | None:
     """None when ``text`` may run as a refresh, else what is wrong with it.
 
     A refresh writes (that is its point), but it runs in one transaction that
     watchdog opens, bounds with one deadline and commits: statements that end
     or open transactions (COMMIT, ROLLBACK, BEGIN, PREPARE TRANSACTION) would
-    take the rest outside it, so they are refused. Never raises.
+    take the rest outside it, so they are refused. With ``quote`` false
+    (SQL read from a file) the message never repeats any of ``text``. Never raises.
     """
     if "\x00" in text:
         return "not valid SQL: it contains a NUL character"
-    statements, problem = _parse(text)
+    statements, problem = _parse(text, quote)
     if statements is None:
         return problem
     if not statements:

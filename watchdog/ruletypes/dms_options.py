@@ -175,7 +175,7 @@ class DmsRemediateOptions:
                 except UnreadableFile as exc:
                     raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.message}") from None
             if sql is not None:
-                problem = sqlcheck.check_refresh(sql)
+                problem = sqlcheck.check_refresh(sql, quote="sql_file" not in raw)
                 if problem is not None:
                     key = "sql_file" if "sql_file" in raw else "sql"
                     raise OptionsError(("refresh", key), problem)

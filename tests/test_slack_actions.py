@@ -184,6 +184,7 @@ def test_silence_until_resolved_ends_with_the_episode(stand: Stand) -> None:
     stand.step()
     stand.click(actions.SILENCE_RESOLVED, stand.episode())
     (silence,) = wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+    wait_for(lambda: any(t.startswith("Silenced by") for t in stand.replies()), "the reply")  # posted after the silence
     assert silence.episode == stand.episode()
     doc = status_document(load_config_for(stand), stand.store, stand.clock())
     assert doc["rules"][0]["groups"][0]["silenced"] == str(silence.id)

@@ -156,15 +156,16 @@ def watchdog_rules(plan: Plan, folder: Path) -> None:
 class Feeder(threading.Thread):
     """Keeps every non-silent service logging one info event every 30 s (so flatline rules stay quiet)."""
 
-    def __init__(self, url: str, plan: Plan):
+    def __init__(self, urls: list[str], plan: Plan):
         super().__init__(daemon=True)
-        self.client = OpenSearch(hosts=[url], timeout=60)
+        self.clients = [OpenSearch(hosts=[url], timeout=60) for url in urls]  # the same events to every server
         self.plan = plan
         self.stop = threading.Event()
 
     def index(self, events: list[dict[str, Any]]) -> None:
-        helpers.bulk(self.client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e} for e in events),
-                     refresh=True)
+        for client in self.clients:
+            helpers.bulk(client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e} for e in events),
+                         refresh=True)
 
     def baseline(self, at: datetime) -> list[dict[str, Any]]:
         return [{"@timestamp": now_text(at), "service": s, "level": "info", "duration_ms": 100,
@@ -232,20 +233,24 @@ def stop_both(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) 
     return took
 
 
-def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic", burst: int = 0) -> dict[str, Any]:
+def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic", burst: int = 0,
+             logs: Path | None = None, separate: bool = False) -> dict[str, Any]:
     plan = Plan(n, mix, burst)
-    server = start_search()
-    proxies = {"elastalert": CountingProxy(server.url), "watchdog": CountingProxy(server.url)}
+    # One server for both (the default: same server, same data), or one each with the same data (--separate-servers:
+    # neither tool's searches queue behind the other's, as when each runs against its own production cluster).
+    servers = [start_search() for _ in range(2 if separate else 1)]
+    proxies = {"elastalert": CountingProxy(servers[0].url), "watchdog": CountingProxy(servers[-1].url)}
     sink = SlackServer()
-    feeder = Feeder(server.url, plan)
+    feeder = Feeder([server.url for server in servers], plan)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        client = OpenSearch(hosts=[server.url], timeout=60)
         today = datetime.now(UTC)
-        for day in {today, today + timedelta(minutes=30 + steady / 60)}:
-            name = f"logs-{day:%Y.%m.%d}"
-            if not client.indices.exists(index=name):
-                client.indices.create(index=name, body={"mappings": MAPPINGS})
+        for server in servers:
+            client = OpenSearch(hosts=[server.url], timeout=60)
+            for day in {today, today + timedelta(minutes=30 + steady / 60)}:
+                name = f"logs-{day:%Y.%m.%d}"
+                if not client.indices.exists(index=name):
+                    client.indices.create(index=name, body={"mappings": MAPPINGS})
         feeder.index([e for minutes in range(0, 7) for e in feeder.baseline(today - timedelta(minutes=minutes))])
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
@@ -271,14 +276,17 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                 proxy.first_search_at = None
             feeder.start()
             started = time.time()
+            outputs = {tool: open(logs / f"{tool}.log", "wb") if logs else subprocess.DEVNULL  # noqa: SIM115
+                       for tool in ("elastalert", "watchdog")}
             procs["elastalert"] = subprocess.Popen([str(ea_bin / "elastalert"), "--config", str(ea_dir / "config.yaml")],
-                                                   cwd=ea_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                                   cwd=ea_dir, stdout=outputs["elastalert"], stderr=subprocess.STDOUT)
             procs["watchdog"] = subprocess.Popen([sys.executable, "-m", "watchdog", "run", "-c", str(wd_dir / "watchdog.yaml")],
-                                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                                 cwd=ROOT, stdout=outputs["watchdog"], stderr=subprocess.STDOUT)
             time.sleep(warmup)
             base = {tool: (cpu_seconds(p.pid), proxies[tool].total()) for tool, p in procs.items()}
             samples: dict[str, list[int]] = {tool: [] for tool in procs}
             steady_start = time.monotonic()
+            steady_wall = time.time()
             injected: dict[str, float] = {}
             schedule = [(steady * 0.25, plan.burst[: (len(plan.burst) + 1) // 2] + plan.slow[:1]),
                         (steady * 0.5, plan.burst[(len(plan.burst) + 1) // 2:] + plan.slow[1:])]
@@ -311,6 +319,10 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                 for name, _ in got:
                     counts[name] = counts.get(name, 0) + 1
                 latencies = [at - injected[name] for name, at in got if name in injected]
+                by_burst: dict[float, list[float]] = {}
+                for name, at in got:
+                    if name in injected:
+                        by_burst.setdefault(round(injected[name]), []).append(at - injected[name])
                 first = proxies[tool].first_search_at
                 expected = plan.expected()
                 result[tool] = {
@@ -325,6 +337,8 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                     "messages": sum(1 for r in sink.calls("webhook")
                                     if f"/services/{'EA' if tool == 'elastalert' else 'WD'}/" in r.path),
                     "stop_seconds": stopped[tool],
+                    "latency_per_burst": {f"+{at - round(steady_wall):.0f}s": [round(min(v), 2), round(max(v), 2), len(v)]
+                                          for at, v in sorted(by_burst.items())},
                     "expected_alerted_once": sum(1 for name in expected if counts.get(name) == 1),
                     "expected": len(expected),
                     "duplicates": sum(c - 1 for c in counts.values() if c > 1),
@@ -347,7 +361,8 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
         for proxy in proxies.values():
             proxy.close()
         sink.close()
-        server.close()
+        for server in servers:
+            server.close()
 
 
 def fmt(value: Any, spec: str = ".1f") -> str:
@@ -362,6 +377,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--mix", choices=("classic", "ratio-spike"), default="classic",
                         help="ratio-spike: a fifth of the rules error ratios, a fifth spikes")
+    parser.add_argument("--separate-servers", action="store_true",
+                        help="one search server per tool, fed the same events (default: one server for both)")
+    parser.add_argument("--logs", type=Path, default=None, help="write each tool's output to DIR/TOOL.log")
     parser.add_argument("--burst", type=int, default=0,
                         help="two error bursts of this many rules each, all firing at once (issue 16: 70)")
     args = parser.parse_args()
@@ -370,7 +388,8 @@ def main() -> None:
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     for _ in range(args.repeat):
         for n in sizes:
-            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix, args.burst))
+            runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix, args.burst, args.logs,
+                                    args.separate_servers))
     keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "requests_per_cycle", "seconds_to_first_query",
             "detection_latency_median", "detection_latency_p90", "detection_latency_max", "messages", "stop_seconds"]
     table: dict[str, Any] = {}
@@ -397,11 +416,15 @@ def main() -> None:
             last = runs[n][-1][tool]
             print(f"{n:>4} correctness {tool:<14} {last['expected_alerted_once']}/{last['expected']} alerted once, "
                   f"{last['duplicates']} duplicate(s), missed {last['missed']}, unexpected {last['unexpected']}")
+            print(f"{n:>4} latency per burst {tool:<14} (injected at: [min, max, alerts]) {last['latency_per_burst']}")
     name = "compare_elastalert" if args.mix == "classic" else f"compare_elastalert_{args.mix.replace('-', '_')}"
     if args.burst:
         name += f"_burst{args.burst}"
-    save(name, {"mix": args.mix, "burst": args.burst, "sizes": sizes, "repeat": args.repeat, "steady_seconds": args.steady,
-                "run_every": RUN_EVERY, "table": table, "runs": {str(n): r for n, r in runs.items()}})
+    if args.separate_servers:
+        name += "_separate"
+    save(name, {"mix": args.mix, "burst": args.burst, "separate_servers": args.separate_servers, "sizes": sizes,
+                "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY, "table": table,
+                "runs": {str(n): r for n, r in runs.items()}})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ MAX_LOOKBACK = timedelta(hours=24)
 LOOKBACK_WINDOWS = 4
 MAX_INDEX_NAMES = 60  # beyond this many dated indices, a wildcard is cheaper to send
 MAX_SAMPLE_GROUPS = 10
+# More new alerts than this in one batch is a burst: it goes out as a digest, which shows no example events, so
+# none are fetched (the extra search would only delay the burst's message).
+MAX_SAMPLE_SEARCHES = 20
 _STRFTIME = re.compile(r"%[a-zA-Z]")
 
 
@@ -371,7 +374,7 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
                     continue
                 wanted.append((rule.name, finding, type(sent)(sent.index, sample_request(
                     rule.options, start, end, parts), sent.ignore_unavailable)))
-    if wanted:
+    if 0 < len(wanted) <= MAX_SAMPLE_SEARCHES:
         _attach_samples(out, wanted, source)
     return out
 

@@ -271,3 +271,21 @@ def test_a_rendered_resolution_is_the_present_and_its_duration(now: str, minutes
     payload = render(rule, notice)
     assert payload["text"] == f"[OK] RESOLVED: r [g]: {now} (resolved after {format_age(timedelta(minutes=minutes))})"
     assert not pages(payload)  # (the firing template is not used for a resolution)
+
+
+def test_a_burst_of_new_alerts_fetches_no_example_events(tmp_path: Path, search: CountingProxy, slack: SlackServer) -> None:
+    from watchdog.ruletypes.search import MAX_SAMPLE_SEARCHES
+
+    load(search.url, [event(m / 4, team=f"team-{t:02d}") for t in range(MAX_SAMPLE_SEARCHES + 1) for m in range(2, 30)])
+    search.reset()
+    rules = {f"per-team-{i}": (f"name: per-team-{i}\ntype: threshold\nsource: logs\nindex: 'app-logs-%Y.%m.%d'\n"
+                               "query: 'level:error'\nwindow: 10m\nthreshold: {above: 20}\ngroup_by: team\nsample: 3\n")
+             for i in range(3)}  # 3 rules x 21 teams: 30 example searches wanted (10 per rule), over the limit
+    config = project(tmp_path, slack, f'  logs: {{type: search, hosts: ["{search.url}"]}}', rules)
+    engine = engine_for(config, Clock(NOW))
+    evaluate_now(engine)
+    assert search.counts["POST /_msearch"] == 1  # the counting search only: the burst goes out as a digest
+    assert all("samples" not in s.details for g in engine.store.groups().values() for s in g.values())
+    deliver(config, engine)
+    (digest,) = posts(slack)
+    assert digest["text"].startswith(f"[WARNING] {3 * (MAX_SAMPLE_SEARCHES + 1)} alerts firing")

@@ -343,3 +343,23 @@ def test_silence_durations_are_bounded_or_refused(text: str) -> None:
         assert timedelta(0) < length <= MAX_SILENCE
 
     assert parse_silence_duration("30d") == MAX_SILENCE
+
+
+def test_status_text_names_watchdogs_own_alerts_and_rules_not_yet_run(tmp_path: Path, capsys) -> None:
+    from tests.helpers import write_project
+    from watchdog.engine import SELF_RULE, Engine
+    from watchdog.state import StateStore
+    from watchdog.status import show_status
+
+    config = write_project(tmp_path, "rules_dir: rules\nstate_path: state.db\nsources:\n  w: {type: postgres, dsn: 'host=x'}\n",
+                           {"fresh": "name: fresh\ntype: freshness\nsource: w\nchecks: [{name: c, table: t, loaded_at: at}]\n"
+                                     "warn_after: 1h\n",
+                            "tabbed": "name: tabbed\ntype: freshness\n\tsource: w\n"})
+    store = StateStore(config.state_path)
+    Engine([], store, None).report_invalid_files({"rules/tabbed.yaml": "3:1: a tab"})
+    store.close()
+    assert show_status(config) == 0
+    out = capsys.readouterr().out
+    assert f"{SELF_RULE}: watchdog's own alerts\n" in out and "(removed)" not in out
+    assert "fresh (freshness): last run never, next when the daemon runs" in out
+    assert "rules/tabbed.yaml:3: a tab in the indentation" in out and ": :" not in out

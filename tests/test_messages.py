@@ -92,6 +92,14 @@ def test_a_number_without_a_unit_says_add_a_unit(tmp_path: Path) -> None:
         (5, 9, "window", "5 has no unit: add a unit: 5m (durations are like 30s, 5m, 2h, 1d, 1h30m)")]
 
 
+def test_a_timeout_without_a_unit_suggests_seconds(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("rules_dir: .\nrule_timeout: 60\n")
+    with pytest.raises(InvalidFileError) as raised:
+        load_config(str(tmp_path / "c.yaml"), environ={})
+    (problem,) = raised.value.problems
+    assert problem.message == "60 has no unit: add a unit: 60s (durations are like 30s, 5m, 2h, 1d, 1h30m)"
+
+
 def test_the_nearest_key_is_suggested(tmp_path: Path) -> None:
     text = """\
         name: r

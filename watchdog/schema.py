@@ -265,7 +265,9 @@ class _Explainer:
             names = [expected] if isinstance(expected, str) else list(expected)
             wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
             if schema.get("pattern") == DURATION_PATTERN and isinstance(value, (int, float)) and not isinstance(value, bool):
-                unit = f"{value}m" if isinstance(value, int) and value > 0 else "30s, 5m, 2h"
+                # A bare number for a timeout is seconds far more often than minutes.
+                seconds = bool(path) and "timeout" in str(path[-1])
+                unit = f"{value}{'s' if seconds else 'm'}" if isinstance(value, int) and value > 0 else "30s, 5m, 2h"
                 message = f"{_shown(value)} has no unit: add a unit: {unit} (durations are like 30s, 5m, 2h, 1d, 1h30m)"
             else:
                 message = f"must be {wanted}, not {_python_type_name(value)} ({_shown(value)})" + _examples(schema)

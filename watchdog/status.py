@@ -11,6 +11,7 @@ from typing import Any
 
 from watchdog.config import Config
 from watchdog.durations import format_duration
+from watchdog.engine import SELF_RULE
 from watchdog.escape import terminal
 from watchdog.loader import load_rules
 from watchdog.silences import parse_silence_duration, parse_target
@@ -87,7 +88,12 @@ def _print(line: str) -> None:
 def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
     _print(f"state: {doc['state_path']}{note}")
     for rule in doc["rules"]:
-        line = f"{rule['name']} ({rule['type'] or 'removed'}): last run {_age(rule['last_run'], now)}, next {_age(rule['next_run'], now)}"
+        if rule["name"] == SELF_RULE:  # not a rule file: watchdog's own alerts (invalid files, silent sources, storage)
+            line = f"{SELF_RULE}: watchdog's own alerts"
+        else:
+            next_run = _age(rule["next_run"], now) if rule["next_run"] else "when the daemon runs"
+            line = (f"{rule['name']} ({rule['type'] or 'removed'}): last run {_age(rule['last_run'], now)}, "
+                    f"next {next_run}")
         _print(line)
         if rule["last_error"]:
             _print(f"  error ({rule['consecutive_errors']}x): {rule['last_error']}")
@@ -121,7 +127,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
     if doc["outbox_pending"]:
         _print(f"outbox: {doc['outbox_pending']} notification(s) waiting")
     for problem in doc["invalid_files"]:
-        _print(f"invalid: {problem['file']}:{problem['line']}: {problem['path']}: {problem['message']}")
+        where = f"{problem['path']}: " if problem["path"] else ""
+        _print(f"invalid: {problem['file']}:{problem['line']}: {where}{problem['message']}")
 
 
 def state_access_problem(path: str) -> str | None:

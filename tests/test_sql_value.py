@@ -65,7 +65,7 @@ def states(engine: Any) -> dict[str, Any]:
     return {g: s for g, s in engine.store.groups().get("volumes", {}).items() if s.state.value == "firing"}
 
 
-def test_numbers_grouped_rows_and_tiers(tmp_path: Path, warehouse: str) -> None:
+def test_numbers_grouped_rows_and_tiers(tmp_path: Path, warehouse: str, capsys: Any) -> None:
     eng = engine(tmp_path, warehouse)
     (applied,) = evaluate_now(eng)
     assert applied.error is None
@@ -75,6 +75,12 @@ def test_numbers_grouped_rows_and_tiers(tmp_path: Path, warehouse: str) -> None:
     assert {g: (round(s.value, 3), s.severity.value) for g, s in fired.items()} == {
         "week-over-week/crm": (0.08, "critical"), "loaded-yesterday": (1300, "warning"), "null-emails/a": (0.5, "warning")}
     assert fired["week-over-week/crm"].summary == "week-over-week/crm is 0.08 (below 0.8 (warning), 0.5 (critical))"
+    eng.store.close()
+    from watchdog.config import load_config
+    from watchdog.status import show_status
+    assert show_status(load_config(str(tmp_path / "watchdog.yaml"))) == 0
+    out = capsys.readouterr().out
+    assert "  value week-over-week/ga: 0.95\n" in out and "  value loaded-yesterday: 1300\n" in out  # ok ones too
 
 
 def test_each_check_and_each_row_is_its_own_failure(tmp_path: Path, warehouse: str) -> None:

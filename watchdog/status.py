@@ -14,6 +14,7 @@ from watchdog.durations import format_duration
 from watchdog.engine import SELF_RULE
 from watchdog.escape import terminal
 from watchdog.loader import load_rules
+from watchdog.notify.render import format_value
 from watchdog.silences import parse_silence_duration, parse_target
 from watchdog.state import Ack, StateStore
 from watchdog.times import to_text
@@ -104,6 +105,10 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
                 muted += f" [acknowledged by {g['acknowledged']['by']}]"
             clearing = f" (condition false since {_age(g['clear_since'], now)}, keep_firing_for)" if g.get("clear_since") else ""
             _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{clearing}{muted}: {g['summary']}")
+        for fact in rule.get("facts", {}).get("values", []):  # sql_value: every value read, ok ones included
+            value = "no value" if fact.get("value") is None else format_value(fact["value"])
+            reason = f" ({fact['status']}: {fact['reason']})" if fact.get("reason") else ""
+            _print(f"  value {fact.get('group') or fact.get('check')}: {value}{reason}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
             status = check.get("status") or ("fresh" if check.get("age") else "never loaded")

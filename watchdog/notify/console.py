@@ -20,7 +20,7 @@ class ConsoleNotifier(Notifier):
         p = note.payload
         line = logfmt(notification=note.kind, rule=note.rule, group=note.group or None, severity=p.get("severity"),
                       value=p.get("value"), text=note.text,
-                      description=p.get("description") if note.kind in ("firing", "error") else None)
+                      description=(p.get("description") or None) if note.kind in ("firing", "error") else None)
         stream = self.stream or sys.stdout
         try:
             print(line, file=stream, flush=True)

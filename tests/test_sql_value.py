@@ -217,3 +217,46 @@ def test_test_rule_shows_what_one_evaluation_would_do_now(tmp_path: Path, wareho
     assert doc["mode"] == "present" and doc["errors"] == []
     assert sorted(t["group"] for t in doc["transitions"]) == ["loaded-yesterday", "null-emails/a", "week-over-week/crm"]
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_failing_check_keeps_its_groups_and_resolutions_state_the_value_now(tmp_path: Path, warehouse: str) -> None:
+    rule = """\
+        name: volumes
+        type: sql_value
+        source: warehouse
+        checks:
+          - {name: per-source, sql: "select source, sum(rows_loaded) from analytics.loads group by source"}
+        threshold: {below: 600}
+        """
+    eng = engine(tmp_path, warehouse, rule)
+    evaluate_now(eng)
+    assert {g: s.value for g, s in states(eng).items()} == {"per-source/crm": 540}
+    execute(warehouse, "alter table analytics.loads rename to loads_old")
+    (applied,) = evaluate_now(eng)
+    assert applied.error is None
+    fired = states(eng)
+    assert set(fired) == {"per-source", "per-source/crm"}  # the failure is a finding; crm is unknown, still firing
+    assert fired["per-source"].summary.startswith("could not check: per-source: relation \"analytics.loads\" does not exist")
+    assert fired["per-source/crm"].value == 540
+    execute(warehouse, "alter table analytics.loads_old rename to loads; "
+                       "insert into analytics.loads values ('2026-11-28', 'crm', 1000)")
+    evaluate_now(eng)
+    assert states(eng) == {}
+    texts = dict(eng.store.db.execute(
+        "select grp, json_extract(payload, '$.text') from outbox where rule = 'volumes' and kind = 'resolved'").fetchall())
+    assert "per-source/crm is 1540 now (below 600)" in texts["per-source/crm"]
+    assert "check per-source runs again: 3 group(s) returned" in texts["per-source"]
+
+
+def test_an_unreachable_database_is_the_rules_error(tmp_path: Path) -> None:
+    rule = """\
+        name: volumes
+        type: sql_value
+        source: warehouse
+        threshold: {above: 1}
+        checks: [{name: a, sql: "select 1"}, {name: b, sql: "select 2"}]
+        """
+    eng = engine(tmp_path, "host=127.0.0.1 port=9 dbname=none user=none", rule)
+    (applied,) = evaluate_now(eng)
+    assert applied.error and "check 'a'" in applied.error
+    assert states(eng) == {}

@@ -6,11 +6,13 @@ PostgreSQL's own parser, run in a read-only transaction under the source's
 statement timeout) returning one number, or (group, number) rows.
 
 Every check, and every group of a grouped check, is its own unit of failure:
-an SQL error is a "could not check" finding of that check, a row whose value
+an SQL error is a "could not check" finding of that check (its groups keep
+their state: unknown now, neither resolved nor advanced), a row whose value
 is not a number is that group's finding, and the other checks and groups are
-judged as usual. No rows or NULL is "returned no value"; a group that was
-reported before and is missing now is "no longer reported" (and stays so
-until it comes back): findings, never silence.
+judged as usual; a database that cannot be reached at all is the rule's
+error. No rows or NULL is "returned no value"; a group that was reported
+before and is missing now is "no longer reported" (and stays so until it
+comes back): findings, never silence. A resolution states the value now.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from watchdog.rule import Rule, Severity
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, RuleError, RuleType
+from watchdog.ruletypes.base import (
+    EvalContext,
+    Evaluation,
+    Finding,
+    Observation,
+    RuleError,
+    RuleType,
+    SourceUnavailable,
+)
 from watchdog.ruletypes.sql_value_options import SqlValueOptions, ValueCheck
 from watchdog.ruletypes.thresholds import Threshold
 
@@ -30,6 +40,10 @@ NO_VALUE, GONE, FAILED = "returned no value", "no longer reported", "could not c
 
 class CheckError(RuleError):
     pass
+
+
+class CheckUnavailable(CheckError, SourceUnavailable):
+    """The database cannot be reached: the rule's error (named by the check that found out)."""
 
 
 def number(value: Any) -> float | None:
@@ -76,8 +90,8 @@ def _mildest(threshold: Threshold) -> Severity | None:
     return threshold.levels[0].severity
 
 
-def judge(check: ValueCheck, group: str, value: float | None) -> tuple[Finding | None, dict[str, Any]]:
-    """The finding for one number (None when within the threshold) and its status fact (pure)."""
+def judge(check: ValueCheck, group: str, value: float | None) -> tuple[Finding | Observation, dict[str, Any]]:
+    """The finding for one number, or its present value when within the threshold, and its status fact (pure)."""
     threshold = check.threshold
     fact: dict[str, Any] = {"group": group, "check": check.name, "value": value}
     details = {"check": check.name, "threshold": threshold.describe(), "sql": check.sql}
@@ -88,7 +102,8 @@ def judge(check: ValueCheck, group: str, value: float | None) -> tuple[Finding |
     level = threshold.classify(value)
     fact["status"] = "ok" if level is None else "breach"
     if level is None:
-        return None, fact
+        return Observation(group=group, value=value, details={**details, "status": "ok"},
+                           summary=f"{group} is {value:.4g} now ({threshold.describe()})"), fact
     return Finding(group=group, value=value, severity=level.severity, details={**details, "status": "breach"},
                    summary=f"{group} is {value:.4g} ({threshold.describe()})"), fact
 
@@ -108,26 +123,36 @@ def evaluate_rule(rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
     options: SqlValueOptions = rule.options
     known = ctx.observed.get(rule.name, frozenset()) | ctx.active.get(rule.name, frozenset())
     findings: list[Finding] = []
+    present: list[Observation] = []
+    kept: list[str] = []
     facts: list[dict[str, Any]] = []
     observed: list[str] = []
 
-    def add(result: tuple[Finding | None, dict[str, Any]]) -> None:
-        finding, fact = result
+    def add(result: tuple[Finding | Observation, dict[str, Any]]) -> None:
+        judged, fact = result
         facts.append(fact)
-        if finding is not None:
-            findings.append(finding)
+        if isinstance(judged, Finding):
+            findings.append(judged)
+        else:
+            present.append(judged)
 
     for check in options.checks:
         try:
             pairs = read(check, source)
+        except SourceUnavailable as exc:  # no check can run: the rule's error, not a finding per check
+            raise CheckUnavailable(f"check '{check.name}': {exc}") from None
         except (QueryError, CheckError) as exc:
-            # This check could not run: say so under its name, and keep its other alerts (they are not resolved
-            # by a failure to look).
+            # This check could not run: say so under its name; its rows are unknown now, so they keep their state
+            # (a failure to look resolves nothing).
             add(_other(check, check.name, FAILED, str(exc)))
             for group in sorted(g for g in known if _is_row(g, check)):
-                add(_other(check, group, FAILED, str(exc)))
+                kept.append(group)
                 observed.append(group)
+                facts.append({"group": group, "check": check.name, "value": None, "status": FAILED, "reason": str(exc)})
             continue
+        if check.name in known and all(key is not None for key, _ in pairs):  # a grouped check that runs again
+            present.append(Observation(group=check.name, value=len(pairs),
+                                       summary=f"check {check.name} runs again: {len(pairs)} group(s) returned"))
         reported: set[str] = set()
         for key, raw in pairs:
             group = group_name(check, key)
@@ -143,7 +168,8 @@ def evaluate_rule(rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
         for group in sorted(g for g in known if _is_row(g, check) and g not in reported):
             add(_other(check, group, GONE, "it was reported before and is missing from the query's rows"))
             observed.append(group)
-    return Evaluation(findings=tuple(findings), observed=tuple(sorted(set(observed))), facts={"values": facts})
+    return Evaluation(findings=tuple(findings), kept=tuple(kept), present=tuple(present),
+                      observed=tuple(sorted(set(observed))), facts={"values": facts})
 
 
 class SqlValueRule(RuleType):
@@ -154,6 +180,12 @@ class SqlValueRule(RuleType):
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SqlValueOptions:
         return SqlValueOptions.from_mapping(data)
+
+    @classmethod
+    def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:
+        if present is None:  # a vanished row stays firing, so only a rule edit removes a group without a word
+            return f"{group} is no longer checked by this rule (its check was removed or changed), so its value is unknown"
+        return present.summary
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:

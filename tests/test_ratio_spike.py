@@ -84,8 +84,10 @@ def test_ratio_resolves_with_the_value_falling(tmp_path: Path, traffic: Counting
     clock.now = NOW + timedelta(minutes=5)  # 300 more good requests: the ratio falls under 10%
     evaluate_now(engine)
     assert firing(engine, "r") == {}
-    kinds = [k for (k,) in engine.store.db.execute("select kind from outbox where rule = 'r' order by id")]
-    assert kinds == ["firing", "resolved"]
+    rows = engine.store.db.execute("select kind, json_extract(payload, '$.text') from outbox where rule = 'r' order by id")
+    kinds, texts = zip(*rows.fetchall(), strict=True)
+    assert kinds == ("firing", "resolved")
+    assert "ratio 0.05882 = 5.88% (25 of 425) in the last 10m (above 0.1) now" in texts[1]  # the ratio now
 
 
 @pytest.fixture
@@ -246,3 +248,19 @@ def test_test_rule_replays_ratio_and_spike(tmp_path: Path, traffic: CountingProx
         ("service=batch, team=t2", "firing"), ("service=batch, team=t2", "resolved")]
     assert ratio.mode == "per-tick" and ratio.errors == []
     assert [t["to"] for t in spike.transitions] == ["firing", "resolved"] and spike.errors == []
+
+
+def test_a_firing_ratio_whose_denominator_falls_to_zero_resolves_saying_so(tmp_path: Path, traffic: CountingProxy) -> None:
+    config = project(tmp_path, traffic.url, {
+        "r": rule("r", "type: ratio\nnumerator: 'level:error'\nwindow: 10m\nquery: 'service:batch'\n"
+                  "threshold: {above: 0.1}\nsample: 0\n")})
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    evaluate_now(engine)
+    assert firing(engine, "r") == {"": 1.0}
+    clock.now = NOW + timedelta(minutes=30)  # no traffic at all in the window now: no ratio, nothing divided by zero
+    (applied,) = evaluate_now(engine)
+    assert applied.error is None and firing(engine, "r") == {}
+    (text,) = engine.store.db.execute(
+        "select json_extract(payload, '$.text') from outbox where rule = 'r' and kind = 'resolved'").fetchone()
+    assert "ratio none (0 of 0) in the last 10m (above 0.1) now" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import Clock, engine_for, evaluate_now
@@ -179,17 +179,21 @@ floats = st.one_of(st.none(), st.floats(-1e9, 1e9, allow_nan=False))
 
 @settings(max_examples=200, deadline=None)
 @given(floats, floats, st.integers(0, 1000), st.integers(0, 1000), st.integers(0, 100), st.booleans())
+@example(1.0, 2.2e-309, 0, 0, 0, False)  # a subnormal baseline: the quotient overflows (found by Hypothesis)
+@example(1e9, 5e-306, 1, 1, 0, True)
 def test_spike_math(current: float | None, baseline: float | None, now_count: int, then_count: int, min_count: int,
                     rising: bool) -> None:
     ratio = spike_ratio(current, baseline, now_count, then_count, min_count, rising)
     if ratio is None:
         return
     assert ratio >= 0 and not math.isnan(ratio)
+    assert current is not None and baseline is not None
+    overflows = baseline > 0 and math.isinf(max(current, 0.0) / baseline)
     if rising:
-        assert now_count >= min_count and current is not None and current > 0
-        assert baseline is not None and math.isinf(ratio) == (baseline <= 0)
+        assert now_count >= min_count and current > 0
+        assert math.isinf(ratio) == (baseline <= 0 or overflows)
     else:
-        assert then_count >= min_count and baseline is not None and baseline > 0 and math.isfinite(ratio)
+        assert then_count >= min_count and baseline > 0 and math.isfinite(ratio) != overflows
 
 
 def test_every_search_type_due_together_shares_one_msearch(tmp_path: Path, traffic: CountingProxy) -> None:

@@ -45,10 +45,10 @@ def spike_ratio(current: float | None, baseline: float | None, current_count: in
             return None
         if baseline <= 0:
             return math.inf
-        return current / baseline
+        return current / baseline  # a baseline so tiny that this overflows is a rise from zero: inf, as above
     if baseline_count < min_count or baseline is None or baseline <= 0 or current is None:
         return None
-    return max(current, 0.0) / baseline
+    return max(current, 0.0) / baseline  # may overflow to inf for a tiny baseline: no drop, never fires
 
 
 def _fmt(value: float | None) -> str:

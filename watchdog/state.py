@@ -341,7 +341,7 @@ class StateStore:
             return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0
 
     def silences(self, now: datetime) -> list[Silence]:
-        rows = self._query("select * from silences where until > ? order by id", (to_text(now),))
+        rows = self._query("select * from silences where julianday(until) > julianday(?) order by id", (to_text(now),))
         return [_silence(r) for r in rows]
 
     def silence(self, silence_id: int) -> Silence | None:
@@ -442,7 +442,9 @@ class StateStore:
     def pending(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
         """Unsent notifications due for an attempt, oldest first."""
         rows = self._query(
-            """select * from outbox where sent_at is null and failed = 0 and next_attempt <= ? order by id limit ?""",
+            # Moments are compared as moments: as text, "02:15:00Z" sorts after "02:15:00.500Z" (see times.to_text).
+            """select * from outbox where sent_at is null and failed = 0 and julianday(next_attempt) <= julianday(?)
+               order by id limit ?""",
             (to_text(now), limit))
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
                            episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"]) for r in rows]
@@ -456,11 +458,13 @@ class StateStore:
     def next_attempt_at(self, after: datetime | None = None) -> datetime | None:
         """The earliest moment an unsent notification is due (only those due after ``after``, if given)."""
         if after is None:
-            rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0")
+            rows = self._query("select next_attempt from outbox where sent_at is null and failed = 0 "
+                               "order by julianday(next_attempt) limit 1")
         else:
-            rows = self._query("select min(next_attempt) from outbox where sent_at is null and failed = 0 and next_attempt > ?",
+            rows = self._query("select next_attempt from outbox where sent_at is null and failed = 0 "
+                               "and julianday(next_attempt) > julianday(?) order by julianday(next_attempt) limit 1",
                                (to_text(after),))
-        return from_text(rows[0][0])
+        return from_text(rows[0][0]) if rows else None
 
     def outbox_depth(self) -> int:
         return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])

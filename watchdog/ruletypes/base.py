@@ -133,6 +133,17 @@ class EvalContext:
     rules: Callable[[str], RuleView | None] | None = None  # other rules' state, for rule types that act
 
 
+def each_rule(rules: Sequence[Rule], evaluate_one: Callable[[Rule], Evaluation]) -> dict[str, Evaluation | Exception]:
+    """Evaluate rules one at a time; one rule's failure is that rule's error (its exception), not the batch's."""
+    out: dict[str, Evaluation | Exception] = {}
+    for rule in rules:
+        try:
+            out[rule.name] = evaluate_one(rule)
+        except Exception as exc:
+            out[rule.name] = exc
+    return out
+
+
 def default_resolved_text(group: str, present: Observation | None) -> str:
     """The observation's summary, or that the source gave no current value for the group."""
     if present is not None:

@@ -26,6 +26,7 @@ from watchdog.ruletypes.base import (
     RuleError,
     RuleType,
     default_resolved_text,
+    each_rule,
 )
 from watchdog.ruletypes.dms_options import DmsTaskOptions, LagCheck, TableCheck
 
@@ -244,10 +245,4 @@ class DmsTaskRule(RuleType):
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-        out: dict[str, Evaluation | Exception] = {}
-        for rule in rules:
-            try:
-                out[rule.name] = cls.evaluate_one(rule, source, ctx)
-            except Exception as exc:
-                out[rule.name] = exc
-        return out
+        return each_rule(rules, lambda rule: cls.evaluate_one(rule, source, ctx))

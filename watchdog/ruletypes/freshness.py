@@ -29,7 +29,16 @@ from psycopg2 import sql as pgsql
 
 from watchdog.durations import format_age
 from watchdog.rule import Rule
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleError, RuleType, SourceUnavailable
+from watchdog.ruletypes.base import (
+    EvalContext,
+    Evaluation,
+    Finding,
+    Observation,
+    RuleError,
+    RuleType,
+    SourceUnavailable,
+    each_rule,
+)
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions, Tier, from_mapping
 from watchdog.ruletypes.freshness_sql import table_statement
 from watchdog.times import from_text, to_text
@@ -326,10 +335,4 @@ class FreshnessRule(RuleType):
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-        out: dict[str, Evaluation | Exception] = {}
-        for rule in rules:
-            try:
-                out[rule.name] = cls.evaluate_one(rule, source, ctx)
-            except Exception as exc:  # one rule's failure is that rule's error, not the batch's
-                out[rule.name] = exc
-        return out
+        return each_rule(rules, lambda rule: cls.evaluate_one(rule, source, ctx))

@@ -31,6 +31,7 @@ from watchdog.ruletypes.base import (
     RuleError,
     RuleType,
     SourceUnavailable,
+    each_rule,
 )
 from watchdog.ruletypes.sql_value_options import SqlValueOptions, ValueCheck
 from watchdog.ruletypes.thresholds import Threshold
@@ -189,10 +190,4 @@ class SqlValueRule(RuleType):
 
     @classmethod
     def evaluate(cls, rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
-        out: dict[str, Evaluation | Exception] = {}
-        for rule in rules:
-            try:
-                out[rule.name] = evaluate_rule(rule, source, ctx)
-            except Exception as exc:  # one rule's failure is that rule's error, not the batch's
-                out[rule.name] = exc
-        return out
+        return each_rule(rules, lambda rule: evaluate_rule(rule, source, ctx))

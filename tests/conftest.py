@@ -7,6 +7,7 @@ local Slack API server. Each test resets what it uses.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from tests.servers.moto_dms import MotoDms
 from tests.servers.postgres import LocalPostgres
 from tests.servers.search import CountingProxy, start_search
 from tests.servers.slack_api import SlackServer
+from watchdog.logfmt import LogfmtFormatter
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +83,23 @@ def slack(slack_server: SlackServer) -> Iterator[SlackServer]:
     slack_server.reset()
     yield slack_server
     slack_server.reset()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log line watchdog writes during the test, formatted as in production."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Keep()
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)

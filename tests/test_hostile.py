@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,7 +19,6 @@ from tests.test_search import NOW, event, load, project, rule
 from watchdog.cli import main
 from watchdog.engine import Engine
 from watchdog.escape import logfmt_decode
-from watchdog.logfmt import LogfmtFormatter
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.state import StateStore
@@ -41,26 +39,6 @@ LIVE = re.compile(r"<[!@#]|<https?://(?!runbook\.example|dash\.example\.com)", r
 @pytest.fixture(autouse=True)
 def fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    """Every log line watchdog writes during the test, formatted as in production."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Keep()
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(old_level)
 
 
 def mrkdwn_texts(value: Any) -> Iterator[str]:

@@ -10,11 +10,9 @@ state database's mode, the refresh command's environment.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import stat
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from tests.servers.postgres import LocalPostgres
 from tests.servers.slack_api import SlackServer
 from watchdog.cli import main
 from watchdog.config import load_config
-from watchdog.logfmt import LogfmtFormatter
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.problems import InvalidFileError
@@ -47,23 +44,6 @@ def fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
 
 
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
-
-    handler = Keep()
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger()
-    old = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield lines
-    root.removeHandler(handler)
-    root.setLevel(old)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
+from botocore.stub import Stubber
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from botocore.stub import Stubber
 
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers import moto_dms
@@ -58,14 +58,15 @@ def warehouse(pg_db: str) -> str:
     return pg_db
 
 
-def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str]) -> Any:
+def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str], *, aws: str = "", extra: str = "") -> Any:
+    """A project on the moto DMS server and the warehouse; ``aws`` adds keys to the DMS source, ``extra`` to the config."""
     return write_project(tmp_path, f"""\
         rules_dir: rules
         state_path: state.db
         sources:
-          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"{aws}}}
           warehouse: {{type: postgres, dsn: "{dsn}"}}
-        """, rules)
+        """.rstrip(" ") + extra, rules)
 
 
 REMEDIATE = """\
@@ -312,13 +313,7 @@ def test_refresh_ledger_skips_an_episode_that_committed(tmp_path: Path, warehous
 def test_start_call_without_an_answer_is_never_retried_blindly(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
     create_task(moto)
     fail()
-    config = write_project(tmp_path, f"""\
-        rules_dir: rules
-        state_path: state.db
-        sources:
-          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}", timeout: 1s}}
-          warehouse: {{type: postgres, dsn: "{warehouse}"}}
-        """, {"fix-dms": remediate()})
+    config = project(tmp_path, moto, warehouse, {"fix-dms": remediate()}, aws=", timeout: 1s")
     moto.delays["StartReplicationTask"] = 2.5  # longer than the read timeout; AWS still carries the call out
     clock = Clock(NOW)
     engine = engine_for(config, clock)

@@ -21,9 +21,10 @@ from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
 from tests.servers.slack_api import SlackServer
-from tests.test_crash import daemon, journal, kill, wait_for
-from tests.test_hostile import assert_inert
+from tests.test_crash import daemon, journal, kill, wait_for  # noqa: F401 (daemon is a fixture)
 from tests.test_crash import steps as crash_steps
+from tests.test_dms import project as dms_project
+from tests.test_hostile import assert_inert
 from watchdog.config import load_config
 from watchdog.lifecycle import State
 from watchdog.loader import load_rules
@@ -65,20 +66,18 @@ def warehouse(pg_db: str) -> str:
     return pg_db
 
 
-def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str]) -> Any:
-    return write_project(tmp_path, f"""\
-        rules_dir: rules
-        state_path: state.db
-        sources:
-          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
-          warehouse: {{type: postgres, dsn: "{dsn}"}}
+APPROVERS = """\
         slack:  # never reached here: approvals are decided through the state store
           token: xoxb-test
           app_token: xapp-test
           channel: C0ALERTS
           base_url: http://127.0.0.1:9/api/
-          actions: {{approvers: [U0LEAD]}}
-        """, rules)
+          actions: {approvers: [U0LEAD]}
+        """
+
+
+def project(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str], *, aws: str = "") -> Any:
+    return dms_project(tmp_path, moto, dsn, rules, aws=aws, extra=APPROVERS)
 
 
 def remediate(extra: str = "", restart: str = "{type: resume-processing, max_attempts: 3, within: 6h, wait_running: 1s}",
@@ -219,7 +218,7 @@ def test_destructive_restart_with_allow_destructive_says_so(tmp_path: Path, moto
     engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": rule}), Clock(NOW))
     evaluate_now(engine)
     assert moto.calls("StartReplicationTask") == []  # a destructive restart waits for a person
-    (kind, text), = [s for s in steps(engine.store) if s[0] == "approval"]
+    (_, text), = [s for s in steps(engine.store) if s[0] == "approval"]
     assert text.startswith(f"approval needed: restart {TASK} with reload-target (destructive")
     episode = engine.store.remediations("fix-dms")[TASK]["episode"]
     assert engine.store.decide_remediation("click-1", episode, approve=True, user="U0LEAD", now=NOW) == ("approved", None)
@@ -238,7 +237,7 @@ def test_no_restart_of_a_task_that_has_not_completed_its_first_run(
     engine = engine_for(project(tmp_path, moto, warehouse, {"fix-dms": remediate(restart=restart)}), Clock(NOW))
     evaluate_now(engine)
     assert moto.calls("StartReplicationTask") == []
-    (kind, text), = [s for s in steps(engine.store) if s[0] == "action"]
+    (_, text), = [s for s in steps(engine.store) if s[0] == "action"]
     assert text.startswith(f"not restarting {TASK}: it has not completed its first run")
     assert engine.store.groups()["fix-dms"][TASK].value == "gave_up"
 
@@ -428,13 +427,7 @@ def test_hostile_table_names_reach_slack_as_text(tmp_path: Path, moto: MotoDms, 
 def test_an_unanswered_reload_is_tried_once_then_reconciled(tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
     create_task(moto)
     suspend()
-    config = write_project(tmp_path, f"""\
-        rules_dir: rules
-        state_path: state.db
-        sources:
-          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}", timeout: 1s}}
-          warehouse: {{type: postgres, dsn: "{warehouse}"}}
-        """, {"fix-dms": remediate()})
+    config = project(tmp_path, moto, warehouse, {"fix-dms": remediate()}, aws=", timeout: 1s")
     moto.delays["ReloadTables"] = 2.5  # longer than the read timeout; AWS still carries the call out
     clock = Clock(NOW)
     engine = engine_for(config, clock)

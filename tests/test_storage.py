@@ -113,6 +113,28 @@ def test_an_empty_state_file_after_firing_alerts_says_history_was_lost(tmp_path:
     assert lost_history(str(path), opened.store) is None
 
 
+def test_every_file_beside_the_state_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    (tmp_path / "state.db.firing.tmp").write_text("left over")
+    os.chmod(tmp_path / "state.db.firing.tmp", 0o644)  # a leftover of another mode is narrowed, not kept
+    old = os.umask(0o022)  # a usual umask: files would be 0644 unless watchdog says otherwise
+    try:
+        store, source, clock = StateStore(str(path)), ScriptedSource(), Clock()
+        engine = Engine([scripted_rule("r")], store, OneSource(source), clock=clock, rule_types=TYPES)
+        source.values["r"] = 50
+        engine.dispatch(list(engine.rules.values()), clock.now)
+        wait_idle(engine)
+        write_marker(str(path), store, clock.now)
+        store.close()
+        os.truncate(path, 100)  # unreadable: moved aside, and a new one created beside it
+        open_state(str(path), T0).store.close()
+    finally:
+        os.umask(old)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "state.db.firing" in names and any(".corrupt-" in n for n in names)
+    assert {n: oct(os.stat(tmp_path / n).st_mode & 0o777) for n in names} == {n: oct(0o600) for n in names}
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.binary(max_size=4096), st.integers(0, 100))
 def test_any_marker_file_content_is_read_without_error(tmp_path_factory: pytest.TempPathFactory, content: bytes,

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from watchdog.logfmt import log
-from watchdog.state import StateStore
+from watchdog.state import STATE_FILE_MODE, StateStore
 from watchdog.times import from_text, to_text
 
 logger = logging.getLogger("watchdog.storage")
@@ -118,7 +118,10 @@ def write_marker(path: str, store: StateStore, now: datetime) -> None:
     body = json.dumps({"firing": firing, "newest_run": to_text(newest), "written": to_text(now)})
     target = marker_path(path)
     temporary = target + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as fh:
+    # Beside the state, readable by its owner only, like the state itself (a leftover .tmp of another mode too).
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, STATE_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, STATE_FILE_MODE)
         fh.write(body)
     os.replace(temporary, target)
 

@@ -136,7 +136,8 @@ BAD_FILES: tuple[BadFile, ...] = (
     BadFile("alias-text-bomb", _extra('s: &s "' + "$$" * 100_000 + '"\nlabels: [' + ", ".join(["*s"] * 4000) + "]"),
             9, "too much text"),
     BadFile("fifo", _fifo, 1, "not a regular file: it is a FIFO"),
-    BadFile("dev-zero", _symlink("/dev/zero"), 1, "not a regular file: it is a character device"),
+    BadFile("dev-zero", _symlink("/dev/zero"), 1, "a symbolic link to a file outside"),  # never opened at all
+    BadFile("link-to-passwd", _symlink("/etc/passwd"), 1, "a symbolic link to a file outside"),
     BadFile("fifty-megabytes", _huge, 1, "file too large"),
     BadFile("unreadable", _unreadable, 1, "Permission denied", needs_permissions=True),
     BadFile("sql-file-dev-zero", _sql_file("/dev/zero"), 6, "a rule may read files only under"),

@@ -246,6 +246,18 @@ def _secrets(config: Config) -> list[str | None]:
     return values
 
 
+def _check_rule_dirs(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
+    """The file system's root as ``rules_dir`` (or a ``rule_file_dirs`` entry) would hand every file to rule authors."""
+    found: list[Problem] = []
+    wanted: list[tuple[tuple[str | int, ...], Any]] = [(("rules_dir",), doc.data.get("rules_dir"))]
+    wanted += [(("rule_file_dirs", i), d) for i, d in enumerate(doc.data.get("rule_file_dirs") or ())]
+    for path, value in wanted:
+        if isinstance(value, str) and os.path.realpath(os.path.join(base_dir, value)) == os.path.realpath(os.sep):
+            found.append(Problem.at(doc, path, "the root directory (/) is refused: name the directory that holds the "
+                                               "rule files (or their SQL), e.g. /etc/watchdog/rules"))
+    return found
+
+
 def _check_dsns(doc: yamlfile.Document) -> list[Problem]:
     """A Problem for each postgres ``dsn`` that libpq cannot parse; never quoting it (it may hold a password)."""
     found: list[Problem] = []
@@ -352,7 +364,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     elif not problems:
         _drop_secret_files(doc.data)
     if not problems:
-        problems += _check_dsns(doc)
+        problems += _check_dsns(doc) + _check_rule_dirs(doc, base_dir)
     if problems:
         raise InvalidFileError(sorted(problems))
     data: dict[str, Any] = doc.data

@@ -89,6 +89,7 @@ class RuleFiles:
     def _fingerprint(self) -> Stamp:
         found = find_rule_files([self.config.rules_dir])
         out = [(directory, -1, -1, -1) for directory, _ in found.unreadable]  # fixing its permissions is a change
+        out += [(path, -2, -2, -2) for path, _ in found.refused]  # so is removing a link that leads out
         for path in found.files:
             try:
                 st = os.stat(path)

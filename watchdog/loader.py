@@ -38,37 +38,71 @@ class LoadResult:
     failed: set[str] = field(default_factory=set)
 
 
+# A rules directory is a few hundred files; far more is a mistake (``rules_dir: /``) that would cost minutes of CPU.
+MAX_RULES_DIR_FILES = 10_000
+
+
 @dataclass(frozen=True)
 class Found:
-    """The rule files under some paths, and the directories under them that could not be listed."""
+    """The rule files under some paths, the directories that could not be listed, and what was refused unread."""
 
     files: tuple[str, ...]
     unreadable: tuple[tuple[str, str], ...] = ()  # (directory, reason)
+    refused: tuple[tuple[str, str], ...] = ()  # (file or directory, reason): never opened
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([root, path]) == root
+
+
+def _walk(top: str, unreadable: list[tuple[str, str]], refused: list[tuple[str, str]]) -> list[str]:
+    """The rule files under the directory ``top``; links that lead out of it and overfull trees are refused."""
+    real_top = os.path.realpath(top)
+    files: list[str] = []
+    seen = 0
+
+    def failed(exc: OSError) -> None:
+        unreadable.append((str(exc.filename), exc.strerror or str(exc)))
+
+    for root, dirs, names in os.walk(top, onerror=failed):  # never follows a link to a directory
+        seen += len(names) + len(dirs)
+        if seen > MAX_RULES_DIR_FILES:
+            refused.append((top, f"the rules directory holds over {MAX_RULES_DIR_FILES:,} files; point rules_dir at "
+                                 "a directory that holds only rule files"))
+            return []
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not name.endswith(RULE_SUFFIXES) or name.startswith("."):
+                continue
+            path = os.path.join(root, name)
+            # A link may point anywhere (a credentials file): its target is never read, nor named.
+            if os.path.islink(path) and not _inside(os.path.realpath(path), real_top):
+                refused.append((path, f"a symbolic link to a file outside {display_path(top)}; it is not read "
+                                      "(copy the rule into the rules directory, or link within it)"))
+                continue
+            files.append(path)
+    return files
 
 
 def find_rule_files(paths: Iterable[str]) -> Found:
     """Every rule file under ``paths`` (files as given, directories searched recursively), sorted.
 
     A directory that cannot be listed is returned in ``unreadable`` with the
-    system's reason: its rules are not dropped silently. Files are only
-    named here, never opened (FIFOs and devices included; reading them is
-    ``textfile``'s business).
+    system's reason: its rules are not dropped silently. A symbolic link
+    that leads out of the directory searched, and a directory holding over
+    ``MAX_RULES_DIR_FILES`` files, are returned in ``refused`` and never
+    read. Files are only named here, never opened (FIFOs and devices
+    included; reading them is ``textfile``'s business).
     """
     files: list[str] = []
     unreadable: list[tuple[str, str]] = []
-
-    def failed(exc: OSError) -> None:
-        unreadable.append((str(exc.filename), exc.strerror or str(exc)))
-
+    refused: list[tuple[str, str]] = []
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, names in os.walk(path, onerror=failed):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files.extend(os.path.join(root, f) for f in sorted(names)
-                             if f.endswith(RULE_SUFFIXES) and not f.startswith("."))
+            files.extend(_walk(path, unreadable, refused))
         else:
             files.append(path)
-    return Found(tuple(files), tuple(unreadable))
+    return Found(tuple(files), tuple(unreadable), tuple(refused))
 
 
 def rule_files(paths: Iterable[str]) -> list[str]:
@@ -244,6 +278,9 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
     for directory, reason in found.unreadable:
         result.problems.append(Problem.whole_file(display_path(directory), f"cannot read rules directory: {reason}"))
         result.failed.add(directory)
+    for path, reason in found.refused:
+        result.problems.append(Problem.whole_file(display_path(path), reason))
+        result.failed.add(path)
     for path in found.files:
         result.files.append(path)
         doc, rule, problems = _load_file(path, defaults, config, environ)

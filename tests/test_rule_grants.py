@@ -1,0 +1,115 @@
+"""Rule authors stay inside what the config grants: files under the rules directory, SQL that only reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from watchdog.cli import main
+from watchdog.config import load_config
+from watchdog.daemon import RuleFiles
+from watchdog.loader import MAX_RULES_DIR_FILES, find_rule_files
+from watchdog.problems import InvalidFileError
+
+CONFIG = """\
+rules_dir: rules
+state_path: state.db
+sources:
+  logs: {type: search, hosts: ["http://127.0.0.1:9200"]}
+"""
+
+GOOD_RULE = """\
+name: app-errors
+type: threshold
+source: logs
+index: "app-logs-*"
+window: 5m
+threshold: {above: 50}
+"""
+
+SECRET = "hunter2-top-secret-value"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "watchdog.yaml").write_text(CONFIG)
+    (tmp_path / "rules" / "good.yaml").write_text(GOOD_RULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WATCHDOG_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_a_rule_file_linked_to_a_secret_is_refused_and_never_read(project: Path, capsys: pytest.CaptureFixture[str],
+                                                                   log_lines: list[str]) -> None:
+    secret = project / "credentials.yaml"
+    secret.write_text(f"{SECRET}_key: {SECRET}\naws_secret_access_key: {SECRET}\n")
+    (project / "rules" / "creds.yaml").symlink_to(secret)
+    (project / "rules" / "sub").mkdir()
+    (project / "rules" / "sub" / "also.yml").symlink_to("../../credentials.yaml")  # relative, through a subdirectory
+    (project / "rules" / "inside.yaml").symlink_to("good.yaml")  # a link within the directory is a rule like any other
+    os.chmod(secret, 0)  # were it opened, reading would fail with a different message
+    code = main(["validate", "-c", "watchdog.yaml", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert sorted((e["file"], e["message"]) for e in out["errors"]) == [
+        ("rules/creds.yaml", "a symbolic link to a file outside rules; it is not read (copy the rule into the rules "
+                             "directory, or link within it)"),
+        ("rules/inside.yaml", "rule name 'app-errors' is already used by rules/good.yaml, which keeps running; give "
+                              "this rule another name"),
+        ("rules/sub/also.yml", "a symbolic link to a file outside rules; it is not read (copy the rule into the rules "
+                               "directory, or link within it)"),
+    ]
+    os.chmod(secret, 0o600)
+    main(["validate", "-c", "watchdog.yaml"])
+    main(["status", "-c", "watchdog.yaml"])
+    main(["status", "-c", "watchdog.yaml", "--format", "json"])
+    files = RuleFiles(load_config("watchdog.yaml"))
+    assert [r.name for r in files.load()] == ["app-errors"]
+    shown = capsys.readouterr()
+    assert "creds.yaml" in shown.out and "creds.yaml" in "\n".join(log_lines)
+    for text in (shown.out, shown.err, "\n".join(log_lines)):
+        assert SECRET not in text and "aws_secret" not in text and "credentials.yaml" not in text
+
+
+def test_rules_dir_at_the_root_is_refused(project: Path) -> None:
+    for value in ("/", "/..", "../" * 40):
+        (project / "watchdog.yaml").write_text(CONFIG.replace("rules_dir: rules", f"rules_dir: {value}"))
+        with pytest.raises(InvalidFileError) as caught:
+            load_config("watchdog.yaml")
+        (problem,) = caught.value.problems
+        assert (problem.line, problem.path) == (1, "rules_dir")
+        assert problem.message.startswith("the root directory (/) is refused")
+    (project / "watchdog.yaml").write_text(CONFIG + "rule_file_dirs: [sql, /]\n")
+    with pytest.raises(InvalidFileError) as caught:
+        load_config("watchdog.yaml")
+    assert [p.path for p in caught.value.problems] == ["rule_file_dirs[1]"]
+
+
+def test_an_overfull_rules_dir_is_refused_without_walking_it_all(project: Path, capsys: pytest.CaptureFixture[str]
+                                                                 ) -> None:
+    crowd = project / "rules" / "node_modules"
+    crowd.mkdir()
+    for i in range(MAX_RULES_DIR_FILES + 1):
+        (crowd / f"{i}.js").touch()
+    found = find_rule_files([str(project / "rules")])
+    assert found.files == () and [r for _, r in found.refused] == [
+        "the rules directory holds over 10,000 files; point rules_dir at a directory that holds only rule files"]
+    assert main(["validate", "-c", "watchdog.yaml"]) == 1
+    assert "rules:1:1: the rules directory holds over 10,000 files" in capsys.readouterr().out
+
+
+def test_a_link_leaving_the_rules_dir_is_noticed_by_the_daemon_and_its_removal_too(project: Path,
+                                                                                  log_lines: list[str]) -> None:
+    files = RuleFiles(load_config("watchdog.yaml"))
+    files.load()
+    (project / "rules" / "x.yaml").symlink_to(project / "watchdog.yaml")
+    assert files._fingerprint() != files.stamp
+    files.load()
+    assert any("x.yaml" in line and "symbolic link" in line for line in log_lines)
+    assert "sources" not in "\n".join(line for line in log_lines if "x.yaml" in line)  # the target's keys: never
+    (project / "rules" / "x.yaml").unlink()
+    assert files._fingerprint() != files.stamp

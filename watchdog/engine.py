@@ -278,8 +278,9 @@ class Engine:
         batches: dict[tuple[str, str], list[Rule]] = defaultdict(list)
         for rule in rules:
             batches[(self._batch_key(rule), rule.source)].append(rule)
-        active = self.store.groups()
-        records = self.store.rule_records()
+        names = [rule.name for rule in rules]  # only these rules' rows: a dispatch costs its batch, not the rule set
+        active = self.store.groups(names)
+        records = self.store.rule_records(names)
         for (_, source_name), batch in batches.items():
             try:
                 self._dispatch_batch(source_name, batch, active, records, now)

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,6 +81,9 @@ MIGRATIONS: tuple[str, ...] = (
     )
     """,
 )
+
+# Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
+_IN_CHUNK = 500
 
 # Sent notifications, threads and audit rows older than this are pruned.
 RETENTION = timedelta(days=30)
@@ -236,6 +239,20 @@ class StateStore:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
+    def _rows(self, table: str, rule: str | Collection[str] | None) -> list[sqlite3.Row]:
+        """The rows of ``table`` (``rules`` or ``groups``) of one rule, of the named rules, or of all (None).
+
+        A dispatch reads only its batch's rules, so its cost does not grow with the rule set.
+        """
+        if rule is None:
+            return self._query(f"select * from {table}")
+        names = [rule] if isinstance(rule, str) else sorted(set(rule))
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start:start + _IN_CHUNK]
+            rows.extend(self._query(f"select * from {table} where rule in ({', '.join('?' * len(chunk))})", chunk))
+        return rows
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
@@ -252,11 +269,9 @@ class StateStore:
     def rule_record(self, rule: str) -> RuleRecord | None:
         return self.rule_records(rule).get(rule)
 
-    def rule_records(self, rule: str | None = None) -> dict[str, RuleRecord]:
-        if rule is None:
-            rows = self._query("select * from rules")
-        else:
-            rows = self._query("select * from rules where rule = ?", (rule,))
+    def rule_records(self, rule: str | Collection[str] | None = None) -> dict[str, RuleRecord]:
+        """Rule records by rule name: of one rule, of the named rules (a collection), or of all (None)."""
+        rows = self._rows("rules", rule)
         return {row["rule"]: RuleRecord(
             rule=row["rule"], last_run=from_text(row["last_run"]), next_run=from_text(row["next_run"]),
             last_duration=row["last_duration"],
@@ -277,11 +292,10 @@ class StateStore:
 
     # --- groups ----------------------------------------------------------------
 
-    def groups(self, rule: str | None = None) -> dict[str, dict[str, GroupState]]:
-        """Group states by rule name, then group."""
-        query, args = ("select * from groups where rule = ?", (rule,)) if rule else ("select * from groups", ())
+    def groups(self, rule: str | Collection[str] | None = None) -> dict[str, dict[str, GroupState]]:
+        """Group states by rule name, then group: of one rule, of the named rules (a collection), or of all (None)."""
         out: dict[str, dict[str, GroupState]] = {}
-        for row in self._query(query, args):
+        for row in self._rows("groups", rule):
             out.setdefault(row["rule"], {})[row["grp"]] = GroupState(
                 state=State(row["state"]), severity=Severity(row["severity"]), since=from_text(row["since"]),  # type: ignore[arg-type]
                 value=json.loads(row["value"]) if row["value"] is not None else None, summary=row["summary"],

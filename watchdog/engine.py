@@ -41,6 +41,7 @@ from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
 from watchdog.storage import describe as describe_storage_error
 from watchdog.times import from_text, to_text, utcnow
+from watchdog.timetable import Timetable
 
 logger = logging.getLogger("watchdog.engine")
 
@@ -173,7 +174,10 @@ class Engine:
         self.wake = threading.Event()
         self.runner = Runner(workers, timeout.total_seconds(), self.wake)
         self.rules: dict[str, Rule] = {}
-        self.next_run: dict[str, datetime] = {}
+        self.next_run = Timetable()
+        # Rules found due while still running (a stuck thread): looked at on every pass until they are free.
+        self.deferred: dict[str, datetime] = {}
+        self._order: dict[str, int] = {}  # a rule's place in the rule set: due rules are dispatched in this order
         self.stats = EngineStats()
         self.journal = StoreJournal(store, clock, self._note_recorded)
         self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
@@ -201,7 +205,7 @@ class Engine:
         if not self.runner.idle():
             self._quiet_until = None
             return
-        self._quiet_until = min(self.next_run.values(), default=self.clock() + timedelta(days=1))
+        self._quiet_until = self._soonest() or self.clock() + timedelta(days=1)
         if self._recorded:
             self._recorded = False
             self.on_notify()  # let the delivery thread see that what it holds is complete
@@ -227,6 +231,7 @@ class Engine:
                     rule, now, lambda rule=rule, stored=stored: schedule.first_run(  # type: ignore[misc]
                         self._phase_key(rule), rule.schedule, now, stored))
         self.rules = new
+        self._order = {name: i for i, name in enumerate(new)}
         self.expected_by = None
         return removed
 
@@ -270,8 +275,32 @@ class Engine:
     # --- scheduling ------------------------------------------------------------------
 
     def due(self, now: datetime) -> list[Rule]:
+        """The rules planned at or before ``now`` and not running, in rule-set order; the caller dispatches them.
+
+        Costs the due rules, not the rule set (see ``timetable``): a rule
+        returned here leaves the timetable's heap until its next run is set.
+        """
+        candidates = [name for name, when in self.deferred.items() if self.next_run.get(name) == when]
+        candidates += self.next_run.take_due(now)
+        self.deferred = {}
+        if not candidates:
+            return []
         busy = self.runner.busy()
-        return [r for name, r in self.rules.items() if self.next_run[name] <= now and name not in busy]
+        out: dict[str, Rule] = {}
+        for name in candidates:
+            if name in busy:
+                self.deferred[name] = self.next_run[name]
+            elif name in self.rules:
+                out[name] = self.rules[name]
+        return sorted(out.values(), key=lambda r: self._order.get(r.name, 0))
+
+    def _soonest(self) -> datetime | None:
+        """The earliest planned run of a rule not in flight (None: no rules)."""
+        times = [t for name, t in self.deferred.items() if self.next_run.get(name) == t]
+        soonest = self.next_run.soonest()
+        if soonest is not None:
+            times.append(soonest)
+        return min(times, default=None)
 
     def dispatch(self, rules: Sequence[Rule], now: datetime) -> None:
         """Hand the rules to the runner, one batch per (batch key, source): every search type due on a source together."""
@@ -601,7 +630,9 @@ class Engine:
         """Note by when (monotonic) the next evaluation should complete, if not noted since the last one."""
         if self.expected_by is not None or not self.next_run:
             return
-        soonest = min(self.next_run.values())
+        soonest = self._soonest()
+        if soonest is None:  # every rule is running: the next completes within the timeout
+            soonest = now
         self.expected_by = self.monotonic() + max(0.0, (soonest - now).total_seconds()) + self.timeout + HEALTH_GRACE_SECONDS
 
     def health(self) -> tuple[bool, str]:
@@ -616,8 +647,8 @@ class Engine:
     def seconds_until_next(self) -> float:
         """How long the loop may sleep: until the next rule is due or a running batch's deadline."""
         now = self.clock()
-        busy = self.runner.busy()
-        waits = [(t - now).total_seconds() for name, t in self.next_run.items() if name not in busy]
+        soonest = self.next_run.soonest()  # deferred rules are running: their end wakes the loop
+        waits = [] if soonest is None else [(soonest - now).total_seconds()]
         deadline = self.runner.next_deadline()
         if deadline is not None:
             waits.append(deadline - time.monotonic())

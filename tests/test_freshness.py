@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers.postgres import LocalPostgres
 from watchdog.engine import Engine
-from watchdog.ruletypes.freshness_sql import SqlTextError, parse_table, quote_table, table_statement
+from watchdog.ruletypes.freshness_sql import (
+    SqlTextError,
+    expected_statement,
+    parse_table,
+    quote_table,
+    table_statement,
+)
 from watchdog.sqlcheck import check_expression
 from watchdog.state import StateStore
 
@@ -268,6 +274,49 @@ def test_group_by_on_a_table_with_expect(tmp_path: Path, warehouse: str) -> None
     engine = project(tmp_path, warehouse, rule)
     evaluate_now(engine)
     assert groups(engine.store) == {"src/stripe": ("firing", "warning"), "src/hubspot": ("firing", "warning")}
+
+
+def test_a_table_check_with_expect_reads_only_the_expected_groups(tmp_path: Path, warehouse: str) -> None:
+    """Each expected group through the (source, finished_at) index; a stale group nobody expects is not read."""
+    execute(warehouse, "create index runs_source_finished on etl.runs (source, finished_at)")
+    load(warehouse, "etl.runs", "3 hours", "stripe")
+    load(warehouse, "etl.runs", "5 minutes", "stripe")
+    load(warehouse, "etl.runs", "3 hours", "O'Brien; drop table y")
+    load(warehouse, "etl.runs", "9 hours", "legacy")  # stale, but not expected
+    rule = """\
+        name: fresh
+        type: freshness
+        source: warehouse
+        checks:
+          - {name: src, table: etl.runs, loaded_at: finished_at, group_by: source,
+             expect: [stripe, "O'Brien; drop table y", hubspot]}
+        warn_after: 2h
+        """
+    engine = project(tmp_path, warehouse, rule)
+    evaluate_now(engine)
+    assert groups(engine.store) == {"src/O'Brien; drop table y": ("firing", "warning"), "src/hubspot": ("firing", "warning")}
+    assert "expected, but the check returns no row for it" in summaries(engine.store)["src/hubspot"]
+    execute(warehouse, "select 1 from y")  # a value is a literal, never SQL
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
+                     min_size=1, max_size=5),
+       expect=st.lists(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=12),
+                       min_size=1, max_size=5))
+def test_the_expected_statement_reads_what_the_grouped_scan_reads(warehouse: str, keys: list[str],
+                                                                  expect: list[str]) -> None:
+    """Per expected value, the indexed read gives the grouped scan's max (no row: absent, never a wrong group)."""
+    execute(warehouse, "delete from etl.runs")
+    for i, key in enumerate(keys):
+        execute(warehouse, "insert into etl.runs values (%s, now() - %s::interval)", key, f"{i} hours")
+    with psycopg2.connect(warehouse) as conn, conn.cursor() as cur:
+        cur.execute(table_statement(("etl", "runs"), "finished_at", "source", None))
+        scan = {k: v for k, v in cur.fetchall() if k in set(expect)}
+        cur.execute(expected_statement(("etl", "runs"), "finished_at", "source", None, sorted(set(expect))))
+        indexed = {k: v for k, v in cur.fetchall() if v is not None}
+    conn.close()
+    assert indexed == scan
 
 
 # --- 2. each check its own unit of failure ------------------------------------------------------------------------

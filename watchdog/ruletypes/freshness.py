@@ -40,7 +40,7 @@ from watchdog.ruletypes.base import (
     each_rule,
 )
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions, Tier, from_mapping
-from watchdog.ruletypes.freshness_sql import table_statement
+from watchdog.ruletypes.freshness_sql import expected_statement, table_statement
 from watchdog.times import from_text, to_text
 
 # A last load this far past the database's now() is a finding; less is ordinary clock jitter between hosts.
@@ -99,8 +99,19 @@ def statement(check: FreshnessCheck) -> pgsql.Composable:
     return as_statement(check.sql)
 
 
-def read(check: FreshnessCheck, source: Any) -> Reading:
-    """The last load(s) of one check; raises QueryError (from the source) or CheckError."""
+def read(check: FreshnessCheck, source: Any, expect: frozenset[str] | None = None) -> Reading:
+    """The last load(s) of one check; raises QueryError (from the source) or CheckError.
+
+    A table check with ``expect`` (given as ``expect``, not empty) reads only the expected groups, each
+    through an index when one exists (see ``freshness_sql.expected_statement``); an expected group with
+    no row is left out of the reading, as a grouped scan leaves it out.
+    """
+    if expect and check.table is not None and check.group_by is not None:
+        assert check.loaded_at is not None
+        answer = source.read_at_now(expected_statement(check.table, check.loaded_at, check.group_by, check.filter,
+                                                       sorted(expect)))
+        return Reading(answer.now, {str(key): _as_datetime(value, check) for key, value in answer.rows
+                                    if value is not None}, grouped=True)
     answer = source.read_at_now(statement(check))
     if answer.columns == 1:
         if len(answer.rows) > 1:
@@ -255,8 +266,12 @@ def _check_once(check: FreshnessCheck, source: Any, active: frozenset[str], seen
 
     mine = {g for g in active if _belongs(g, check)}
     try:
-        reading = read(check, source)
-        expect = expected(check, source) if reading.grouped else None
+        if check.table is not None and check.group_by is not None:  # grouped by its definition: expect first
+            expect = expected(check, source)
+            reading = read(check, source, expect)
+        else:
+            reading = read(check, source)
+            expect = expected(check, source) if reading.grouped else None
     except SourceUnavailable as exc:
         raise CheckUnavailable(f"check '{check.name}': {exc}") from None
     except (QueryError, CheckError) as exc:

@@ -13,6 +13,7 @@ timeout besides.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from psycopg2 import sql as pgsql
 
@@ -101,3 +102,19 @@ def table_statement(table: tuple[str, ...], loaded_at: str, group_by: str | None
         return pgsql.SQL("select max({}) from {}{}").format(loaded, pgsql.Identifier(*table), where)
     return pgsql.SQL("select ({})::text, max({}) from {}{} group by 1").format(
         column_or_expression(group_by), loaded, pgsql.Identifier(*table), where)
+
+
+def expected_statement(table: tuple[str, ...], loaded_at: str, group_by: str, filter_: str | None,
+                       expected: Sequence[str]) -> pgsql.Composed:
+    """The last load of each expected group, one index lookup each: a ``max()`` per value, not a grouped scan.
+
+    ``select e.g, (select max(loaded_at) from table where (group_by)::text = e.g [and (filter)]) from (values
+    ...) as e(g)``: with an index on (group_by, loaded_at) each subquery reads one end of the index (a grouped
+    ``max()`` over every row reads the whole table); without one PostgreSQL scans as before. The cast to
+    text is a no-op on a text column, so its index applies. A group with no row comes back with NULL.
+    ``expected`` must not be empty; the values are literals, composed, never pasted.
+    """
+    where = pgsql.SQL(" and ({})").format(pgsql.SQL(filter_)) if filter_ else pgsql.SQL("")
+    values = pgsql.SQL(", ").join(pgsql.SQL("({})").format(pgsql.Literal(value)) for value in expected)
+    return pgsql.SQL("select e.g, (select max({}) from {} where ({})::text = e.g{}) from (values {}) as e(g)").format(
+        column_or_expression(loaded_at), pgsql.Identifier(*table), column_or_expression(group_by), where, values)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import Clock, engine_for, evaluate_now
@@ -268,3 +268,29 @@ def test_a_firing_ratio_whose_denominator_falls_to_zero_resolves_saying_so(tmp_p
     (text,) = engine.store.db.execute(
         "select json_extract(payload, '$.text') from outbox where rule = 'r' and kind = 'resolved'").fetchone()
     assert "ratio none (0 of 0) in the last 10m (above 0.1) now" in text
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(minutes=st.lists(st.tuples(st.integers(0, 140), st.sampled_from(["api", "web", "db"]), st.integers(1, 900)),
+                        max_size=25),
+       grouped=st.booleans(), metric=st.booleans(), below=st.booleans())
+def test_spike_as_two_searches_reads_what_the_one_search_reads(search: CountingProxy, minutes: list[tuple[int, str, int]],
+                                                               grouped: bool, metric: bool, below: bool) -> None:
+    """The daemon's two plain searches (current, baseline), combined, give the readings of test-rule's one search."""
+    from opensearchpy import OpenSearch
+
+    from watchdog.ruletypes.search_options import SearchOptions
+    from watchdog.ruletypes.spike import SpikeRule
+
+    client = OpenSearch(hosts=[search.url])
+    client.indices.delete(index="app-logs-*", ignore_unavailable=True)
+    load(search.url, [event(m + 0.5, service=s, duration=d) for m, s, d in minutes] or [event(9_999)])
+    options = SearchOptions.from_mapping({
+        "source": "logs", "index": "app-logs-*", "window": "10m", "offset": "1h", "min_count": 1,
+        "threshold": {"ratio_below": 0.5} if below else {"ratio_above": 2},
+        **({"group_by": "service"} if grouped else {}), **({"metric": {"avg": "duration_ms"}} if metric else {})})
+    start, end = NOW - timedelta(minutes=10), NOW
+    one = client.search(index="app-logs-*", body=SpikeRule.body(options, start, end))
+    parts = [client.search(index="app-logs-*", body=body) for _, body in SpikeRule.searches(options, start, end)]
+    client.close()
+    assert SpikeRule.readings(options, SpikeRule.combine(options, parts)) == SpikeRule.readings(options, one)

@@ -332,30 +332,51 @@ def sample_request(options: SearchOptions, start: datetime, end: datetime, parts
     return body
 
 
-def request(rule: Rule, now: datetime, multi_terms: bool = True) -> Any:
-    """The SearchRequest of ``rule``'s evaluation at ``now``."""
+def _request(options: SearchOptions, spans: Sequence[tuple[datetime, datetime]], body: dict[str, Any]) -> Any:
+    """A SearchRequest of ``body`` on the dated indices that can hold ``spans``."""
     from watchdog.sources.search import SearchRequest
 
-    options: SearchOptions = rule.options
-    start, end = window(options, now)
     names: list[str] = []
     ignore = False
-    for lo, hi in kind(rule).spans(options, start, end):
+    for lo, hi in spans:
         index, ignore_part = expand_index(options.index, lo, hi)
         ignore = ignore or ignore_part
         names += [name for name in index.split(",") if name not in names]
-    return SearchRequest(",".join(names), kind(rule).body(options, start, end, multi_terms), ignore)
+    return SearchRequest(",".join(names), body, ignore)
+
+
+def request(rule: Rule, now: datetime, multi_terms: bool = True) -> Any:
+    """The one SearchRequest that answers ``rule``'s evaluation at ``now`` (``test-rule``'s replay per tick)."""
+    options: SearchOptions = rule.options
+    start, end = window(options, now)
+    return _request(options, kind(rule).spans(options, start, end), kind(rule).body(options, start, end, multi_terms))
+
+
+def requests(rule: Rule, now: datetime, multi_terms: bool = True) -> list[Any]:
+    """The SearchRequests of ``rule``'s evaluation at ``now`` as the daemon sends them (``combine`` reads them back)."""
+    options: SearchOptions = rule.options
+    start, end = window(options, now)
+    return [_request(options, spans, body) for spans, body in kind(rule).searches(options, start, end, multi_terms)]
 
 
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
     """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
-    requests = [request(rule, ctx.now, multi_terms) for rule in rules]
-    responses = source.msearch(requests)
+    searches = [requests(rule, ctx.now, multi_terms) for rule in rules]
+    answers = iter(source.msearch([one for mine in searches for one in mine]))
+    responses: list[Any] = []
+    for rule, mine in zip(rules, searches, strict=True):
+        answered = [next(answers) for _ in mine]
+        failed = next((one for one in answered if isinstance(one, Exception)), None)
+        try:
+            responses.append(failed if failed is not None else kind(rule).combine(rule.options, answered))
+        except Exception as exc:  # answers this rule cannot read are this rule's error
+            responses.append(exc)
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
     out: dict[str, Evaluation | Exception] = {}
     wanted: list[tuple[str, Finding, Any]] = []
-    for rule, sent, response in zip(rules, requests, responses, strict=True):
+    for rule, mine, response in zip(rules, searches, responses, strict=True):
+        sent = mine[0]
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
@@ -438,6 +459,17 @@ class SearchRuleType(RuleType):
     def spans(cls, options: SearchOptions, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """The time ranges the search reads (to choose the dated indices)."""
         return [(end - lookback(options) if looks_back(options) else start, end)]
+
+    @classmethod
+    def searches(cls, options: SearchOptions, start: datetime, end: datetime,
+                 multi_terms: bool = True) -> list[tuple[list[tuple[datetime, datetime]], dict[str, Any]]]:
+        """The searches the daemon sends for one evaluation, as (time ranges read, body); one by default."""
+        return [(cls.spans(options, start, end), cls.body(options, start, end, multi_terms))]
+
+    @classmethod
+    def combine(cls, options: SearchOptions, responses: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The answers to ``searches`` as one response to ``body`` (what ``readings`` reads)."""
+        return responses[0]
 
     @classmethod
     def readings(cls, options: SearchOptions, response: Mapping[str, Any]) -> dict[str, Reading]:

@@ -1,8 +1,10 @@
 """``spike``: the count (or a metric) in the window against the same window ``offset`` earlier.
 
-The baseline comes from the same request: one search over both windows, with
-a ``current`` and a ``baseline`` filter aggregation (per group), in the same
-``_msearch`` as every other search rule. ``threshold: {ratio_above: 3}``
+The daemon sends the two windows as two plain searches (each reading only
+its own range and dated indices, cheaper on the server than one search over
+both with a filter aggregation per window) in the same ``_msearch`` as every
+other search rule, and reads their answers back as that one search's
+(``combine``); ``test-rule`` replays with the one search (``body``). ``threshold: {ratio_above: 3}``
 fires when the window is more than three times its baseline,
 ``{ratio_below: 0.5}`` when it fell under half. ``min_count`` keeps small
 numbers out: a rise needs at least that many events now, a drop at least that
@@ -14,7 +16,7 @@ drop, and a metric over no events is not compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -26,7 +28,9 @@ from watchdog.ruletypes.search import (
     groups_agg,
     metric_aggs,
     metric_value,
+    search_body,
     time_range,
+    total_hits,
 )
 from watchdog.ruletypes.search_options import SearchOptions
 
@@ -82,6 +86,34 @@ class SpikeRule(SearchRuleType):
         aggs = {"groups": groups_agg(options, sides, multi_terms)} if options.group_by else sides
         return {"size": 0, "track_total_hits": True, "aggs": aggs,
                 "query": {"bool": {"filter": [both, *options.selector.clauses()]}}}
+
+    @classmethod
+    def searches(cls, options: SearchOptions, start: datetime, end: datetime,
+                 multi_terms: bool = True) -> list[tuple[list[tuple[datetime, datetime]], dict[str, Any]]]:
+        assert options.baseline is not None
+        offset = options.baseline.offset
+        return [([(start, end)], search_body(options, start, end, multi_terms)),
+                ([(start - offset, end - offset)], search_body(options, start - offset, end - offset, multi_terms))]
+
+    @classmethod
+    def combine(cls, options: SearchOptions, responses: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The current and baseline searches' answers as the answer ``body``'s one search would give."""
+        current, baseline = responses
+
+        def side(part: Mapping[str, Any], count: int) -> dict[str, Any]:
+            return {**{k: v for k, v in part.items() if k == "metric"}, "doc_count": count}
+
+        if not options.group_by:
+            return {"aggregations": {"current": side(current.get("aggregations", {}), total_hits(current)),
+                                     "baseline": side(baseline.get("aggregations", {}), total_hits(baseline))}}
+        merged: dict[tuple[str, ...], dict[str, Any]] = {}
+        for name, response in (("current", current), ("baseline", baseline)):
+            for _, parts, bucket in group_buckets(options, response.get("aggregations", {})):
+                entry = merged.setdefault(parts, {k: v for k, v in bucket.items() if k in ("key", "key_as_string")})
+                entry[name] = side(bucket, int(bucket.get("doc_count", 0)))
+        # At most max_groups, the busiest over both windows, as the one search's terms aggregation keeps.
+        busiest = sorted(merged.values(), key=lambda b: -sum(b.get(s, {}).get("doc_count", 0) for s in ("current", "baseline")))
+        return {"aggregations": {"groups": {"buckets": busiest[:options.max_groups]}}}
 
     @classmethod
     def readings(cls, options: SearchOptions, response: Mapping[str, Any]) -> dict[str, Reading]:

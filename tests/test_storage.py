@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,18 +232,29 @@ def test_daemon_on_a_full_file_system_waits_for_space_instead_of_crashing(tmp_pa
                              "from watchdog.cli import main; sys.exit(main(sys.argv[1:]))", "run", "-c",
                              str(tmp_path / "watchdog.yaml")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
-        time.sleep(3)
-        assert proc.poll() is None, proc.communicate()  # waiting for room, not crashing into a restart loop
+        # Wait for its first refused open (a loaded machine may take seconds just to import), then a while longer.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("retrying" in line for line in err_lines):
+            assert proc.poll() is None, err_lines
+            time.sleep(0.1)
+        time.sleep(1.5)
+        assert proc.poll() is None, err_lines  # waiting for room, not crashing into a restart loop
         filler.unlink()  # room again: it starts and evaluates
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _fired(small_fs / "state.db"):
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    err = "".join(err_lines)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert err.count("cannot open the state database; retrying") == 1  # said once, retried quietly
     assert "database or disk is full" in err or "disk I/O error" in err

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from watchdog.rule import Schedule
 from watchdog.schedule import MAX_JITTER, first_run, following_run, jitter
 
@@ -61,3 +64,19 @@ def test_cron_skips_missed_runs() -> None:
     now = T0 + timedelta(hours=2, minutes=2)
     nxt = following_run("c", sched, planned, now)
     assert nxt - jitter("c", sched) == T0 + timedelta(hours=2, minutes=5)
+
+
+def test_a_run_late_by_less_than_a_period_catches_up_at_once() -> None:
+    every_10s = Schedule(every=timedelta(seconds=10))
+    # the run planned at T0 took 12 s: the slot at T0+10s goes out at once (late), not at T0+20s
+    assert following_run("r", every_10s, T0, T0 + timedelta(seconds=12)) == T0 + timedelta(seconds=10)
+
+
+@given(step=st.integers(1, 3600), late=st.integers(0, 10 * 3600))
+def test_following_run_keeps_the_grid_and_is_never_more_than_one_slot_behind(step: int, late: int) -> None:
+    every = Schedule(every=timedelta(seconds=step))
+    now = T0 + timedelta(seconds=late)
+    following = following_run("r", every, T0, now)
+    assert following > T0 and (following - T0) % timedelta(seconds=step) == timedelta(0)
+    assert now - following < timedelta(seconds=step)  # at most one slot in the past: it runs at once
+    assert following - max(now, T0) <= timedelta(seconds=step)  # and never a slot further than needed

@@ -220,3 +220,16 @@ def test_elasticsearch_client_path(tmp_path: Path, logs: CountingProxy) -> None:
     assert not isinstance(evaluation, Exception), evaluation
     assert [(f.group, f.value) for f in evaluation.findings] == [("team-a", 30)]
     source.close()
+
+
+def test_a_cycles_msearch_calls_go_out_at_once(tmp_path: Path, search: CountingProxy) -> None:
+    """250 rules are three _msearch calls: sent together (a slow cluster holds each 1 s), not one after another."""
+    load(search.url, [event(1), event(2)])
+    rules = {f"r{i}": rule(f"r{i}", "type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {above: 1}\n"
+                                     "sample: 0\n") for i in range(250)}
+    engine = engine_for(project(tmp_path, search.url, rules), Clock(NOW))
+    search.reset()
+    search.delay = 1.0
+    applied = evaluate_now(engine, timeout=60)
+    assert len(applied) == 250 and not any(a.error for a in applied)
+    assert search.counts["POST /_msearch"] == 3 and search.peak_in_flight == 3

@@ -336,7 +336,9 @@ class Engine:
 
         def work(rule_type: type[RuleType] = rule_type, batch: list[Rule] = batch, source_name: str = source_name,
                  ctx: EvalContext = ctx) -> Mapping[str, Any]:
-            return rule_type.evaluate(batch, self.sources.get(source_name), ctx)
+            # The window ends when the search goes out, not when the batch was queued: a batch that waited
+            # for a worker (or for the CPU) still sees the events that arrived meanwhile.
+            return rule_type.evaluate(batch, self.sources.get(source_name), replace(ctx, now=max(ctx.now, self.clock())))
 
         self._quiet_until = None
         self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))

@@ -87,11 +87,18 @@ def first_run(name: str, schedule: Schedule, now: datetime, stored_next: datetim
 
 
 def following_run(name: str, schedule: Schedule, planned: datetime, now: datetime) -> datetime:
-    """The next planned run after the run planned at ``planned``, skipping any already past ``now``."""
+    """The next planned run after the run planned at ``planned``.
+
+    An interval rule whose run ended less than one period past its next slot
+    (a slow search, a busy CPU) runs that slot at once, late, rather than
+    skipping it: skipping would leave events unseen for a whole extra period.
+    Further behind (a stall, a suspend), the slots already past are skipped
+    and the rule runs at the next one, with no storm of missed runs.
+    """
     if schedule.every is not None:
         step = schedule.every
         following = planned + step
-        if following <= now:
+        if following <= now and now - following >= step:
             missed = (now - following) // step + 1
             following += step * missed
         return following

@@ -31,6 +31,9 @@ class CountingProxy:
         self.lock = threading.Lock()
         self.down = False  # when True, answers 503 as if the cluster were unavailable
         self.first_search_at: float | None = None  # time.time() of the first search-like request
+        self.delay = 0.0  # seconds each _msearch is held before it is forwarded (a slow cluster)
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most _msearch requests held or forwarded at once
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,11 +54,22 @@ class CountingProxy:
                     self.close_connection = True
                     self.send_error(503)
                     return
-                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                msearch = "_msearch" in self.path
+                if msearch:
+                    with proxy.lock:
+                        proxy.in_flight += 1
+                        proxy.peak_in_flight = max(proxy.peak_in_flight, proxy.in_flight)
+                    time.sleep(proxy.delay)
+                try:
+                    conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    if msearch:
+                        with proxy.lock:
+                            proxy.in_flight -= 1
                 self.send_response(resp.status)
                 for key, value in resp.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,41 +196,56 @@ class SearchSource:
     # --- searching ------------------------------------------------------------------------
 
     def msearch(self, requests: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:
-        """Run every request, ``MSEARCH_CHUNK`` per ``_msearch`` call.
+        """Run every request, ``MSEARCH_CHUNK`` per ``_msearch`` call, the calls at once (at most ``POOL_SIZE``).
 
-        Returns one response or SearchError per request, in order. Raises
-        SearchError when the cluster cannot be reached at all (the client is
-        rebuilt on the next call).
+        Sent together, every search of a cycle sees the same events: one after
+        another, the later calls went out seconds after the cycle's moment and a
+        burst that landed meanwhile waited a whole cycle. Returns one response or
+        SearchError per request, in order. Raises SearchError when the cluster
+        cannot be reached at all (the client is rebuilt on the next call).
         """
+        chunks = [requests[start:start + MSEARCH_CHUNK] for start in range(0, len(requests), MSEARCH_CHUNK)]
+        if len(chunks) <= 1:
+            return [r for chunk in chunks for r in self._msearch_chunk(chunk)]
+        with self.lock:
+            if self.client is None:
+                self._detect()  # once, before the calls share the client
+        with ThreadPoolExecutor(max_workers=min(len(chunks), POOL_SIZE), thread_name_prefix="msearch") as pool:
+            futures = [pool.submit(self._msearch_chunk, chunk) for chunk in chunks]
         out: list[Mapping[str, Any] | SearchError] = []
-        for start in range(0, len(requests), MSEARCH_CHUNK):
-            chunk = requests[start:start + MSEARCH_CHUNK]
-            lines: list[Mapping[str, Any]] = []
-            for request in chunk:
-                header: dict[str, Any] = {"index": request.index}
-                if request.ignore_unavailable:
-                    header.update(ignore_unavailable=True, allow_no_indices=True)
-                lines += [header, request.body]
+        for future in futures:
+            out += future.result()  # the first call that could not reach the cluster raises, as one after another did
+        return out
+
+    def _msearch_chunk(self, chunk: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:
+        """One ``_msearch`` call: a response or SearchError per request; raises when the cluster does not answer."""
+        out: list[Mapping[str, Any] | SearchError] = []
+        lines: list[Mapping[str, Any]] = []
+        for request in chunk:
+            header: dict[str, Any] = {"index": request.index}
+            if request.ignore_unavailable:
+                header.update(ignore_unavailable=True, allow_no_indices=True)
+            lines += [header, request.body]
+        with self.lock:
+            if self.client is None:
+                self._detect()
+            client = self.client
+        try:
+            if self.flavor == "elasticsearch":
+                answer = client.msearch(searches=lines)
+            else:
+                answer = client.msearch(body=lines)
+        except Exception as exc:
             with self.lock:
-                if self.client is None:
-                    self._detect()
-                client = self.client
-            try:
-                if self.flavor == "elasticsearch":
-                    answer = client.msearch(searches=lines)
-                else:
-                    answer = client.msearch(body=lines)
-            except Exception as exc:
-                with self.lock:
-                    if self.client is client:
-                        self.client = None
-                        client.close()
-                error = SearchUnavailable if _unanswered(exc) else SearchError
-                raise error(f"search failed: {redact(self._describe(exc))}") from None
-            body = answer.body if hasattr(answer, "body") else answer
-            for response in body.get("responses", []):
-                if "error" in response:
-                    out.append(SearchError(_reason(response["error"])))
-                else:
-                    out.append(response)
+                if self.client is client:
+                    self.client = None
+                    client.close()
+            error = SearchUnavailable if _unanswered(exc) else SearchError
+            raise error(f"search failed: {redact(self._describe(exc))}") from None
+        body = answer.body if hasattr(answer, "body") else answer
+        for response in body.get("responses", []):
+            if "error" in response:
+                out.append(SearchError(_reason(response["error"])))
+            else:
+                out.append(response)
         return out

@@ -40,7 +40,7 @@ class InstantRule(RuleType):
     message_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> InstantOptions:
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Any = None) -> InstantOptions:
         return InstantOptions()
 
     @classmethod

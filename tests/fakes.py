@@ -50,7 +50,7 @@ class ScriptedRule(RuleType):
     message_fields: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> ScriptedOptions:
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Any = None) -> ScriptedOptions:
         return ScriptedOptions()
 
     @classmethod

@@ -49,6 +49,8 @@ self_monitoring: {channel: "#ops", heartbeat_every: 1m}
 metrics: {listen: "127.0.0.1:9464"}
 workers: 4
 rule_timeout: 60s
+rule_refresh_sql: ["call analytics.refresh()", "select 1"]
+rule_sql_functions: [analytics.*]
 """
 
 HOSTILE_VALUES = (

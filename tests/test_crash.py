@@ -92,6 +92,7 @@ def dms_project(tmp_path: Path, moto: MotoDms, dsn: str, sql: str) -> Path:
         sources:
           aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
           warehouse: {{type: postgres, dsn: "{dsn}"}}
+        rule_refresh_sql: ["{sql}"]
         """, {"fix-dms": REMEDIATE.format(sql=sql)})
     return tmp_path / "state.db"
 

@@ -411,6 +411,7 @@ def test_hostile_table_names_reach_slack_as_text(tmp_path: Path, moto: MotoDms, 
           aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
           warehouse: {{type: postgres, dsn: "{warehouse}"}}
         slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}
+        rule_refresh_sql: ["insert into loads values (now())"]
         """, {"fix-dms": remediate(), "dms-tables": TABLES_RULE})
     config = load_config(str(tmp_path / "watchdog.yaml"))
     engine = engine_for(config, Clock(NOW))

@@ -113,3 +113,34 @@ def test_a_link_leaving_the_rules_dir_is_noticed_by_the_daemon_and_its_removal_t
     assert "sources" not in "\n".join(line for line in log_lines if "x.yaml" in line)  # the target's keys: never
     (project / "rules" / "x.yaml").unlink()
     assert files._fingerprint() != files.stamp
+
+
+def readme_rule(heading: str) -> str:
+    """The first YAML example under a README heading (the examples users copy)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(heading):]
+    return section[section.index("```yaml\n") + 8:section.index("```", section.index("```yaml\n") + 8)]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_sql_examples_validate_and_run(tmp_path: Path, pg_db: str) -> None:
+    from demo.data import WAREHOUSE_SQL
+    from tests.helpers import Clock, engine_for, evaluate_now, write_project
+    from tests.test_freshness import execute, host_now
+
+    execute(pg_db, WAREHOUSE_SQL)
+    execute(pg_db, "alter table analytics.dim_users add column email text; create schema raw; create table "
+                   'raw.events (tenant text, received_at timestamptz); create schema "Sales"; create table '
+                   '"Sales"."Orders.v2" (updated_at timestamptz, created_at timestamptz, status text); create table '
+                   "etl.sources (name text, enabled bool)")
+    rules = {"volume": readme_rule("### sql_value: numbers from the warehouse"),
+             "fresh": readme_rule("### freshness: warehouse staleness")}
+    config = write_project(tmp_path, f"rules_dir: rules\nstate_path: state.db\nsources:\n"
+                                     f"  warehouse: {{type: postgres, dsn: '{pg_db}'}}\n", rules)
+    engine = engine_for(config, Clock(host_now()))  # validates: no problem in either
+    evaluate_now(engine)
+    summaries = [s.summary for groups in engine.store.groups().values() for s in groups.values()]
+    assert summaries and not [s for s in summaries if "could not check" in s], summaries
+    engine.store.close()

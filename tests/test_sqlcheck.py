@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pglast import ast, parse_sql
 
 from watchdog.cli import main
-from watchdog.sqlcheck import check_expression, check_query, check_refresh
+from watchdog.sqlcheck import ALLOWED_NODES, RefreshGrant, check_expression, check_query, check_refresh, function_allowed
 
 READ_ONLY = [
     "select max(finished_at) from etl.runs",
@@ -24,7 +24,11 @@ READ_ONLY = [
     "table etl.runs",
     "select 1;",
     "select max(x) from (select 1 as x union all select 2) s",
-    "select pg_sleep(1), now()",  # the statement timeout bounds it
+    "select pg_catalog.lower(x), extract(epoch from now() - max(t)), date_trunc('day', t)::date from s group by 3",
+    "select count(*) filter (where x is distinct from y) over (partition by z order by t), coalesce(a, b) from s",
+    "select x from s where x like 'a%' and y between 1 and 2 and z = any(array[1, 2]) and w ->> 'k' = 'v'",
+    "select * from generate_series(1, 3) g(i) join s on s.id = g.i order by i using <",
+    "select current_date - 1, current_timestamp, interval '1 day', greatest(1, 2), nullif(a, 0)::numeric from s",
     "select max(finished_at) from etl.runs -- trailing comment",
 ]
 
@@ -43,6 +47,23 @@ REFUSED = [
     ("select nextval('s')", "function nextval()"),
     ("select query_to_xml('delete from y', true, true, '')", "function query_to_xml()"),
     ("select lo_export(1, '/tmp/x')", "function lo_export()"),
+    # SQL given as text, or acting on the server: refused by an allow-list, not by name
+    ("select * from ts_stat('select to_tsvector(x) from t')", "function ts_stat()"),
+    ("select ts_rewrite('a'::tsquery, 'select q, r from t')", "function ts_rewrite()"),
+    ("select database_to_xml(true, true, '')", "function database_to_xml()"),
+    ("select pg_try_advisory_lock(2003071590)", "function pg_try_advisory_lock()"),
+    ("select analytics.cleanup_old_rows()", "function analytics.cleanup_old_rows()"),
+    ("select pg_sleep(1), now()", "function pg_sleep()"),
+    ("select pg_catalog.pg_read_file('/etc/passwd')", "function pg_read_file()"),
+    ("select evil.lower(x) from t", "function evil.lower()"),  # a built-in's name in another schema
+    ("select rolpassword from pg_authid", "reads pg_authid, a catalog that holds secrets"),
+    ("select * from pg_catalog.pg_shadow", "reads pg_shadow"),
+    ("select x::analytics.secret_type from t", "a cast to type analytics.secret_type"),
+    ("select 1 operator(analytics.@#@) 2", "operator analytics.@#@ is not a built-in operator"),
+    ("select 1 @#@ 2", "operator @#@ is not a built-in operator"),
+    ("select $1", "a parameter ($1)"),
+    ("select * from t tablesample system (10)", "TABLESAMPLE"),
+    ("select xmlelement(name a)", "an XML function"),
     ("select * from dblink('host=x', 'delete from y') as t(i int)", "function dblink()"),
     ("delete from y returning now()", "not a query but a DELETE statement"),
     ("call analytics.refresh()", "not a query but a CALL statement"),
@@ -67,6 +88,19 @@ def test_read_only_queries_pass(sql: str) -> None:
 def test_anything_else_is_refused_with_the_reason(sql: str, expected: str) -> None:
     problem = check_query(sql)
     assert problem is not None and expected in problem, problem
+
+
+def test_the_function_in_the_message_is_what_the_config_may_allow() -> None:
+    problem = check_query("select pg_sleep(1)")
+    assert problem is not None and problem.endswith("the operator may allow it in the config with "
+                                                    "rule_sql_functions: [pg_sleep]")
+    assert check_query("select pg_sleep(1)", functions={"pg_sleep"}) is None
+    assert check_query("select analytics.days_since(x) from t", functions={"analytics.*"}) is None
+    assert check_query("select analytics.days_since(x) from t", functions={"analytics.days_since"}) is None
+    assert check_query("select analytics.days_since(x) from t", functions={"days_since"}) is not None
+    assert check_query("select other.days_since(x) from t", functions={"analytics.*"}) is not None
+    assert check_expression("analytics.days_since(x) > 1", functions={"analytics.*"}) is None
+    assert "days_since()" in (check_expression("days_since(x) > 1") or "")
 
 
 @pytest.mark.parametrize("text", ["updated_at", "coalesce(updated_at, created_at)", "status = 'done'",
@@ -109,17 +143,49 @@ def test_refresh_sql_stays_in_one_transaction(sql: str, expected: str | None) ->
     assert problem == expected if expected is None else (problem is not None and expected in problem)
 
 
+GRANT = RefreshGrant.from_entries(["CALL analytics.refresh()", "analytics.refresh_table",
+                                   "refresh materialized view analytics.mv; analyze analytics.mv"])
+
+
+@pytest.mark.parametrize("sql", ["call  analytics.refresh( ) -- nightly", "CALL analytics.refresh_table('orders', 3)",
+                                 "call analytics.refresh_table(name => 'orders')",
+                                 "REFRESH MATERIALIZED VIEW analytics.mv;\nAnalyze analytics.mv",
+                                 "analyze analytics.mv; call analytics.refresh()"])
+def test_a_listed_refresh_runs(sql: str) -> None:
+    assert check_refresh(sql, grant=GRANT) is None
+
+
+@pytest.mark.parametrize(("sql", "which"), [
+    ("drop table analytics.victim", "this statement (DROP TABLE analytics.victim)"),
+    ("copy (select 1) to program 'id'", "this statement"),
+    ("do $$ begin create table x (); end $$", "this statement"),
+    ("call analytics.refresh(); drop table t", "statement 2 of 2 (DROP TABLE t)"),
+    ("call analytics.refresh_table((select pg_terminate_backend(1)))", "this statement"),  # arguments: constants only
+    ("call analytics.refresh(1)", "this statement"),
+    ("call analytics.refresh_table_evil()", "this statement"),
+    ("refresh materialized view concurrently analytics.mv", "this statement"),
+])
+def test_an_unlisted_refresh_is_refused(sql: str, which: str) -> None:
+    problem = check_refresh(sql, grant=GRANT)
+    assert problem is not None and problem.startswith(which) and "'rule_refresh_sql'" in problem, problem
+    assert check_refresh(sql, grant=RefreshGrant()) is not None  # the default lists nothing
+    quiet = check_refresh(sql, grant=GRANT, quote=False)  # SQL from a file is never repeated
+    assert quiet is not None and "(" not in quiet.split(" is not one")[0]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_checks_never_raise(text: str) -> None:
-    for check in (check_query, check_expression, check_refresh):
+    for check in (check_query, check_expression, check_refresh,
+                  lambda t: check_refresh(t, grant=RefreshGrant.from_entries([t, "a.b"]))):
         result = check(text)
         assert result is None or (isinstance(result, str) and result)
 
 
 FRAGMENTS = ["select", "now()", "1", ";", "commit", "begin", "delete from y", "insert into y values (1)",
              "update y set id = 1", "returning *", "with d as (", ")", "(", "from y", "for update", "into t",
-             "union all", "set_config('a', 'b', false)", ",", "--", "\n", "'", "values"]
+             "union all", "set_config('a', 'b', false)", ",", "--", "\n", "'", "values", "ts_stat('select 1')",
+             "lower(x)", "max(x)", "pg_sleep(1)", "x::int", "x::evil", "pg_authid", "analytics.f(1)", "$1", "over ()"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -129,8 +195,26 @@ def test_an_accepted_query_is_one_select_that_cannot_write(text: str) -> None:
         (raw,) = parse_sql(text)
         assert isinstance(raw.stmt, ast.SelectStmt)
         tree = str(raw.stmt)
-        for forbidden in ("InsertStmt", "UpdateStmt", "DeleteStmt", "intoClause", "lockingClause", "set_config"):
+        for forbidden in ("InsertStmt", "UpdateStmt", "DeleteStmt", "intoClause", "lockingClause", "set_config",
+                          "pg_authid"):
             assert forbidden not in tree, text
+        for node in _all_nodes(raw.stmt):  # only the nodes of a read-only query, calling only allowed functions
+            assert type(node) in ALLOWED_NODES, text
+            if isinstance(node, ast.FuncCall):
+                assert function_allowed([n.sval for n in node.funcname]), text
+
+
+def _all_nodes(node: object) -> list[ast.Node]:
+    found: list[ast.Node] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.Node):
+            found.append(item)
+            stack.extend(getattr(item, name, None) for name in type(item).__slots__)
+        elif isinstance(item, (tuple, list)):
+            stack.extend(item)
+    return found
 
 
 @settings(max_examples=100, deadline=None)

@@ -43,6 +43,7 @@ def project(tmp_path: Path, pg_db: str) -> Path:
         sources:
           warehouse: {{type: postgres, dsn: "{pg_db}"}}
         metrics: {{listen: "127.0.0.1:{free_port()}"}}
+        rule_sql_functions: [pg_sleep]
         """, {"fresh": rule()})
     return tmp_path
 

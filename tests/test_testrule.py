@@ -169,7 +169,7 @@ def test_present_only_rules_say_so_and_change_nothing(tmp_path: Path, pg_db: str
     (tmp_path / "rules").mkdir()
     (tmp_path / "watchdog.yaml").write_text(
         f"rules_dir: rules\nstate_path: state.db\nsources:\n  aws: {{type: dms, region: us-east-1, endpoint_url: '{moto.url}'}}\n"
-        f"  warehouse: {{type: postgres, dsn: '{pg_db}'}}\n"
+        f"  warehouse: {{type: postgres, dsn: '{pg_db}'}}\nrule_refresh_sql: ['create table x (i int)']\n"
         f"slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}\n")
     (tmp_path / "rules" / "fix.yaml").write_text(
         "name: fix\ntype: dms_remediate\nsource: aws\nrefresh: {source: warehouse, sql: 'create table x (i int)'}\n")

@@ -64,6 +64,7 @@ def project(tmp_path: Path, slack: SlackServer, sources: str, rules: dict[str, s
         sources:
         {sources}
         slack: {{token: xoxb-test, channel: "#alerts", base_url: "{slack.base_url}", mention_critical: "<!here>"}}
+        rule_refresh_sql: ["insert into refreshes default values"]
         """, rules)
 
 

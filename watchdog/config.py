@@ -18,6 +18,7 @@ from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
 from watchdog.problems import InvalidFileError, Problem, display_path
 from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERITY, Schedule, Severity
+from watchdog.sqlcheck import RefreshGrant, refresh_entry_problem
 from watchdog.textfile import MAX_FILE_BYTES, UnreadableFile, read_bytes, read_text
 
 DEFAULT_CONFIG_PATH = "/etc/watchdog/watchdog.yaml"
@@ -135,6 +136,8 @@ class Config:
     rule_env: frozenset[str] = frozenset()
     rule_file_dirs: tuple[str, ...] = ()  # besides rules_dir, where rule files may read files (sql_file)
     rule_commands: tuple[tuple[str, ...], ...] = ()  # the exact commands a refresh may run
+    rule_sql_functions: frozenset[str] = frozenset()  # functions rule SQL may call besides the built-in allow-list
+    rule_refresh: RefreshGrant = field(default_factory=RefreshGrant)  # what a refresh's SQL may run (rule_refresh_sql)
     # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
     warnings: tuple[str, ...] = ()
 
@@ -365,6 +368,9 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         _drop_secret_files(doc.data)
     if not problems:
         problems += _check_dsns(doc) + _check_rule_dirs(doc, base_dir)
+        problems += [Problem.at(doc, ("rule_refresh_sql", i), problem)
+                     for i, entry in enumerate(doc.data.get("rule_refresh_sql") or ())
+                     if (problem := refresh_entry_problem(entry)) is not None]
     if problems:
         raise InvalidFileError(sorted(problems))
     data: dict[str, Any] = doc.data
@@ -403,6 +409,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         rule_env=frozenset(data.get("rule_env", ())),
         rule_file_dirs=tuple(os.path.join(base_dir, d) for d in data.get("rule_file_dirs", ())),
         rule_commands=tuple(tuple(str(a) for a in c) for c in data.get("rule_commands", ())),
+        rule_sql_functions=frozenset(data.get("rule_sql_functions", ())),
+        rule_refresh=RefreshGrant.from_entries(data.get("rule_refresh_sql", ())),
         warnings=tuple(warnings),
     )
     redact.register(_secrets(config))

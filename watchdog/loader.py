@@ -21,7 +21,7 @@ from watchdog.interpolation import interpolate
 from watchdog.problems import Problem, display_path
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import COMMON_MESSAGE_FIELDS, RULE_TYPES
-from watchdog.ruletypes.base import OptionsError
+from watchdog.ruletypes.base import NO_GRANTS, Grants, OptionsError
 from watchdog.textfile import UnreadableFile
 
 logger = logging.getLogger("watchdog.loader")
@@ -209,7 +209,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
     if problems or rule_type is None:
         return None, problems
     try:
-        options = rule_type.parse_options(data, os.path.dirname(os.path.abspath(path)))
+        grants = Grants(config.rule_sql_functions, config.rule_refresh) if config is not None else NO_GRANTS
+        options = rule_type.parse_options(data, os.path.dirname(os.path.abspath(path)), grants)
     except OptionsError as exc:
         return None, [Problem.at(doc, exc.path, exc.message)]
     notify_raw = data.get("notify", {})

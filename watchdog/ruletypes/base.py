@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from watchdog.rule import Rule, Severity
+from watchdog.sqlcheck import RefreshGrant
 
 Path = tuple[str | int, ...]
 
@@ -23,6 +24,22 @@ class RuleError(Exception):
 
 class SourceUnavailable(RuleError):
     """A source did not answer (cannot connect, or timed out): reported once for the source, not per rule."""
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What the config grants a rule's SQL beyond the built-in allow-lists (see ``watchdog.sqlcheck``).
+
+    ``sql_functions`` is ``rule_sql_functions``; ``refresh`` is what
+    ``rule_refresh_sql`` lets a refresh run, None when no config was loaded
+    (``validate`` without one: not checked, like ``rule_commands``).
+    """
+
+    sql_functions: frozenset[str] = frozenset()
+    refresh: RefreshGrant | None = None
+
+
+NO_GRANTS = Grants()
 
 
 class OptionsError(Exception):
@@ -167,8 +184,8 @@ class RuleType(ABC):
 
     @classmethod
     @abstractmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> Any:
-        """Build the frozen options object from validated YAML; raises OptionsError."""
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> Any:
+        """Build the frozen options object from validated YAML, within the config's ``grants``; raises OptionsError."""
 
     @classmethod
     @abstractmethod

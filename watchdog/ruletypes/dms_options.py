@@ -11,6 +11,7 @@ from typing import Any
 from watchdog import sqlcheck
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError
+from watchdog.sqlcheck import RefreshGrant
 from watchdog.textfile import UnreadableFile, read_text
 
 DEFAULT_ALERT_ON = frozenset({"failed", "stopped_with_error"})
@@ -139,7 +140,9 @@ class DmsRemediateOptions:
     verify: Verify = Verify()
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], rule_dir: str) -> DmsRemediateOptions:
+    def from_mapping(cls, data: Mapping[str, Any], rule_dir: str, grant: RefreshGrant | None = None
+                     ) -> DmsRemediateOptions:
+        """Build from validated YAML; a refresh's SQL must be within ``grant`` (None: not checked). Raises OptionsError."""
         raw_restart = data.get("restart", {})
         restart = RestartPolicy(
             type=raw_restart.get("type", DEFAULT_RESTART_TYPE),
@@ -175,7 +178,7 @@ class DmsRemediateOptions:
                 except UnreadableFile as exc:
                     raise OptionsError(("refresh", "sql_file"), f"cannot read {path}: {exc.message}") from None
             if sql is not None:
-                problem = sqlcheck.check_refresh(sql, quote="sql_file" not in raw)
+                problem = sqlcheck.check_refresh(sql, quote="sql_file" not in raw, grant=grant)
                 if problem is not None:
                     key = "sql_file" if "sql_file" in raw else "sql"
                     raise OptionsError(("refresh", key), problem)

@@ -51,7 +51,18 @@ from typing import Any, ClassVar
 from watchdog.durations import format_duration
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import dms_tables
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Journal, RuleError, RuleType, SourceUnavailable, Step
+from watchdog.ruletypes.base import (
+    NO_GRANTS,
+    EvalContext,
+    Evaluation,
+    Finding,
+    Grants,
+    Journal,
+    RuleError,
+    RuleType,
+    SourceUnavailable,
+    Step,
+)
 from watchdog.ruletypes.dms_options import DmsRemediateOptions
 from watchdog.ruletypes.dms_task import TRANSITIONAL, condition, identifier, missing, task_details
 from watchdog.times import from_text, to_text
@@ -653,8 +664,8 @@ class DmsRemediateRule(RuleType):
     acts: ClassVar[bool] = True
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> DmsRemediateOptions:
-        return DmsRemediateOptions.from_mapping(data, rule_dir)
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> DmsRemediateOptions:
+        return DmsRemediateOptions.from_mapping(data, rule_dir, grants.refresh)
 
     @classmethod
     def evaluate_one(cls, rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:

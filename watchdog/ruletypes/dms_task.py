@@ -19,9 +19,11 @@ from typing import Any, ClassVar
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import dms_lag, dms_tables
 from watchdog.ruletypes.base import (
+    NO_GRANTS,
     EvalContext,
     Evaluation,
     Finding,
+    Grants,
     Observation,
     RuleError,
     RuleType,
@@ -193,7 +195,7 @@ class DmsTaskRule(RuleType):
         {"task", "status", "stop_reason", "last_failure", "tables_errored"}) | TABLE_FIELDS | LAG_FIELDS
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> DmsTaskOptions:
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> DmsTaskOptions:
         return DmsTaskOptions.from_mapping(data)
 
     @classmethod

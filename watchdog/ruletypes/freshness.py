@@ -30,9 +30,11 @@ from psycopg2 import sql as pgsql
 from watchdog.durations import format_age
 from watchdog.rule import Rule
 from watchdog.ruletypes.base import (
+    NO_GRANTS,
     EvalContext,
     Evaluation,
     Finding,
+    Grants,
     Observation,
     RuleError,
     RuleType,
@@ -327,8 +329,8 @@ class FreshnessRule(RuleType):
         {"check", "key", "status", "age", "last_loaded", "db_now", "warn_after", "error_after", "error"})
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> FreshnessOptions:
-        return from_mapping(data)
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> FreshnessOptions:
+        return from_mapping(data, grants.sql_functions)
 
     @classmethod
     def evaluate_one(cls, rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:

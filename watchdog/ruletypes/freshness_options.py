@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -90,17 +90,17 @@ def tiers(warn: timedelta | None, error: timedelta | None, severity: Severity | 
     raise OptionsError(path, "give warn_after or error_after (or both), here or on the rule")
 
 
-def _sql_text(raw: Mapping[str, Any], key: str, path: Path, expression: bool) -> str | None:
+def _sql_text(raw: Mapping[str, Any], key: str, path: Path, expression: bool, functions: Collection[str]) -> str | None:
     """``raw[key]`` checked as one SQL expression (or one read-only query); raises OptionsError naming the key."""
     text = raw.get(key)
     if text is None:
         return None
     if not expression:
-        problem = sqlcheck.check_query(text)
+        problem = sqlcheck.check_query(text, functions)
         if problem is not None:
             raise OptionsError(path + (key,), f"must be one read-only query: {problem}")
     elif not is_column(text):
-        problem = sqlcheck.check_expression(text)
+        problem = sqlcheck.check_expression(text, functions)
         if problem is not None:
             what = "one read-only SQL expression (a where-clause)" if key == "filter" else \
                 "a column name or one read-only SQL expression"
@@ -119,7 +119,8 @@ def _table(raw: Mapping[str, Any], path: Path) -> tuple[str, ...] | None:
         raise OptionsError(path + ("table",), str(exc)) from None
 
 
-def _check(raw: Mapping[str, Any], path: Path, rule: Mapping[str, Any], zone: ZoneInfo) -> FreshnessCheck:
+def _check(raw: Mapping[str, Any], path: Path, rule: Mapping[str, Any], zone: ZoneInfo,
+           functions: Collection[str]) -> FreshnessCheck:
     warn = opt.optional_duration(raw, "warn_after") or opt.optional_duration(rule, "warn_after")
     error = opt.optional_duration(raw, "error_after") or opt.optional_duration(rule, "error_after")
     severity = Severity(rule["severity"]) if "severity" in rule else None
@@ -127,21 +128,22 @@ def _check(raw: Mapping[str, Any], path: Path, rule: Mapping[str, Any], zone: Zo
     check_tiers = tiers(warn, error, severity, where)
     expect = raw.get("expect")
     expect_list = tuple(str(v) for v in expect) if isinstance(expect, list) else None
-    expect_sql = _sql_text(expect, "sql", path + ("expect",), expression=False) if isinstance(expect, Mapping) else None
-    group_by = _sql_text(raw, "group_by", path, expression=True)
-    sql = _sql_text(raw, "sql", path, expression=False)
+    expect_sql = (_sql_text(expect, "sql", path + ("expect",), False, functions) if isinstance(expect, Mapping)
+                  else None)
+    group_by = _sql_text(raw, "group_by", path, True, functions)
+    sql = _sql_text(raw, "sql", path, False, functions)
     if expect is not None and sql is None and group_by is None:
         raise OptionsError(path + ("expect",), "expect needs a grouped check: add group_by, or use sql returning "
                                                "(group, timestamp) rows")
     check_zone = opt.timezone(raw["timezone"], path + ("timezone",)) if "timezone" in raw else zone
     return FreshnessCheck(
         name=str(raw["name"]), tiers=check_tiers, timezone=check_zone, table=_table(raw, path),
-        loaded_at=_sql_text(raw, "loaded_at", path, expression=True), group_by=group_by,
-        filter=_sql_text(raw, "filter", path, expression=True), sql=sql, expect=expect_list, expect_sql=expect_sql)
+        loaded_at=_sql_text(raw, "loaded_at", path, True, functions), group_by=group_by,
+        filter=_sql_text(raw, "filter", path, True, functions), sql=sql, expect=expect_list, expect_sql=expect_sql)
 
 
-def from_mapping(data: Mapping[str, Any]) -> FreshnessOptions:
-    """The options of a validated freshness rule; raises OptionsError naming the key."""
+def from_mapping(data: Mapping[str, Any], functions: Collection[str] = ()) -> FreshnessOptions:
+    """The options of a validated freshness rule (its SQL may call ``functions`` too); raises OptionsError naming the key."""
     zone = opt.timezone(data.get("timezone", DEFAULT_TIMEZONE), ("timezone",))
     checks = []
     seen: set[str] = set()
@@ -150,5 +152,5 @@ def from_mapping(data: Mapping[str, Any]) -> FreshnessOptions:
         if raw["name"] in seen:
             raise OptionsError(path + ("name",), f"check name '{raw['name']}' is used twice in this rule")
         seen.add(raw["name"])
-        checks.append(_check(raw, path, data, zone))
+        checks.append(_check(raw, path, data, zone, functions))
     return FreshnessOptions(source=str(data["source"]), checks=tuple(checks))

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule
-from watchdog.ruletypes.base import EvalContext, Evaluation, Finding, Observation, RuleType
+from watchdog.ruletypes.base import NO_GRANTS, EvalContext, Evaluation, Finding, Grants, Observation, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
 
@@ -443,7 +443,7 @@ class SearchRuleType(RuleType):
     batch_key: ClassVar[str | None] = "search"  # every search type due together on a source shares one _msearch
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SearchOptions:
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> SearchOptions:
         return SearchOptions.from_mapping(data)
 
     @classmethod

@@ -24,9 +24,11 @@ from typing import Any, ClassVar
 
 from watchdog.rule import Rule, Severity
 from watchdog.ruletypes.base import (
+    NO_GRANTS,
     EvalContext,
     Evaluation,
     Finding,
+    Grants,
     Observation,
     RuleError,
     RuleType,
@@ -179,8 +181,8 @@ class SqlValueRule(RuleType):
     message_fields: ClassVar[frozenset[str]] = frozenset({"check", "threshold", "sql", "status"})
 
     @classmethod
-    def parse_options(cls, data: Mapping[str, Any], rule_dir: str) -> SqlValueOptions:
-        return SqlValueOptions.from_mapping(data)
+    def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> SqlValueOptions:
+        return SqlValueOptions.from_mapping(data, grants.sql_functions)
 
     @classmethod
     def resolved_text(cls, rule: Rule, group: str, present: Observation | None) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,11 @@ class SqlValueOptions:
     checks: tuple[ValueCheck, ...]
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SqlValueOptions:
-        """Build from validated YAML; raises OptionsError (a second statement, a write, a check without a threshold)."""
+    def from_mapping(cls, data: Mapping[str, Any], functions: Collection[str] = ()) -> SqlValueOptions:
+        """Build from validated YAML; raises OptionsError (a second statement, a write, a check without a threshold).
+
+        ``functions`` are the config's ``rule_sql_functions``.
+        """
         default = Threshold.from_mapping(data["threshold"]) if "threshold" in data else None
         checks = []
         seen: set[str] = set()
@@ -37,7 +40,7 @@ class SqlValueOptions:
             if name in seen:
                 raise OptionsError(path + ("name",), f"check name '{name}' is used twice in this rule")
             seen.add(name)
-            problem = sqlcheck.check_query(raw["sql"])
+            problem = sqlcheck.check_query(raw["sql"], functions)
             if problem is not None:
                 raise OptionsError(path + ("sql",), f"must be one read-only query: {problem}")
             if "threshold" in raw:

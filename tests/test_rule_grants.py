@@ -144,3 +144,45 @@ def test_the_readme_sql_examples_validate_and_run(tmp_path: Path, pg_db: str) ->
     summaries = [s.summary for groups in engine.store.groups().values() for s in groups.values()]
     assert summaries and not [s for s in summaries if "could not check" in s], summaries
     engine.store.close()
+
+
+PROBES = {  # the issue's probes, as a rule author would write them
+    "ts_stat": "select word, ndoc from ts_stat('select to_tsvector(x) from t')",
+    "ts_rewrite": "select ts_rewrite('a'::tsquery, 'select q, r from t')::text, 1",
+    "query_to_xml": "select query_to_xml('select * from t', true, true, '')::text, 1",
+    "database_to_xml": "select 'x', length(database_to_xml(true, true, '')::text)",
+    "pg_terminate_backend": "select 'x', count(pg_terminate_backend(pid)) from pg_stat_activity",
+    "pg_advisory_lock": "select 'x', count(*) from (select pg_advisory_lock(2003071590)) l",
+    "analytics.cleanup": "select 'x', analytics.cleanup()",  # a function of the warehouse that writes
+}
+
+
+def test_each_probe_is_refused_at_validate_naming_the_function(project: Path, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    (project / "watchdog.yaml").write_text(CONFIG + "  warehouse: {type: postgres, dsn: 'host=127.0.0.1 port=9'}\n")
+    for name in PROBES:  # each refused on its own (a rule stops at its first problem)
+        (project / "rules" / "probe.yaml").write_text(f"name: probe\ntype: sql_value\nsource: warehouse\n"
+                                                      f"threshold: {{above: 0}}\nchecks:\n"
+                                                      f"  - {{name: c, sql: \"{PROBES[name]}\"}}\n")
+        assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 1
+        (error,) = json.loads(capsys.readouterr().out)["errors"]
+        assert error["path"] == "checks[0].sql" and f"function {name}()" in error["message"], error
+
+
+UNLISTED = ["drop table analytics.victim", "copy (select 1) to program 'id'",
+            "do $$ begin create table pwned (i int); end $$", "call analytics.refresh(); drop table analytics.victim"]
+
+
+@pytest.mark.parametrize("sql", UNLISTED)
+def test_an_unlisted_refresh_is_refused_at_validate(project: Path, capsys: pytest.CaptureFixture[str], sql: str) -> None:
+    (project / "watchdog.yaml").write_text(CONFIG + "  warehouse: {type: postgres, dsn: 'host=127.0.0.1 port=9'}\n"
+                                           "  aws: {type: dms, region: us-east-1}\n"
+                                           "rule_refresh_sql: ['call analytics.refresh()']\n")
+    (project / "rules" / "fix.yaml").write_text(f"name: fix\ntype: dms_remediate\nsource: aws\n"
+                                                f"refresh: {{source: warehouse, sql: \"{sql.replace('$', '$$')}\"}}\n")
+    assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 1
+    (error,) = json.loads(capsys.readouterr().out)["errors"]
+    assert error["path"] == "refresh.sql" and "'rule_refresh_sql'" in error["message"]
+    (project / "rules" / "fix.yaml").write_text("name: fix\ntype: dms_remediate\nsource: aws\n"
+                                                "refresh: {source: warehouse, sql: 'CALL analytics.refresh() -- x'}\n")
+    assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 0  # the listed one, as written anywhere

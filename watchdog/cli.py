@@ -179,7 +179,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         print(f"watchdog validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    result = load_rules(paths, config) if paths else None
+    # Rules named on the command line may depend on the other rules of the rules directory.
+    known = [r.name for r in load_rules([config.rules_dir], config).rules] \
+        if args.paths and config is not None and os.path.isdir(config.rules_dir) else []
+    result = load_rules(paths, config, known=known) if paths else None
     if result is not None:
         problems += result.problems
     valid = not problems

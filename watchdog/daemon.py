@@ -121,7 +121,8 @@ class RuleFiles:
     def load(self) -> list[Rule]:
         self.stamp = self._fingerprint()
         self.pending = None
-        result = load_rules([self.config.rules_dir], self.config)
+        # A rule whose file fails to load keeps running in its previous version, so others may still depend on it.
+        result = load_rules([self.config.rules_dir], self.config, known=[r.name for r in self.rules])
         _log_problems(result, self.logged)
         self.logged = set(result.problems)
         self.problems = {}

@@ -20,6 +20,7 @@ from typing import Any
 from watchdog import lifecycle, schedule
 from watchdog.clocksteps import StepDetector
 from watchdog.escape import storable
+from watchdog.explained import Explainer
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
 from watchdog.redact import redact
@@ -180,6 +181,7 @@ class Engine:
         self._order: dict[str, int] = {}  # a rule's place in the rule set: due rules are dispatched in this order
         self.stats = EngineStats()
         self.journal = StoreJournal(store, clock, self._note_recorded)
+        self.explainer = Explainer(store, self._known_rules, self._acts, self._firing_word)
         self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
         self._recorded = False  # notifications recorded since the engine was last quiet
         self.invalid_files: dict[str, str] = {}  # rule files that do not load -> the self alert's text
@@ -232,8 +234,21 @@ class Engine:
                         self._phase_key(rule), rule.schedule, now, stored))
         self.rules = new
         self._order = {name: i for i, name in enumerate(new)}
+        self.explainer.set_rules(new.values())
         self.expected_by = None
         return removed
+
+    def _known_rules(self) -> Mapping[str, Rule]:
+        """The rules by name, watchdog's own self-monitoring rule included (rules may depend on it)."""
+        return {**self.rules, SELF_RULE: self_rule(self.ops_channel)}
+
+    def _acts(self, rule: Rule) -> bool:
+        rule_type = self.rule_types.get(rule.type)
+        return rule_type is not None and rule_type.acts
+
+    def _firing_word(self, rule: Rule) -> str:
+        rule_type = self.rule_types.get(rule.type)
+        return rule_type.firing_word if rule_type is not None else "firing"
 
     def _planned(self, rule: Rule, now: datetime, plan: Callable[[], datetime]) -> datetime:
         """``plan()``, or a retry in a minute when it fails: a schedule that cannot be computed never stops the loop."""
@@ -490,6 +505,7 @@ class Engine:
 
         policy = lifecycle.Policy.of(rule)
         states: dict[str, lifecycle.GroupState | None] = {}
+        judged: dict[str, lifecycle.GroupState | None] = {}  # every group judged now, changed or not
         transitions: list[lifecycle.Transition] = []
         notices: list[lifecycle.Notice] = []
         facts = None
@@ -519,16 +535,29 @@ class Engine:
                                        silenced=quiet(group), acknowledged=acknowledged(group), present=now_value)
                 if moved.state != prev_states.get(group):
                     states[group] = moved.state
+                judged[group] = moved.state
                 transitions.extend(moved.transitions)
                 notices.extend(moved.notices)
+        explanations = None
+        if rule.name in self.explainer.refs and error is None:
+            # A rule that depends on others: its notices are routed by what explains them (see ``dependencies``).
+            by_group: dict[str, tuple[lifecycle.Notice, ...]] = {}
+            for n in notices:
+                by_group[n.group] = by_group.get(n.group, ()) + (n,)
+            routing = self.explainer.route(rule, prev_states, judged, by_group, quiet, now)
+            states.update(routing.states)
+            explanations = routing.explanations
+            rows = routing.rows
+        else:
+            rows = [(n.group, n.kind.value, n.episode, render(rule, n)) for n in notices]
         if notice is not None:
             notices.append(notice)
-        rows = [(n.group, n.kind.value, n.episode, self._route(render(rule, n), n.kind)) for n in notices]
+            rows.append((notice.group, notice.kind.value, notice.episode, self._route(render(rule, notice), notice.kind)))
         next_run = self.next_run.get(rule.name, now)
         self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
                                      states=states, notifications=rows, facts=facts,
                                      audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions],
-                                     recorded_at=now)
+                                     recorded_at=now, explanations=explanations)
         for t in transitions:
             log(logger, logging.INFO, "transition", rule=rule.name, group=t.group or None, state=t.to, previous=t.from_,
                 value=t.value, severity=t.severity.value)

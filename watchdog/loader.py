@@ -7,6 +7,7 @@ contributes no rule at all.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -231,6 +232,8 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         labels={str(k): str(v) for k, v in data.get("labels", {}).items()},
         runbook_url=data.get("runbook_url"), message=data.get("message"),
         resolved_message=data.get("resolved_message"), enabled=data.get("enabled", True),
+        depends_on=tuple(data.get("depends_on", ())),
+        depends_on_settle=parse_duration(data["depends_on_settle"]) if "depends_on_settle" in data else None,
     )
     return rule, []
 
@@ -261,7 +264,7 @@ def _mtime(path: str) -> int:
 
 
 def load_rules(paths: Iterable[str], config: Config | None = None,
-               environ: Mapping[str, str] | None = None) -> LoadResult:
+               environ: Mapping[str, str] | None = None, known: Iterable[str] = ()) -> LoadResult:
     """Load every rule file under ``paths``.
 
     ``config`` (when given) supplies defaults and lets source names be
@@ -269,6 +272,9 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
     two files with the same rule name, the one that was there first (the
     older modification time; then the path) keeps the name and the other is
     rejected: a copied example never turns off the rule it was copied from.
+    ``known`` names rules that exist besides the ones loaded here (the rest
+    of the rules directory, or the rules a daemon keeps running), which
+    ``depends_on`` may name.
     """
     environ = os.environ if environ is None else environ
     defaults = config.defaults if config is not None else RuleDefaults()
@@ -300,6 +306,55 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
             result.problems.append(Problem.at(doc, ("name",), f"rule name '{name}' is already used by {claims[0][1].filename}"
                                                               ", which keeps running; give this rule another name"))
             result.failed.add(doc.filename)
+    for name in _check_dependencies(by_name, set(known), result):
+        del by_name[name]
     result.rules = [rule for rule, _ in by_name.values()]
     result.problems.sort()
     return result
+
+
+def _check_dependencies(by_name: Mapping[str, tuple[Rule, yamlfile.Document]], known: set[str],
+                        result: LoadResult) -> set[str]:
+    """``depends_on`` names rules that exist and makes no cycle (``healed_when.fresh`` counted); returns the bad rules.
+
+    Each problem is added to ``result`` at the entry that causes it, naming
+    the rules involved.
+    """
+    from watchdog.dependencies import Ref, cycles, implied
+
+    names = set(by_name) | known
+    bad: set[str] = set()
+    for name, (rule, doc) in by_name.items():
+        for index, text in enumerate(rule.depends_on):
+            upstream = Ref.parse(text).rule
+            if upstream == name:
+                problem = f"rule {name} cannot depend on itself"
+            elif upstream not in names:
+                close = difflib.get_close_matches(upstream, sorted(names), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problem = f"rule {name} depends on {upstream}, but no rule is named '{upstream}'{hint}"
+            else:
+                continue
+            result.problems.append(Problem.at(doc, ("depends_on", index), problem))
+            bad.add(name)
+    graph: dict[str, list[str]] = {name: [Ref.parse(t).rule for t in rule.depends_on]
+                                   for name, (rule, _) in by_name.items()}
+    for dependent, refs in implied((r.name, r.type, r.options) for r, _ in by_name.values()).items():
+        if dependent in graph:
+            graph[dependent] += [ref.rule for ref in refs]
+    for loop in cycles(graph):
+        if len(loop) == 1:
+            continue  # (a rule naming itself is reported above)
+        shown = " -> ".join(loop + loop[:1])
+        for name in loop:
+            rule, doc = by_name[name]
+            after = loop[(loop.index(name) + 1) % len(loop)]
+            entry = next((i for i, t in enumerate(rule.depends_on) if Ref.parse(t).rule == after), None)
+            where: tuple[str | int, ...] = ("depends_on", entry) if entry is not None else ("type",)
+            how = "" if entry is not None else f" ({after}'s healed_when.fresh names {name}, which depends on it)"
+            result.problems.append(Problem.at(doc, where, f"dependency cycle: {shown}{how}; remove one of these "
+                                                          "depends_on entries"))
+            bad.add(name)
+    for name in bad:
+        result.failed.add(by_name[name][0].path)
+    return bad

@@ -78,6 +78,8 @@ class Rule:
     message: str | None = None  # template of firing notifications
     resolved_message: str | None = None  # template of resolutions (default: the rule type's resolved text)
     enabled: bool = True
+    depends_on: tuple[str, ...] = ()  # rule names or rule:group patterns (see ``dependencies.Ref``)
+    depends_on_settle: timedelta | None = None  # None: two of its own evaluations (``dependencies.DEFAULT_SETTLE``)
 
     @property
     def source(self) -> str:

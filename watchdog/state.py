@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from watchdog.dependencies import Explanation, Phase
 from watchdog.escape import storable
 from watchdog.lifecycle import GroupState, Health, State
 from watchdog.redact import redact
@@ -78,6 +79,15 @@ MIGRATIONS: tuple[str, ...] = (
     create table approvals (
         episode text primary key, rule text not null, task text not null, requested text not null,
         payload text not null, decision text, by_user text, decided text
+    )
+    """,
+    # depends_on: what explains a dependent alert (see ``dependencies.Explanation``), beside its group state
+    """
+    create table explanations (
+        rule text not null, grp text not null, phase text not null, upstream_rule text not null,
+        upstream_group text not null, episode text not null, since text not null, resolved_at text,
+        evaluations integer not null default 0,
+        primary key (rule, grp)
     )
     """,
 )
@@ -289,8 +299,25 @@ class StateStore:
             db.execute("delete from rules where rule = ?", (rule,))
             db.execute("delete from groups where rule = ?", (rule,))
             db.execute("delete from remediations where rule = ?", (rule,))
+            db.execute("delete from explanations where rule = ?", (rule,))
 
     # --- groups ----------------------------------------------------------------
+
+    def explanations(self, rule: str | None = None) -> dict[str, dict[str, Explanation]]:
+        """What explains each dependent alert (``depends_on``), by rule name, then group."""
+        query, args = ("select * from explanations where rule = ?", (rule,)) if rule else ("select * from explanations", ())
+        out: dict[str, dict[str, Explanation]] = {}
+        for row in self._query(query, args):
+            out.setdefault(row["rule"], {})[row["grp"]] = Explanation(
+                phase=Phase(row["phase"]), rule=row["upstream_rule"], group=row["upstream_group"],
+                episode=row["episode"], since=from_text(row["since"]),  # type: ignore[arg-type]
+                resolved_at=from_text(row["resolved_at"]), evaluations=row["evaluations"])
+        return out
+
+    def unsent(self, episode: str) -> int:
+        """How many notifications of ``episode`` are still waiting to be sent."""
+        rows = self._query("select count(*) from outbox where episode = ? and sent_at is null and failed = 0", (episode,))
+        return int(rows[0][0])
 
     def groups(self, rule: str | Collection[str] | None = None) -> dict[str, dict[str, GroupState]]:
         """Group states by rule name, then group: of one rule, of the named rules (a collection), or of all (None)."""
@@ -307,10 +334,12 @@ class StateStore:
                           health: Health, states: Mapping[str, GroupState | None],
                           notifications: Sequence[tuple[str, str, str, Mapping[str, Any]]],
                           facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = (),
-                          recorded_at: datetime | None = None) -> None:
+                          recorded_at: datetime | None = None,
+                          explanations: Mapping[str, Explanation | None] | None = None) -> None:
         """Write one evaluation's outcome atomically.
 
         ``states`` maps groups to their new state (None deletes it);
+        ``explanations`` maps groups to what explains them now (None: nothing);
         ``notifications`` are (group, kind, episode, payload) rows for the outbox,
         stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then.
         """
@@ -336,6 +365,19 @@ class StateStore:
                     (rule, group, state.state.value, state.severity.value, to_text(state.since),
                      None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
                      state.episode, to_text(state.notified_at), to_text(state.firing_since), to_text(state.clear_since)))
+            for group, explanation in (explanations or {}).items():
+                if explanation is None:
+                    db.execute("delete from explanations where rule = ? and grp = ?", (rule, group))
+                    continue
+                db.execute(
+                    """insert into explanations (rule, grp, phase, upstream_rule, upstream_group, episode, since,
+                           resolved_at, evaluations) values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       on conflict (rule, grp) do update set phase = excluded.phase,
+                           upstream_rule = excluded.upstream_rule, upstream_group = excluded.upstream_group,
+                           episode = excluded.episode, since = excluded.since, resolved_at = excluded.resolved_at,
+                           evaluations = excluded.evaluations""",
+                    (rule, group, explanation.phase.value, explanation.rule, explanation.group, explanation.episode,
+                     to_text(explanation.since), to_text(explanation.resolved_at), explanation.evaluations))
             created = to_text(recorded_at or ran_at)
             for group, kind, episode, payload in notifications:
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)

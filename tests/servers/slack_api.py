@@ -142,6 +142,12 @@ class SlackServer:
                 return 200, {}, {"ok": True, "users": users}
             if method == "auth.test":
                 return 200, {}, {"ok": True, "user_id": "U0WATCHDOG", "team": "test"}
+            if method == "chat.getPermalink":
+                key = (str(body.get("channel", "")), str(body.get("message_ts", "")))
+                if key not in self.messages:
+                    return 200, {}, {"ok": False, "error": "message_not_found"}
+                return 200, {}, {"ok": True, "channel": key[0],
+                                 "permalink": f"https://test.slack.com/archives/{key[0]}/p{key[1].replace('.', '')}"}
             return 200, {}, {"ok": False, "error": "unknown_method"}
 
     def calls(self, method: str | None = None) -> list[SlackRequest]:

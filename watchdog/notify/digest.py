@@ -18,10 +18,11 @@ MAX_LINES_PER_RULE = 10  # groups listed under one rule; the others are counted
 MAX_SUMMARY = 200  # characters of a notification's text in its digest line
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-SETTLED = frozenset({"resolved", "recovered"})  # notifications that say a problem is over
+SETTLED = frozenset({"resolved", "recovered", "explained_resolved"})  # notifications that say a problem is over
 KIND_LABEL = {
     "firing": "FIRING", "repeat": "STILL FIRING", "severity": "SEVERITY CHANGED", "resolved": "RESOLVED",
     "error": "RULE ERROR", "recovered": "RULE RECOVERED", "action": "REMEDIATION STEP",
+    "explained": "ALSO AFFECTED", "explained_resolved": "BACK TO NORMAL", "link": "UPSTREAM FIRING",
 }
 
 
@@ -48,6 +49,11 @@ def pages(payload: Mapping[str, Any]) -> bool:
 def _entry(payload: Mapping[str, Any]) -> dict[str, Any]:
     details = payload.get("details") or {}
     summary = str(payload.get("body") or payload.get("summary") or "")
+    groups = payload.get("groups")
+    if payload.get("explained_by") and isinstance(groups, list):  # explained alerts: which ones, by what
+        names = ", ".join(str(g.get("group") or "") for g in groups if isinstance(g, Mapping))
+        summary = f"{names} ({'after' if payload.get('kind') == 'explained_resolved' else 'explained by'} " \
+                  f"{(payload.get('explained_by') or {}).get('alert')})"
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
     return {

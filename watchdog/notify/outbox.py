@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,6 +83,7 @@ class Outbox:
         self.quiet_until = quiet_until or (lambda: None)
         self.wake_at: datetime | None = None
         self._notifier_error: str | None = None
+        self._held_links = False  # the last pass held a link to a thread whose first message was not out yet
 
     def _attempt(self, message: Message) -> Delivery:
         try:
@@ -99,6 +100,7 @@ class Outbox:
         episode's first message wait for its thread (they are replies in it).
         """
         groups: dict[tuple[str, str], Message] = {}
+        self._held_links = False
         held: set[str] = set()
         admitted: dict[str, int] = {}
         threads: dict[str, Mapping[str, Any] | None] = {}
@@ -112,6 +114,13 @@ class Outbox:
             if self.notifier.threads and thread is None and admitted.get(item.episode, 0) >= 1:
                 held.add(item.episode)
                 continue
+            linked = item.payload.get("link_episode")
+            if isinstance(linked, str) and linked:  # a link to another alert's thread (see ``dependencies``)
+                if self.notifier.threads and self.store.unsent(linked):
+                    self._held_links = True
+                    held.add(item.episode)  # that thread's first message is not out yet: there is nothing to link to
+                    continue
+                item = replace(item, payload={**item.payload, "link": self.store.thread_ref(linked, self.notifier.name)})
             admitted[item.episode] = admitted.get(item.episode, 0) + 1
             key = (self.notifier.destination(item.payload), str(thread["ts"]) if thread and "ts" in thread else "")
             if not self.notifier.groups or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS:
@@ -143,7 +152,7 @@ class Outbox:
         while True:
             done, followed = self._deliver_pass(stop, until=until, final=final)
             sent += done
-            if not followed:
+            if not followed and not (done and self._held_links):  # (a link may have its thread now)
                 return sent
 
     def _deliver_pass(self, stop: threading.Event | None, *, until: float | None, final: bool) -> tuple[int, bool]:

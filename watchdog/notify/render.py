@@ -109,3 +109,65 @@ def render(rule: Rule, notice: Notice) -> dict[str, Any]:
         "details": {k: (to_text(v) if isinstance(v, datetime) else v) for k, v in notice.details.items()},
         "channel": rule.notify.channel, "mention": rule.notify.mention,
     }
+
+
+# Kinds of the notifications of explained alerts (see ``dependencies``): replies in the upstream's thread, or a
+# link in the alert's own. None of them pages, and receivers that page (PagerDuty) skip them.
+EXPLAINED_KINDS = frozenset({"explained", "explained_resolved", "link"})
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def render_explained(rule: Rule, kind: str, notices: list[Notice], upstream: str, upstream_thread: str,
+                     channel: str | None) -> dict[str, Any]:
+    """One payload for the alerts of ``rule`` that ``upstream`` explains, posted in its thread.
+
+    ``kind`` is ``explained`` ("also affected: ...", for alerts that fire or
+    change severity) or ``explained_resolved`` (closed quietly, one line).
+    Each group's summary is data: escaped in the mrkdwn form, never markup.
+    """
+    ended = kind == "explained_resolved"
+    lines: list[tuple[str, str]] = []  # (plain, mrkdwn)
+    for notice in notices:
+        where = f"{rule.name} [{notice.group}]" if notice.group else rule.name
+        text = notice.summary
+        if ended and notice.since is not None:
+            text += f" (resolved after {format_age(notice.at - notice.since)})"
+        elif not ended and notice.kind is Kind.SEVERITY:
+            text = f"now {notice.severity.value}: {text}"
+        lines.append((f"{where}: {text}", f"*{mrkdwn(where)}*: {mrkdwn(text)}"))
+    head = f"back to normal after {upstream}" if ended else f"also affected, explained by {upstream}"
+    title = f"{'BACK TO NORMAL' if ended else 'ALSO AFFECTED'}: {rule.name}"
+    severity = max((n.severity.value for n in notices), key=lambda s: SEVERITY_ORDER.get(s, 1), default="warning")
+    shown = "OK" if ended else severity.upper()
+    body = "; ".join(plain for plain, _ in lines)
+    body_mrkdwn = "\n".join(marked for _, marked in lines)
+    first = notices[0]
+    return {
+        "rule": rule.name, "group": first.group if len(notices) == 1 else "", "kind": kind, "severity": severity,
+        "title": title, "text": f"[{shown}] {head}: {body}", "body": body, "body_mrkdwn": body_mrkdwn,
+        "text_mrkdwn": mrkdwn(f"[{shown}] {head}: ") + body_mrkdwn, "summary": body,
+        "value": first.value if len(notices) == 1 else None, "description": "", "runbook_url": rule.runbook_url,
+        "labels": dict(rule.labels), "at": to_text(first.at), "since": to_text(first.since) if not ended else None,
+        "details": {}, "channel": channel, "mention": None,
+        "explained_by": {"alert": upstream, "episode": upstream_thread},
+        "groups": [{"group": n.group, "severity": n.severity.value, "value": n.value, "summary": n.summary,
+                    "since": to_text(n.since)} for n in notices],
+    }
+
+
+def render_link(rule: Rule, notice: Notice, upstream: str, upstream_thread: str) -> dict[str, Any]:
+    """A reply in an alert's own thread: ``upstream``, which it may depend on, fired after it (a link to its thread).
+
+    The outbox adds the upstream thread's address (``link``) when it sends it.
+    """
+    where = f"{rule.name} [{notice.group}]" if notice.group else rule.name
+    text = f"{upstream} fired after this alert and may explain it: see its thread"
+    return {
+        "rule": rule.name, "group": notice.group, "kind": "link", "severity": notice.severity.value,
+        "title": f"UPSTREAM FIRING: {where}", "text": f"[{notice.severity.value.upper()}] {where}: {text}",
+        "body": text, "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{notice.severity.value.upper()}] {where}: {text}"),
+        "summary": text, "value": notice.value, "description": "", "runbook_url": None, "labels": dict(rule.labels),
+        "at": to_text(notice.at), "since": to_text(notice.since), "details": {}, "channel": rule.notify.channel,
+        "mention": None, "link_episode": upstream_thread, "explained_by": {"alert": upstream, "episode": upstream_thread},
+        "actions": False,
+    }

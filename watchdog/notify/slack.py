@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
@@ -31,6 +32,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from watchdog.config import SlackConfig
+from watchdog.escape import mrkdwn_link
 from watchdog.logfmt import log
 from watchdog.notify import actions
 from watchdog.notify.base import Delivery, Notification, Notifier
@@ -169,7 +171,26 @@ class SlackNotifier(Notifier):
         mention = payload.get("mention") or self.config.mention_critical
         return str(mention) if mention else None
 
+    def _with_link(self, note: Notification) -> Notification:
+        """A link reply (see ``dependencies``) with the address of the thread it links to, when Slack gives one."""
+        ref = note.payload.get("link")
+        if self.client is None or not isinstance(ref, Mapping) or "ts" not in ref or "channel" not in ref:
+            return note
+        try:
+            answer = self.client.chat_getPermalink(channel=str(ref["channel"]), message_ts=str(ref["ts"]))
+            permalink = answer.get("permalink")
+        except (SlackApiError, SlackClientError, OSError) as exc:  # the reply still names the upstream alert
+            log(logger, logging.WARNING, "cannot get a thread's link", id=note.id, error=type(exc).__name__)
+            return note
+        if not isinstance(permalink, str) or not permalink.startswith("https://"):
+            return note
+        link = mrkdwn_link(permalink, "its thread")
+        body = f"{note.payload.get('body_mrkdwn', '')} ({link})" if link else note.payload.get("body_mrkdwn", "")
+        return replace(note, payload={**note.payload, "body_mrkdwn": body, "permalink": permalink})
+
     def send(self, note: Notification, thread: Mapping[str, Any] | None) -> Delivery:
+        if note.kind == "link":
+            note = self._with_link(note)
         payload = note.payload
         # The last sink before Slack: no secret in any text (error messages quote connection strings).
         text = redact(fallback_text(payload, None if thread else self._mention(payload)))

@@ -22,7 +22,8 @@ MAX_TEXT = 3000
 MAX_LINK = 1000  # a digest line's link longer than this is left out (a line is cut at MAX_SECTION - 40)
 
 SEVERITY_EMOJI = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
-KIND_EMOJI = {"resolved": ":white_check_mark:", "recovered": ":white_check_mark:", "error": ":warning:", "action": ":wrench:"}
+KIND_EMOJI = {"resolved": ":white_check_mark:", "recovered": ":white_check_mark:", "error": ":warning:", "action": ":wrench:",
+              "explained": ":link:", "explained_resolved": ":white_check_mark:", "link": ":link:"}
 
 
 def mrkdwn_body(payload: Mapping[str, Any]) -> str:

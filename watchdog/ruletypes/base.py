@@ -181,6 +181,8 @@ class RuleType(ABC):
     batches: ClassVar[bool] = False
     # Rule types with the same batch key (e.g. every search type) are evaluated together; None: the type's name.
     batch_key: ClassVar[str | None] = None
+    # What an alert of this type is while it fires, in "still stale after dms-tasks recovered" (see ``dependencies``).
+    firing_word: ClassVar[str] = "firing"
 
     @classmethod
     @abstractmethod

@@ -325,6 +325,7 @@ def _seen(facts: Mapping[str, Any]) -> dict[str, datetime | None]:
 class FreshnessRule(RuleType):
     name: ClassVar[str] = "freshness"
     source_type: ClassVar[str] = "postgres"
+    firing_word: ClassVar[str] = "stale"
     message_fields: ClassVar[frozenset[str]] = frozenset(
         {"check", "key", "status", "age", "last_loaded", "db_now", "warn_after", "error_after", "error"})
 

@@ -1,0 +1,173 @@
+"""depends_on with the real stand-ins: moto DMS failing a task, PostgreSQL tables going stale, the local Slack API.
+
+One failure, one incident: the stale tables of a rule that depends on the
+DMS task rule appear in the DMS alert's thread, never on their own, and close
+there; a stale table of a rule without depends_on gets its own message.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Clock, engine_for, wait_idle, write_project
+from tests.servers import moto_dms
+from tests.servers.moto_dms import MotoDms
+from tests.servers.slack_api import SlackServer
+from tests.test_dms import create_task, execute, fail
+from watchdog.config import SlackConfig
+from watchdog.engine import Engine
+from watchdog.notify.outbox import Outbox
+from watchdog.notify.slack import SlackNotifier
+
+NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+TABLES = ("fact_orders", "fact_logins", "dim_users")
+
+RULES = {
+    "dms-tasks": """\
+        name: dms-tasks
+        type: dms_task
+        source: aws
+        tasks: [prod-to-warehouse]
+        severity: critical
+        """,
+    "warehouse-freshness": """\
+        name: warehouse-freshness
+        type: freshness
+        source: warehouse
+        depends_on: [dms-tasks]
+        checks:
+          - {name: fact_orders, table: analytics.fact_orders, loaded_at: loaded_at}
+          - {name: fact_logins, table: analytics.fact_logins, loaded_at: loaded_at}
+          - {name: dim_users, table: analytics.dim_users, loaded_at: loaded_at}
+        warn_after: 1h
+        severity: critical
+        """,
+    "crm-freshness": """\
+        name: crm-freshness
+        type: freshness
+        source: warehouse
+        checks:
+          - {name: accounts, table: crm.accounts, loaded_at: loaded_at}
+        warn_after: 1h
+        """,
+}
+
+
+@pytest.fixture(autouse=True)
+def fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
+
+
+def setup(tmp_path: Path, moto: MotoDms, dsn: str, slack: SlackServer,
+          rules: dict[str, str] = RULES) -> tuple[Clock, Engine, Outbox]:
+    execute(dsn, "create schema analytics; create schema crm;"
+            + "".join(f"create table analytics.{t} (loaded_at timestamptz);" for t in TABLES)
+            + "create table crm.accounts (loaded_at timestamptz);")
+    load(dsn, *TABLES, "accounts", ago="5 minutes")
+    create_task(moto)
+    config = write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
+          warehouse: {{type: postgres, dsn: "{dsn}"}}
+        """, rules)
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    outbox = Outbox(engine.store, SlackNotifier(SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url,
+                                                            group_wait=timedelta(0), mention_critical="<!here>")),
+                    clock=clock)
+    return clock, engine, outbox
+
+
+def load(dsn: str, *tables: str, ago: str) -> None:
+    """A load of each table stamped ``ago`` before the database's now() (the clock freshness measures by)."""
+    for table in tables:
+        schema = "crm" if table == "accounts" else "analytics"
+        execute(dsn, f"truncate {schema}.{table}; insert into {schema}.{table} values (now() - '{ago}'::interval)")
+
+
+def run(clock: Clock, engine: Engine, outbox: Outbox, *names: str) -> None:
+    """One minute later: evaluate the named rules (observers first, as the daemon's cycle does) and deliver."""
+    clock.now += timedelta(minutes=1)
+    for name in names:
+        engine.dispatch([engine.rules[name]], clock.now)
+        wait_idle(engine)
+    outbox.deliver_due()
+
+
+def posts(slack: SlackServer) -> list[dict[str, Any]]:
+    return [r.body for r in slack.calls("chat.postMessage")]
+
+
+def text_of(body: dict[str, Any]) -> str:
+    return str(body.get("text", "")) + "\n" + json.dumps(body.get("blocks", []))
+
+
+def test_one_failure_one_thread(tmp_path: Path, moto: MotoDms, pg_db: str, slack: SlackServer) -> None:
+    clock, engine, outbox = setup(tmp_path, moto, pg_db, slack)
+    fail()
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")
+    (first,) = posts(slack)
+    assert "prod-to-warehouse" in first["text"] and "thread_ts" not in first and "<!here>" in first["text"]
+    thread = next(ts for (channel, ts), body in slack.messages.items() if body is first or body == first)
+
+    # Minutes later the three tables the task feeds go stale, and so does a table of a rule without depends_on.
+    load(pg_db, *TABLES, "accounts", ago="5 hours")
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")  # (repeats of explained: none)
+    new = posts(slack)[1:]
+    replies = [p for p in new if p.get("thread_ts") == thread]
+    alone = [p for p in new if "thread_ts" not in p]
+    assert len(replies) == 1, new  # one reply for the three tables
+    assert all(t in replies[0]["text"] for t in TABLES) and "also affected" in replies[0]["text"]
+    assert "dms-tasks [prod-to-warehouse]" in replies[0]["text"] and "<!here>" not in replies[0]["text"]
+    assert len(alone) == 1 and "crm-freshness" in alone[0]["text"] and "accounts" in alone[0]["text"]
+    assert not any("warehouse-freshness" in p["text"] for p in alone)
+    rows = engine.store.db.execute("select kind, episode from outbox where rule = 'warehouse-freshness'").fetchall()
+    assert [r["kind"] for r in rows] == ["explained"]  # marked for receivers that page: explained, never paged
+    status = engine.store.explanations("warehouse-freshness")["warehouse-freshness"]
+    assert {g: e.name for g, e in status.items()} == {t: "dms-tasks [prod-to-warehouse]" for t in TABLES}
+
+    # The task runs again and the tables load: everything closes in the one thread.
+    moto_dms.set_task("prod-to-warehouse", status="running", StopReason="", LastFailureMessage="")
+    load(pg_db, *TABLES, ago="1 minute")
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")
+    late = posts(slack)[1 + len(new):]
+    assert late and all(p.get("thread_ts") == thread for p in late), late
+    closing = [p for p in late if "BACK TO NORMAL" in text_of(p)]  # (with the task's resolution, as one reply)
+    assert len(closing) == 1 and all(t in text_of(closing[0]) for t in TABLES)
+    assert any("RESOLVED" in text_of(p) and "prod-to-warehouse" in text_of(p) for p in late)
+    assert engine.store.explanations("warehouse-freshness") == {}
+    assert not engine.store.groups("warehouse-freshness")
+
+
+def test_still_stale_after_the_task_recovered_and_a_link_for_what_fired_first(
+        tmp_path: Path, moto: MotoDms, pg_db: str, slack: SlackServer) -> None:
+    rules = {**RULES, "crm-freshness": RULES["crm-freshness"] + "depends_on: [dms-tasks]\n"}
+    clock, engine, outbox = setup(tmp_path, moto, pg_db, slack, rules)
+    load(pg_db, "accounts", ago="5 hours")  # stale before the task fails: announced on its own
+    run(clock, engine, outbox, "dms-tasks", "crm-freshness")
+    fail()
+    load(pg_db, "fact_orders", ago="5 hours")
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")
+    messages = posts(slack)
+    crm, dms = messages[0], messages[1]
+    assert "crm-freshness" in crm["text"] and "prod-to-warehouse" in dms["text"]
+    crm_ts = next(ts for (_, ts), body in slack.messages.items() if body == crm)
+    links = [p for p in messages if p.get("thread_ts") == crm_ts]
+    assert len(links) == 1 and "fired after this alert" in links[0]["text"]
+    assert "https://test.slack.com/archives/" in json.dumps(links[0]["blocks"])
+
+    moto_dms.set_task("prod-to-warehouse", status="running", StopReason="", LastFailureMessage="")
+    run(clock, engine, outbox, "dms-tasks", "warehouse-freshness")  # settle: 1 of 2 evaluations, nothing alone
+    assert not [p for p in posts(slack)[len(messages):] if "thread_ts" not in p]
+    run(clock, engine, outbox, "warehouse-freshness")  # 2 of 2: still stale, announced alone
+    alone = [p for p in posts(slack)[len(messages):] if "thread_ts" not in p]
+    assert len(alone) == 1 and "still stale after dms-tasks [prod-to-warehouse] recovered" in alone[0]["text"]
+    assert "<!here>" in alone[0]["text"]  # announced alone, it pages as any critical alert

@@ -19,10 +19,11 @@ from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
 from tests.servers.slack_api import SlackServer
 from tests.test_dms import create_task, execute, fail
-from watchdog.config import SlackConfig
+from watchdog.config import SlackConfig, load_config
 from watchdog.engine import Engine
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
+from watchdog.status import status_document
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 TABLES = ("fact_orders", "fact_logins", "dim_users")
@@ -131,8 +132,10 @@ def test_one_failure_one_thread(tmp_path: Path, moto: MotoDms, pg_db: str, slack
     assert not any("warehouse-freshness" in p["text"] for p in alone)
     rows = engine.store.db.execute("select kind, episode from outbox where rule = 'warehouse-freshness'").fetchall()
     assert [r["kind"] for r in rows] == ["explained"]  # marked for receivers that page: explained, never paged
-    status = engine.store.explanations("warehouse-freshness")["warehouse-freshness"]
-    assert {g: e.name for g, e in status.items()} == {t: "dms-tasks [prod-to-warehouse]" for t in TABLES}
+    doc = status_document(load_config(str(tmp_path / "watchdog.yaml")), engine.store, clock.now)
+    (entry,) = [r for r in doc["rules"] if r["name"] == "warehouse-freshness"]
+    assert {g["group"]: g["explained_by"]["alert"] for g in entry["groups"]} == \
+        {t: "dms-tasks [prod-to-warehouse]" for t in TABLES}
 
     # The task runs again and the tables load: everything closes in the one thread.
     moto_dms.set_task("prod-to-warehouse", status="running", StopReason="", LastFailureMessage="")

@@ -85,12 +85,16 @@ class Explainer:
         rules = self.rules()
         for name in {ref.rule for ref in refs}:
             rule = rules.get(name)
-            threads = self.store.remediations(name) if rule is not None and self.acts(rule) else {}
-            firing[name] = [
-                deps.Upstream(name, group, str(threads.get(group, {}).get("episode") or state.episode),
-                              state.firing_since or state.since)
-                for group, state in sorted(self.store.groups(name).get(name, {}).items())
-                if state.state is State.FIRING]
+            acting = rule is not None and self.acts(rule)
+            threads = self.store.remediations(name) if acting else {}
+            firing[name] = []
+            for group, state in sorted(self.store.groups(name).get(name, {}).items()):
+                # Only an announced upstream alert explains (a remediation speaks in its episode's thread): one
+                # that records state only (notify: [], silenced) has no thread to tell its dependents in.
+                thread = str(threads.get(group, {}).get("episode") or "") if acting else \
+                    (state.episode if state.notified_at is not None else "")
+                if state.state is State.FIRING and thread:
+                    firing[name].append(deps.Upstream(name, group, thread, state.firing_since or state.since))
         return deps.matching(list(refs), firing)
 
     def route(self, rule: Rule, prev: Mapping[str, GroupState], new: Mapping[str, GroupState | None],

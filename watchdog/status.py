@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from watchdog.config import Config
+from watchdog.dependencies import Explanation
 from watchdog.durations import format_duration
 from watchdog.engine import SELF_RULE
 from watchdog.escape import terminal
@@ -30,6 +31,7 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
     records = store.rule_records()
     groups = store.groups()
     silences = store.silences(now)
+    explanations = store.explanations()
     rules = []
     names = [r.name for r in loaded.rules] + sorted(set(records) - {r.name for r in loaded.rules})
     types = {r.name: r.type for r in loaded.rules}
@@ -46,7 +48,8 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
                         # keep_firing_for: firing, but its condition has been false since then
                         "clear_since": to_text(s.clear_since),
                         "silenced": next((str(x.id) for x in silences if x.covers(name, g, now, s.episode)), None),
-                        "acknowledged": _ack(acks.get(g), s.episode)}
+                        "acknowledged": _ack(acks.get(g), s.episode),
+                        "explained_by": _explained(explanations.get(name, {}).get(g))}
                        for g, s in sorted(groups.get(name, {}).items())],
         }
         if record and record.facts:
@@ -65,6 +68,19 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
         "outbox_pending": store.outbox_depth(),
         "invalid_files": [p.to_dict() for p in loaded.problems],
     }
+
+
+def _explained(explanation: Explanation | None) -> dict[str, Any] | None:
+    """What explains a dependent alert (``depends_on``): the upstream alert, and how things stand."""
+    if explanation is None:
+        return None
+    return {"alert": explanation.name, "rule": explanation.rule, "group": explanation.group,
+            "phase": explanation.phase.value, "since": to_text(explanation.since),
+            "upstream_resolved_at": to_text(explanation.resolved_at)}
+
+
+EXPLAINED_TEXT = {"explained": "explained by {alert}", "settling": "explained by {alert}, which recovered (settling)",
+                  "linked": "fired before {alert}"}
 
 
 def _ack(ack: Ack | None, episode: str) -> dict[str, Any] | None:
@@ -104,6 +120,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
             if g.get("acknowledged"):
                 muted += f" [acknowledged by {g['acknowledged']['by']}]"
             clearing = f" (condition false since {_age(g['clear_since'], now)}, keep_firing_for)" if g.get("clear_since") else ""
+            if g.get("explained_by"):
+                muted += f" [{EXPLAINED_TEXT[g['explained_by']['phase']].format(alert=g['explained_by']['alert'])}]"
             _print(f"  {label}: {g['state']} {g['severity']} since {_age(g['since'], now)}{clearing}{muted}: {g['summary']}")
         for fact in rule.get("facts", {}).get("values", []):  # sql_value: every value read, ok ones included
             value = "no value" if fact.get("value") is None else format_value(fact["value"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from watchdog.dependencies import (
     matching,
 )
 from watchdog.lifecycle import Kind, Notice
+from watchdog.loader import load_rules
 from watchdog.rule import Severity
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -213,3 +215,54 @@ def test_cycles_agree_with_reachability(graph: dict[str, list[str]]) -> None:
             assert any(reaches(node, m) and reaches(m, node) for m in on_cycle)
     for node in on_cycle:
         assert reaches(node, node)
+
+
+def write_rules(tmp_path: Path, rules: dict[str, str]) -> list[str]:
+    for name, text in rules.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    result = load_rules([str(tmp_path)])
+    return sorted(str(p) for p in result.problems)
+
+
+DMS = "type: dms_task\nsource: aws\n"
+
+
+def test_unknown_names_and_cycles_are_validation_errors_naming_the_rules(tmp_path: Path) -> None:
+    problems = write_rules(tmp_path, {
+        "a": f"name: a\n{DMS}depends_on: [b]\n",
+        "b": f"name: b\n{DMS}depends_on: [c, 'dms-taks:x']\n",
+        "c": f"name: c\n{DMS}depends_on: [a]\n",
+        "dms-tasks": f"name: dms-tasks\n{DMS}",
+        "d": f"name: d\n{DMS}depends_on: [d]\n",
+        "ok": f"name: ok\n{DMS}depends_on: ['dms-tasks:*/lag']\ndepends_on_settle: 10m\n",
+    })
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "depends_on[0]: dependency cycle: a -> b -> c -> a; remove one of these depends_on entries",
+        "depends_on[0]: dependency cycle: a -> b -> c -> a; remove one of these depends_on entries",
+        "depends_on[1]: rule b depends on dms-taks, but no rule is named 'dms-taks' (did you mean 'dms-tasks'?)",
+        "depends_on[0]: dependency cycle: a -> b -> c -> a; remove one of these depends_on entries",
+        "depends_on[0]: rule d cannot depend on itself",
+    ]
+    assert [p.split(":")[0].rsplit("/", 1)[1] for p in problems] == ["a.yaml", "b.yaml", "b.yaml", "c.yaml", "d.yaml"]
+    loaded = load_rules([str(tmp_path)])
+    assert {r.name for r in loaded.rules} == {"dms-tasks", "ok"}  # the others never half-load
+    (ok,) = [r for r in loaded.rules if r.name == "ok"]
+    assert ok.depends_on == ("dms-tasks:*/lag",) and ok.depends_on_settle == timedelta(minutes=10)
+
+
+def test_a_cycle_through_healed_when_fresh_is_named(tmp_path: Path) -> None:
+    problems = write_rules(tmp_path, {
+        "fix": "name: fix\ntype: dms_remediate\nsource: aws\ntasks: [t]\nhealed_when: {fresh: fresh}\n"
+               "depends_on: [fresh]\n",
+        "fresh": "name: fresh\ntype: freshness\nsource: wh\nchecks: [{name: x, sql: 'select now()'}]\nwarn_after: 1h\n",
+    })
+    assert len(problems) == 2 and all("dependency cycle: fix -> fresh -> fix" in p for p in problems)
+    assert any("fresh.yaml" in p and "fix's healed_when.fresh names fresh" in p for p in problems)
+
+
+def test_validating_one_file_knows_the_other_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "dms-tasks.yaml").write_text(f"name: dms-tasks\n{DMS}")
+    (tmp_path / "new.yaml").write_text(f"name: new\n{DMS}depends_on: [dms-tasks]\n")
+    assert load_rules([str(tmp_path / "new.yaml")], known=["dms-tasks"]).problems == []
+    assert load_rules([str(tmp_path / "new.yaml")]).problems  # (without them it would name an unknown rule)

@@ -18,12 +18,17 @@ from tests.helpers import Clock, engine_for, wait_idle, write_project
 from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
 from tests.servers.slack_api import SlackServer
+from tests import test_dms_least as least
 from tests.test_dms import create_task, execute, fail
-from watchdog.config import SlackConfig, load_config
+from tests.test_dms_least import warehouse  # noqa: F401  (a fixture: the loads table)
+from watchdog.config import Config, SlackConfig, load_config
 from watchdog.engine import Engine
+from watchdog.loader import load_rules
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
+from watchdog.sources import Sources
 from watchdog.status import status_document
+from watchdog.testrule import format_text, replay
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 TABLES = ("fact_orders", "fact_logins", "dim_users")
@@ -64,20 +69,25 @@ def fast_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("watchdog.notify.slack.MIN_SECONDS_BETWEEN_POSTS", 0.0)
 
 
-def setup(tmp_path: Path, moto: MotoDms, dsn: str, slack: SlackServer,
-          rules: dict[str, str] = RULES) -> tuple[Clock, Engine, Outbox]:
+def prepare(tmp_path: Path, moto: MotoDms, dsn: str, rules: dict[str, str] = RULES) -> Config:
+    """The warehouse's tables (loaded 5 minutes ago), the DMS task (running) and the project's files."""
     execute(dsn, "create schema analytics; create schema crm;"
             + "".join(f"create table analytics.{t} (loaded_at timestamptz);" for t in TABLES)
             + "create table crm.accounts (loaded_at timestamptz);")
     load(dsn, *TABLES, "accounts", ago="5 minutes")
     create_task(moto)
-    config = write_project(tmp_path, f"""\
+    return write_project(tmp_path, f"""\
         rules_dir: rules
         state_path: state.db
         sources:
           aws: {{type: dms, region: us-east-1, endpoint_url: "{moto.url}"}}
           warehouse: {{type: postgres, dsn: "{dsn}"}}
         """, rules)
+
+
+def setup(tmp_path: Path, moto: MotoDms, dsn: str, slack: SlackServer,
+          rules: dict[str, str] = RULES) -> tuple[Clock, Engine, Outbox]:
+    config = prepare(tmp_path, moto, dsn, rules)
     clock = Clock(NOW)
     engine = engine_for(config, clock)
     outbox = Outbox(engine.store, SlackNotifier(SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url,
@@ -174,3 +184,62 @@ def test_still_stale_after_the_task_recovered_and_a_link_for_what_fired_first(
     alone = [p for p in posts(slack)[len(messages):] if "thread_ts" not in p]
     assert len(alone) == 1 and "still stale after dms-tasks [prod-to-warehouse] recovered" in alone[0]["text"]
     assert "<!here>" in alone[0]["text"]  # announced alone, it pages as any critical alert
+
+
+def test_test_rule_shows_an_explained_notification_as_such(tmp_path: Path, moto: MotoDms, pg_db: str) -> None:
+    config = prepare(tmp_path, moto, pg_db)
+    fail()
+    load(pg_db, "fact_orders", ago="5 hours")
+    rules = {r.name: r for r in load_rules([config.rules_dir], config).rules}
+    sources = Sources(config.sources)
+    try:
+        result = replay(rules["warehouse-freshness"], sources, NOW, NOW, others=list(rules.values()))
+        alone = replay(rules["warehouse-freshness"], sources, NOW, NOW)  # (without the other rules: as before)
+    finally:
+        sources.close()
+    (note,) = result.notifications
+    assert note["kind"] == "explained" and note["group"] == "fact_orders"
+    assert "also affected, explained by dms-tasks [prod-to-warehouse]: warehouse-freshness [fact_orders]" in note["text"]
+    assert "  " + NOW.strftime("%Y-%m-%dT%H:%M:%SZ") + " explained: [CRITICAL] also affected" in \
+        format_text(result, rules["warehouse-freshness"])
+    assert [n["kind"] for n in alone.notifications] == ["firing"]
+
+
+def test_the_healed_when_fresh_rule_is_explained_by_the_remediation_without_saying_so(
+        tmp_path: Path, moto: MotoDms, warehouse: str) -> None:
+    """A remediation's healed_when.fresh rule depends on it: stale while it works, told in its thread, closed there."""
+    least.create_task(moto)
+    least.suspend()
+    execute(warehouse, "insert into loads values (now() - interval '5 hours')")
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = Clock(start)
+    rules = {"fix-dms": least.remediate("healed_when: {fresh: warehouse-fresh, within: 30m}\n"),
+             "warehouse-fresh": least.FRESHNESS}
+    engine = engine_for(least.project(tmp_path, moto, warehouse, rules), clock)
+    for minute in range(4):
+        clock.now = start + timedelta(minutes=minute)
+        engine.dispatch([engine.rules["warehouse-fresh"]], clock.now)  # (observers first, as the daemon's --once)
+        wait_idle(engine)
+        engine.dispatch([engine.rules["fix-dms"]], clock.now)
+        wait_idle(engine)
+    thread = next(r["episode"] for r in engine.store.db.execute("select episode from outbox where rule = 'fix-dms'"))
+    rows = [(r["kind"], r["episode"]) for r in engine.store.db.execute(
+        "select kind, episode from outbox where rule = 'warehouse-fresh' order by id")]
+    # stale before the remediation fired: alone; then the refresh loads it and it resolves, alone too
+    assert rows[0][0] == "firing" and rows[0][1] != thread
+    assert least.steps(engine.store)[-1][0] == "resolved"
+
+    # The task fails again: the remediation is at work when the warehouse goes stale, so it is told in its thread.
+    execute(warehouse, "delete from loads; insert into loads values (now() - interval '5 hours')")
+    least.suspend("payments")
+    before = len(rows)
+    for minute in range(4, 8):
+        clock.now = start + timedelta(minutes=minute)
+        engine.dispatch([engine.rules["fix-dms"]], clock.now)  # (the remediation fires first this time)
+        wait_idle(engine)
+        engine.dispatch([engine.rules["warehouse-fresh"]], clock.now)
+        wait_idle(engine)
+    thread = [r["episode"] for r in engine.store.db.execute("select episode from outbox where rule = 'fix-dms'")][-1]
+    rows = [(r["kind"], r["episode"]) for r in engine.store.db.execute(
+        "select kind, episode from outbox where rule = 'warehouse-fresh' order by id")][before:]
+    assert rows == [("explained", thread), ("explained_resolved", thread)], rows

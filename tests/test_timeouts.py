@@ -17,6 +17,7 @@ from watchdog.engine import SELF_RULE, Engine
 from watchdog.lifecycle import ERROR_NOTIFY_AFTER
 from watchdog.ruletypes.base import SourceUnavailable
 from watchdog.state import StateStore
+from watchdog.status import status_document
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -70,6 +71,10 @@ def test_black_holed_sources_fail_within_their_timeouts_and_are_reported_once_pe
     for rule in RULES:
         assert kinds(engine.store, rule) == []
         assert engine.store.rule_record(rule).health.errors == ERROR_NOTIFY_AFTER + 1
+    # status shows each rule's error as explained by its source's alert
+    doc = status_document(config, engine.store, clock.now)
+    assert {r["name"]: r.get("error_explained_by") for r in doc["rules"] if r["name"] in RULES} == {
+        "dms": "(watchdog) [source aws]", "fresh": "(watchdog) [source warehouse]", "errors": "(watchdog) [source logs]"}
 
 
 def test_source_alert_resolves_when_the_source_answers_again(tmp_path: Path) -> None:
@@ -88,6 +93,10 @@ def test_source_alert_resolves_when_the_source_answers_again(tmp_path: Path) -> 
     wait_idle(engine)
     assert kinds(store, SELF_RULE) == [("source scripted", "firing"), ("source scripted", "resolved")]
     assert kinds(store, "a") == kinds(store, "b") == []
+    # The rules' errors joined the source's alert: it names them (depends_on, item 6 of its issue).
+    (payload,) = [r[0] for r in store.db.execute("select payload from outbox where rule = ? and kind = 'firing'",
+                                                  (SELF_RULE,))]
+    assert "source scripted does not answer; its rules cannot be evaluated (a, b): connection refused" in payload
 
 
 def test_a_source_timeout_not_shorter_than_the_rule_timeout_is_refused(tmp_path: Path) -> None:

@@ -235,7 +235,9 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.rule_file):
         print(f"watchdog test-rule: no such file: {args.rule_file}", file=sys.stderr)
         return EXIT_USAGE
-    loaded = load_rules([args.rule_file], config)
+    # The rules it may depend on (depends_on): replayed with it, so an explained notification shows as such.
+    directory = load_rules([config.rules_dir], config).rules if os.path.isdir(config.rules_dir) else []
+    loaded = load_rules([args.rule_file], config, known=[r.name for r in directory])
     if loaded.problems:
         _print_problems(loaded.problems)
         return EXIT_INVALID
@@ -259,9 +261,10 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
         print(f"watchdog test-rule: the range {to_text(start)} .. {to_text(end)} is empty: --start must be before --end "
               "(and --last longer than 0s)", file=sys.stderr)
         return EXIT_USAGE
+    others = [r for r in directory if r.name != rule.name]
     sources = Sources(config.sources)
     try:
-        result = replay(rule, sources, start, end, force_per_tick=args.per_tick)
+        result = replay(rule, sources, start, end, force_per_tick=args.per_tick, others=others)
     except Exception as exc:
         print(f"watchdog test-rule: {rule.source}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -238,8 +238,8 @@ def implied(rules: Iterable[tuple[str, str, object]]) -> dict[str, list[Ref]]:
     for name, type_name, options in rules:
         if type_name != "dms_remediate":
             continue
-        healed = getattr(options, "healed_when", None)
-        fresh = getattr(healed, "fresh", None) if healed is not None else None
+        verify = getattr(options, "verify", None)  # (``DmsRemediateOptions.verify``: its healed_when)
+        fresh = getattr(verify, "freshness_rule", None) if verify is not None else None
         if isinstance(fresh, str) and fresh != name:
             out.setdefault(fresh, []).append(Ref(name))
     return out

@@ -611,13 +611,23 @@ class Engine:
         now = self.clock()
         rule = self_rule(self.ops_channel)
         findings = tuple(Finding(group=f, value=None, summary=m) for f, m in problems.items())
+        # The errors of the rules on a source that does not answer join its alert (named in it), never alone.
         findings += tuple(Finding(group=f"source {s}", value=None, severity=Severity.CRITICAL,
-                                  summary=f"source {s} does not answer; its rules cannot be evaluated: {m}")
+                                  summary=f"source {s} does not answer; its rules cannot be evaluated"
+                                          f"{self._rules_on(s)}: {m}")
                           for s, m in self.source_problems.items())
         current = {f.group for f in findings}
         fixed = tuple(Observation(group=g, value=None, summary=_fixed(g))
                       for g in self.store.groups(SELF_RULE).get(SELF_RULE, {}) if g not in current)
         self._apply_guarded(rule, Evaluation(findings=findings, present=fixed), now, now, 0.0)
+
+    def _rules_on(self, source: str, shown: int = 10) -> str:
+        """`` (a, b and 3 more)``: the rules on ``source``, for its alert."""
+        names = sorted(name for name, rule in self.rules.items() if rule.options is not None and rule.source == source)
+        if not names:
+            return ""
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return f" ({', '.join(names[:shown])}{more})"
 
     # --- driving ------------------------------------------------------------------------
 

@@ -123,28 +123,40 @@ class Explainer:
         return routing
 
     def rows(self, rule: Rule, routed: Iterable[deps.Routed]) -> list[Row]:
-        """The outbox rows of routed notices: explained ones of one thread as one reply, in group order."""
-        rows: list[Row] = []
-        together: dict[tuple[str, str], list[deps.Routed]] = defaultdict(list)
-        for item in routed:
-            notice, by = item.notice, item.by
-            if item.route is deps.Route.ALONE or by is None:
-                rows.append((notice.group, notice.kind.value, notice.episode, render(rule, notice)))
-            elif item.route is deps.Route.STILL:
-                phrase = f"still {self.word(rule)} after {by.name} recovered: "
-                payload = {**still_firing(render(rule, notice), phrase), "after_upstream": by.name}
-                rows.append((notice.group, Kind.FIRING.value, notice.episode, payload))
-            elif item.route is deps.Route.LINK:
-                rows.append((notice.group, "link", notice.episode, render_link(rule, notice, by.name, by.episode)))
-            else:
-                together[(item.route.value, by.episode)].append(item)
+        """The outbox rows of routed notices (see ``render_routed``)."""
         rules = self.rules()
-        for (kind, episode), items in together.items():
-            by = items[-1].by
-            assert by is not None
-            upstream = rules.get(by.rule)
-            channel = upstream.notify.channel if upstream is not None else rule.notify.channel
-            notes = [i.notice for i in items]
-            group = notes[0].group if len(notes) == 1 else ""
-            rows.append((group, kind, episode, render_explained(rule, kind, notes, by.name, episode, channel)))
-        return rows
+
+        def channel(name: str) -> str | None:
+            upstream = rules.get(name)
+            return upstream.notify.channel if upstream is not None else rule.notify.channel
+
+        return render_routed(rule, routed, self.word(rule), channel)
+
+
+def render_routed(rule: Rule, routed: Iterable[deps.Routed], word: str, channel: Callable[[str], str | None]) -> list[Row]:
+    """The outbox rows of routed notices of ``rule``: explained ones of one thread as one reply, in group order.
+
+    ``word`` is what the rule type calls firing ("stale"); ``channel`` gives
+    an upstream rule's Slack channel (where its thread is).
+    """
+    rows: list[Row] = []
+    together: dict[tuple[str, str], list[deps.Routed]] = defaultdict(list)
+    for item in routed:
+        notice, by = item.notice, item.by
+        if item.route is deps.Route.ALONE or by is None:
+            rows.append((notice.group, notice.kind.value, notice.episode, render(rule, notice)))
+        elif item.route is deps.Route.STILL:
+            phrase = f"still {word} after {by.name} recovered: "
+            payload = {**still_firing(render(rule, notice), phrase), "after_upstream": by.name}
+            rows.append((notice.group, Kind.FIRING.value, notice.episode, payload))
+        elif item.route is deps.Route.LINK:
+            rows.append((notice.group, "link", notice.episode, render_link(rule, notice, by.name, by.episode)))
+        else:
+            together[(item.route.value, by.episode)].append(item)
+    for (kind, episode), items in together.items():
+        by = items[-1].by
+        assert by is not None
+        notes = [i.notice for i in items]
+        group = notes[0].group if len(notes) == 1 else ""
+        rows.append((group, kind, episode, render_explained(rule, kind, notes, by.name, episode, channel(by.rule))))
+    return rows

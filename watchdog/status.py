@@ -35,6 +35,7 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
     rules = []
     names = [r.name for r in loaded.rules] + sorted(set(records) - {r.name for r in loaded.rules})
     types = {r.name: r.type for r in loaded.rules}
+    sources = {r.name: r.source for r in loaded.rules}
     for name in names:
         record = records.get(name)
         acks = store.acks(name)
@@ -52,6 +53,10 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
                         "explained_by": _explained(explanations.get(name, {}).get(g))}
                        for g, s in sorted(groups.get(name, {}).items())],
         }
+        source = sources.get(name)
+        if record and record.health.errors and source and groups.get(SELF_RULE, {}).get(f"source {source}"):
+            # (its error joined the alert of its source, which does not answer: see README, depends_on)
+            entry["error_explained_by"] = f"{SELF_RULE} [source {source}]"
         if record and record.facts:
             entry["facts"] = record.facts
         if name not in types:
@@ -113,7 +118,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
                     f"next {next_run}")
         _print(line)
         if rule["last_error"]:
-            _print(f"  error ({rule['consecutive_errors']}x): {rule['last_error']}")
+            joined = f" [explained by {rule['error_explained_by']}]" if rule.get("error_explained_by") else ""
+            _print(f"  error ({rule['consecutive_errors']}x){joined}: {rule['last_error']}")
         for g in rule["groups"]:
             label = g["group"] or "(all)"
             muted = f" [silenced: {g['silenced']}]" if g["silenced"] else ""

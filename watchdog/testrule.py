@@ -21,8 +21,10 @@ from typing import Any
 
 from croniter import croniter
 
+from watchdog import dependencies as deps
 from watchdog import lifecycle
 from watchdog.escape import terminal
+from watchdog.explained import current_notice, render_routed
 from watchdog.notify.render import render, render_step
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.rule import Rule, Schedule
@@ -32,7 +34,7 @@ from watchdog.ruletypes.base import EvalContext, Evaluation, Step
 from watchdog.ruletypes.ratio import counts as ratio_counts
 from watchdog.ruletypes.ratio import split_aggs
 from watchdog.ruletypes.search_options import SearchOptions
-from watchdog.times import to_text
+from watchdog.times import from_text, to_text
 
 SEARCH_TYPES = ("threshold", "metric", "ratio", "spike")
 ASSEMBLED_METRICS = (None, "sum", "min", "max", "avg")  # values that can be built from histogram buckets
@@ -330,14 +332,17 @@ def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
     _keep(replay, notice.at, notice.group, notice.kind.value, render(rule, notice))
 
 
-def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState], evaluation: Evaluation, now: datetime) -> None:
+def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState], evaluation: Evaluation, now: datetime,
+             upstream: Upstreams | None = None) -> None:
     policy = lifecycle.Policy.of(rule)
     findings = {f.group: f for f in evaluation.findings}
     quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
+    routed: list[deps.Routed] = []
     for group in sorted(set(states) | set(findings)):
         if group not in findings and group in evaluation.kept:
             continue
-        moved = lifecycle.step(policy, group, states.get(group), findings.get(group), now, silenced=quiet)
+        before = states.get(group)
+        moved = lifecycle.step(policy, group, before, findings.get(group), now, silenced=quiet)
         if moved.state is None:
             states.pop(group, None)
         else:
@@ -345,8 +350,96 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
         for t in moved.transitions:
             replay.transitions.append({"at": to_text(t.at), "group": t.group, "from": t.from_, "to": t.to,
                                        "value": t.value, "severity": t.severity.value})
-        for notice in moved.notices:
-            _notify(replay, rule, notice)
+        if upstream is None:
+            for notice in moved.notices:
+                _notify(replay, rule, notice)
+            continue
+        # A rule that depends on others: its notices are routed as the daemon routes them (see ``dependencies``).
+        after = moved.state
+        firing_now = after is not None and after.state is lifecycle.State.FIRING
+        change = deps.Change(firing_before=before is not None and before.state is lifecycle.State.FIRING,
+                             firing_now=firing_now, notices=moved.notices,
+                             current=current_notice(group, after, now) if firing_now and after and not quiet else None,
+                             announced=before is not None and before.notified_at is not None)
+        decision = deps.decide(upstream.records.get(group), change, upstream.at(now), upstream.settle, now)
+        if decision.record is None:
+            upstream.records.pop(group, None)
+        else:
+            upstream.records[group] = decision.record
+        if decision.changed_notified and after is not None:
+            states[group] = replace(after, notified_at=now)
+        routed.extend(decision.routed)
+    if upstream is not None:
+        for group, kind, _episode, payload in render_routed(rule, routed, RULE_TYPES[rule.type].firing_word,
+                                                            upstream.channel):
+            _keep(replay, now, group, kind, payload)
+
+
+@dataclass
+class Upstreams:
+    """The upstream rules of a replayed rule, replayed over the same range: which of their alerts fire when."""
+
+    refs: list[deps.Ref]
+    settle: deps.Settle
+    timelines: dict[str, list[tuple[datetime, str, bool]]] = field(default_factory=dict)  # rule -> (at, group, firing)
+    channels: dict[str, str | None] = field(default_factory=dict)
+    records: dict[str, deps.Explanation] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def at(self, now: datetime) -> list[deps.Upstream]:
+        """The upstream alerts firing at ``now`` that the refs name (their thread is named after the alert)."""
+        firing: dict[str, list[deps.Upstream]] = {}
+        for name, timeline in self.timelines.items():
+            since: dict[str, datetime] = {}
+            for at, group, fires in timeline:
+                if at > now:
+                    break
+                if fires:
+                    since.setdefault(group, at)
+                else:
+                    since.pop(group, None)
+            firing[name] = [deps.Upstream(name, g, f"{name}/{g}@{to_text(t)}", t) for g, t in sorted(since.items())]
+        return deps.matching(self.refs, firing)
+
+    def channel(self, name: str) -> str | None:
+        return self.channels.get(name)
+
+
+def upstreams_of(rule: Rule, others: Sequence[Rule], sources: Any, start: datetime, end: datetime,
+                 out: Replay) -> Upstreams | None:
+    """Replay the rules ``rule`` depends on (``depends_on``, ``healed_when.fresh``) over the same range.
+
+    Returns None when it depends on none. An upstream that records state
+    only (``notify: []``) explains nothing, as in the daemon; one that
+    evaluates the present only is known at the end of the range only.
+    """
+    implied = deps.implied((r.name, r.type, r.options) for r in [rule, *others])
+    refs = [deps.Ref.parse(text) for text in rule.depends_on] + implied.get(rule.name, [])
+    if not refs:
+        return None
+    settle = deps.Settle(duration=rule.depends_on_settle) if rule.depends_on_settle is not None else deps.DEFAULT_SETTLE
+    upstreams = Upstreams(refs, settle)
+    by_name = {r.name: r for r in others}
+    for name in sorted({ref.rule for ref in refs}):
+        upstream = by_name.get(name)
+        if upstream is None:
+            out.errors.append({"at": to_text(end), "message": f"depends_on names {name}, which is not a rule here"})
+            continue
+        upstreams.channels[name] = upstream.notify.channel
+        if not upstream.notify.enabled and not RULE_TYPES[upstream.type].acts:
+            continue  # it announces nothing, so it explains nothing
+        try:
+            result = replay(upstream, sources, start, end)
+        except Exception as exc:
+            out.errors.append({"at": to_text(end), "message": f"upstream rule {name} could not be replayed: {exc}"})
+            continue
+        timeline = [(from_text(t["at"]) or end, str(t["group"]), str(t["to"]).startswith("firing"))
+                    for t in result.transitions]
+        upstreams.timelines[name] = sorted(timeline, key=lambda item: item[0])
+        if present_only(upstream) and not present_only(rule):
+            upstreams.notes.append(f"upstream rule {name} evaluates the present only: its alerts are known at the end "
+                                   "of the range only")
+    return upstreams
 
 
 def _tick_value(rule: Rule, response: Mapping[str, Any], known: frozenset[str],
@@ -373,7 +466,8 @@ def _tick_value(rule: Rule, response: Mapping[str, Any], known: frozenset[str],
     return min(numbers) if options.threshold.below is not None else max(numbers)
 
 
-def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bool = False) -> None:
+def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bool = False,
+                  upstream: Upstreams | None = None) -> None:
     ticks = replay.ticks
     if not ticks:
         return
@@ -397,7 +491,7 @@ def replay_search(rule: Rule, source: Any, replay: Replay, *, force_per_tick: bo
         replay.series.append((tick, _tick_value(rule, response, observed | frozenset(states), evaluation)))
         replay.breaching += bool(evaluation.findings)
         observed = frozenset(evaluation.observed)
-        _advance(replay, rule, states, evaluation, tick)
+        _advance(replay, rule, states, evaluation, tick, upstream)
 
 
 PRESENT_SLACK = timedelta(minutes=1)  # an --end this close to now still means "now"
@@ -421,7 +515,7 @@ def window_problem(rule: Rule, end: datetime | None, now: datetime) -> str | Non
             "(neither the warehouse nor AWS keeps a history of their values to replay); drop --end")
 
 
-def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
+def replay_present(rule: Rule, sources: Any, replay: Replay, upstream: Upstreams | None = None) -> None:
     """Freshness and DMS rules: the present state only (their history is not kept anywhere to replay).
 
     They make no search request; the window shrinks to the one moment evaluated.
@@ -444,21 +538,30 @@ def replay_present(rule: Rule, sources: Any, replay: Replay) -> None:
         replay.actions.append({"at": to_text(now), "group": group, "kind": step.kind, "text": step.text})
         _keep(replay, now, group, step.kind,
               render_step(rule, group, step.kind, step.text, step.severity.value, now, None, step.detail))
-    _advance(replay, rule, {}, result, now)
+    _advance(replay, rule, {}, result, now, upstream)
 
 
-def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_per_tick: bool = False) -> Replay:
-    """Replay ``rule`` over [start, end] against the real sources; raises the source's error when it cannot run at all."""
+def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_per_tick: bool = False,
+           others: Sequence[Rule] = ()) -> Replay:
+    """Replay ``rule`` over [start, end] against the real sources; raises the source's error when it cannot run at all.
+
+    ``others`` are the other rules of the rules directory: the ones ``rule``
+    depends on are replayed too, and its notifications routed as the daemon
+    routes them (an explained alert is shown as ``explained``).
+    """
     result = Replay(rule=rule.name, start=start, end=end)
+    upstream = upstreams_of(rule, others, sources, start, end, result) if others else None
     if rule.type in SEARCH_TYPES:
         result.ticks, result.left_out = ticks_for(rule.schedule, start, end)
         if result.left_out:
             result.note = (f"the range holds {len(result.ticks) + result.left_out} ticks at this schedule; the newest "
                            f"{len(result.ticks)} are replayed, from {to_text(result.ticks[0])}, and the oldest "
                            f"{result.left_out} are left out (narrow the range with --start/--end or --last)")
-        replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick)
+        replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick, upstream=upstream)
     else:
-        replay_present(rule, sources, result)
+        replay_present(rule, sources, result, upstream)
+    if upstream is not None and upstream.notes:
+        result.note = "; ".join([result.note, *upstream.notes] if result.note else upstream.notes)
     return result
 
 

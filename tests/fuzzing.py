@@ -33,6 +33,8 @@ from watchdog.ruletypes import COMMON_MESSAGE_FIELDS, RULE_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+# The example rules' names: a file loaded alone may depend on them (depends_on), as in their rules directory.
+EXAMPLE_RULES = tuple(p.stem for p in sorted((REPO / "rules").glob("*.yaml")))
 
 CONFIG_SEED = """\
 rules_dir: rules
@@ -193,7 +195,7 @@ def exercise(rule: Rule) -> None:
 
 def check_rule_file(path: str, config: Config | None) -> str:
     """Load the rule file at ``path`` and check the property; returns "rule" or "problems". Raises on a bug."""
-    result = load_rules([path], config, environ={"HOME": "/root"})
+    result = load_rules([path], config, environ={"HOME": "/root"}, known=EXAMPLE_RULES)
     assert bool(result.rules) != bool(result.problems), (result.rules, result.problems)
     for problem in result.problems:
         shown = display_path(path)  # the file, or a file under it when it is a directory

@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
+from tests import test_dms_least as least
 from tests.helpers import Clock, engine_for, wait_idle, write_project
 from tests.servers import moto_dms
 from tests.servers.moto_dms import MotoDms
 from tests.servers.slack_api import SlackServer
-from tests import test_dms_least as least
 from tests.test_dms import create_task, execute, fail
-from tests.test_dms_least import warehouse  # noqa: F401  (a fixture: the loads table)
 from watchdog.config import Config, SlackConfig, load_config
 from watchdog.engine import Engine
 from watchdog.loader import load_rules
@@ -62,6 +61,13 @@ RULES = {
         warn_after: 1h
         """,
 }
+
+
+@pytest.fixture
+def warehouse(pg_db: str) -> str:
+    """A warehouse with the loads table of ``test_dms_least``'s rules."""
+    execute(pg_db, "create table loads (at timestamptz not null)")
+    return pg_db
 
 
 @pytest.fixture(autouse=True)

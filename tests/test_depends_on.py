@@ -159,9 +159,10 @@ def test_one_failure_one_thread(tmp_path: Path, moto: MotoDms, pg_db: str, slack
     run(clock, engine, outbox, "dms-tasks", "warehouse-freshness", "crm-freshness")
     late = posts(slack)[1 + len(new):]
     assert late and all(p.get("thread_ts") == thread for p in late), late
-    closing = [p for p in late if "BACK TO NORMAL" in text_of(p)]  # (with the task's resolution, as one reply)
-    assert len(closing) == 1 and all(t in text_of(closing[0]) for t in TABLES)
-    assert any("RESOLVED" in text_of(p) and "prod-to-warehouse" in text_of(p) for p in late)
+    closing = [p for p in late if "back to normal after dms-tasks [prod-to-warehouse]" in p["text"]]
+    assert len(closing) == 1 and all(t in closing[0]["text"] for t in TABLES)
+    assert any("RESOLVED" in p["text"] and "prod-to-warehouse" in p["text"] for p in late)
+    assert [u.body["ts"] for u in slack.calls("chat.update")] == [thread]  # the task's first message, struck through
     assert engine.store.explanations("warehouse-freshness") == {}
     assert not engine.store.groups("warehouse-freshness")
 

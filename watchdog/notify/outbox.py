@@ -29,6 +29,7 @@ from typing import Any
 from watchdog.logfmt import log
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import MAX_ENTRIES, digest
+from watchdog.notify.render import EXPLAINED_KINDS
 from watchdog.state import OutboxItem, StateStore
 from watchdog.times import utcnow
 
@@ -123,8 +124,10 @@ class Outbox:
                 item = replace(item, payload={**item.payload, "link": self.store.thread_ref(linked, self.notifier.name)})
             admitted[item.episode] = admitted.get(item.episode, 0) + 1
             key = (self.notifier.destination(item.payload), str(thread["ts"]) if thread and "ts" in thread else "")
-            if not self.notifier.groups or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS:
-                # (an approval keeps its own buttons; a follow-up is a call of its own)
+            if not self.notifier.groups or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS \
+                    or item.kind in EXPLAINED_KINDS:
+                # (an approval keeps its own buttons; a follow-up is a call of its own; the explained alerts of an
+                # evaluation are one reply already, and leave the upstream's own resolution its rewrite)
                 key = (key[0], f"{key[1]}#{item.id}")
             groups.setdefault(key, Message(key, thread)).items.append(item)
         wait = self.notifier.group_wait

@@ -148,7 +148,7 @@ def render_explained(rule: Rule, kind: str, notices: list[Notice], upstream: str
         "text_mrkdwn": mrkdwn(f"[{shown}] {head}: ") + body_mrkdwn, "summary": body,
         "value": first.value if len(notices) == 1 else None, "description": "", "runbook_url": rule.runbook_url,
         "labels": dict(rule.labels), "at": to_text(first.at), "since": to_text(first.since) if not ended else None,
-        "details": {}, "channel": channel, "mention": None,
+        "details": {}, "channel": channel, "mention": None, "page": False,
         "explained_by": {"alert": upstream, "episode": upstream_thread},
         "groups": [{"group": n.group, "severity": n.severity.value, "value": n.value, "summary": n.summary,
                     "since": to_text(n.since)} for n in notices],
@@ -168,6 +168,6 @@ def render_link(rule: Rule, notice: Notice, upstream: str, upstream_thread: str)
         "body": text, "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{notice.severity.value.upper()}] {where}: {text}"),
         "summary": text, "value": notice.value, "description": "", "runbook_url": None, "labels": dict(rule.labels),
         "at": to_text(notice.at), "since": to_text(notice.since), "details": {}, "channel": rule.notify.channel,
-        "mention": None, "link_episode": upstream_thread, "explained_by": {"alert": upstream, "episode": upstream_thread},
+        "mention": None, "page": False, "link_episode": upstream_thread, "explained_by": {"alert": upstream, "episode": upstream_thread},
         "actions": False,
     }

@@ -22,7 +22,7 @@ from tests.test_engine import tick
 from watchdog.config import SlackConfig
 from watchdog.engine import Engine
 from watchdog.notify.outbox import Outbox
-from watchdog.notify.slack import METADATA_EVENT, SlackNotifier, find_posted
+from watchdog.notify.slack import METADATA_EVENT, SlackNotifier, find_held
 from watchdog.state import StateStore
 
 T0 = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
@@ -167,16 +167,21 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 
 
 @settings(max_examples=100, deadline=None)
-@given(json_values, st.integers(0, 5))
-def test_any_history_answer_is_read_without_error(answer: object, wanted: int) -> None:
-    found = find_posted(answer, wanted)
-    assert found is None or isinstance(found, str)
+@given(json_values, st.lists(st.integers(0, 5), max_size=4))
+def test_any_history_answer_is_read_without_error(answer: object, wanted: list[int]) -> None:
+    found = find_held(answer, wanted)
+    assert set(found) <= set(wanted)
+    assert all(isinstance(ts, str) and ts and carried >= 1 for ts, carried in found.values())
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1, max_size=8), st.lists(st.integers(0, 5), max_size=3)), max_size=6),
-       st.integers(0, 5))
-def test_the_message_carrying_the_id_is_found(posts: list[tuple[str, list[int]]], wanted: int) -> None:
+       st.lists(st.integers(0, 5), max_size=4))
+def test_every_wanted_id_is_looked_up_on_its_own(posts: list[tuple[str, list[int]]], wanted: list[int]) -> None:
     messages = [{"ts": ts, "metadata": {"event_type": METADATA_EVENT, "event_payload": {"ids": ids}}} for ts, ids in posts]
-    expected = next((ts for ts, ids in posts if wanted in ids), None)
-    assert find_posted(messages, wanted) == expected
+    expected = {}
+    for i in wanted:
+        holder = next(((ts, len(ids)) for ts, ids in posts if i in ids), None)
+        if holder is not None:
+            expected[i] = holder
+    assert find_held(messages, wanted) == expected

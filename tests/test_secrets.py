@@ -111,21 +111,24 @@ def test_planted_secrets_appear_in_no_output_log_state_row_or_slack_request(
     errors = {r: rec.health.last_error for r, rec in engine.store.rule_records().items()}
     assert "password authentication failed" in errors["fresh"]
     assert "http://elastic:***@127.0.0.1:1" in errors["errors"]
-    slack.fail_next({"error": "invalid_auth"}, {"status": 502, "body": "<html>" + "bad gateway " * 500 + "</html>"})
-    outbox.deliver_due()  # invalid_auth: recorded as failed, not retried
+    slack.fail_next({"error": "invalid_auth", "method": "chat.postMessage"},
+                    {"status": 502, "body": "<html>" + "bad gateway " * 500 + "</html>", "method": "chat.postMessage"})
+    outbox.deliver_due()  # invalid_auth: the notifications are kept, Slack is tried again in 5 minutes
     outbox.deliver_due()
-    clock.now += timedelta(minutes=15)
-    outbox.deliver_due()  # the 502, then a success
-    clock.now += timedelta(minutes=15)
-    outbox.deliver_due()
-    posted = slack.calls("chat.postMessage")
-    assert posted and any("elastic:***@127.0.0.1:1" in json.dumps(p.body) for p in posted)  # the error, redacted
-    notifier_errors = [row["error"] for row in engine.store.notifier_status().values() if row["error"]]
-    for call in slack.calls():
-        assert not leaks(json.dumps(call.body)), call.body
     rows = engine.store.db.execute("select last_error from outbox where last_error is not null").fetchall()
     assert any("invalid_auth" in r[0] for r in rows)
+    clock.now += timedelta(minutes=15)
+    outbox.deliver_due()  # the 502
+    rows = engine.store.db.execute("select last_error from outbox where last_error is not null").fetchall()
+    notifier_errors = [row["error"] for row in engine.store.notifier_status().values() if row["error"]]
+    assert any("bad gateway" in r[0] for r in rows)
     assert all(len(r[0]) < 300 for r in rows) and all(len(e) < 300 for e in notifier_errors)  # the HTML body, cut
+    clock.now += timedelta(minutes=15)
+    outbox.deliver_due()  # then a success
+    posted = slack.calls("chat.postMessage")
+    assert posted and any("elastic:***@127.0.0.1:1" in json.dumps(p.body) for p in posted)  # the error, redacted
+    for call in slack.calls():
+        assert not leaks(json.dumps(call.body)), call.body
     engine.store.close()
     # every command a person would run
     capsys.readouterr()

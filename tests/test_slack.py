@@ -14,7 +14,7 @@ from tests.servers.slack_api import SlackServer
 from tests.test_engine import tick
 from watchdog.config import SlackConfig
 from watchdog.engine import Engine
-from watchdog.notify.outbox import Outbox
+from watchdog.notify.outbox import REFUSED_RETRY, Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.notify.slack_blocks import MAX_BLOCKS, MAX_FIELD, MAX_FIELDS, MAX_HEADER, MAX_SECTION, message_blocks
 from watchdog.state import StateStore
@@ -87,15 +87,27 @@ def test_server_errors_back_off_then_succeed(tmp_path: Path, slack: SlackServer)
     assert store.outbox_depth() == 0 and store.notifier_status()["slack"]["ok"] is True
 
 
-def test_invalid_auth_is_a_visible_error_not_a_loop(tmp_path: Path, slack: SlackServer) -> None:
-    clock, store, source, engine, outbox = setup(tmp_path, slack)
-    source.values = {"r": 50}
-    slack.fail_next({"error": "invalid_auth"})
-    step(clock, engine, outbox)
+@pytest.mark.parametrize("error", ["invalid_auth", "token_revoked", "account_inactive"])
+def test_refused_credentials_keep_every_notification_and_are_tried_again_not_hammered(tmp_path: Path, slack: SlackServer,
+                                                                                      error: str) -> None:
+    clock, store, source, engine, outbox = setup(tmp_path, slack, rules=[scripted_rule("a"), scripted_rule("b")],
+                                                 group_wait=timedelta(0))
+    source.values = {"a": 50, "b": 50}
+    slack.fail_next(*[{"error": error, "method": "chat.postMessage"}] * 2)
+    assert step(clock, engine, outbox) == 0
     status = store.notifier_status()["slack"]
-    assert status["ok"] is False and status["error"] == "Slack refused the message: invalid_auth"
-    clock.now += timedelta(hours=1)
-    assert outbox.deliver_due() == 0 and len(slack.calls()) == 1
+    assert status == {**status, "ok": False, "refused": True, "error": f"Slack refuses watchdog's credentials: {error}"}
+    assert outbox.refused is not None and outbox.wake_at == clock.now + REFUSED_RETRY
+    assert len(slack.calls("chat.postMessage")) == 1  # the other alert is not tried against a refused token
+    clock.now += REFUSED_RETRY / 2
+    assert outbox.deliver_due() == 0 and len(slack.calls("chat.postMessage")) == 1
+    clock.now += REFUSED_RETRY / 2
+    assert outbox.deliver_due() == 0 and len(slack.calls("chat.postMessage")) == 2  # still refused: one probe
+    assert store.outbox_depth() == 2 and store.failed_notifications() == []  # kept, not given up
+    clock.now += REFUSED_RETRY  # the token works again
+    assert outbox.deliver_due() == 2
+    assert outbox.refused is None and store.notifier_status()["slack"]["refused"] is False
+    assert sorted(m["text"].split(":")[1] for m in slack.messages.values()) == [" a", " b"]  # each posted once
 
 
 def test_fifty_groups_firing_together_give_one_digest_and_share_its_thread(tmp_path: Path, slack: SlackServer) -> None:

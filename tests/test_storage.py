@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.fakes import TYPES, OneSource, ScriptedSource, scripted_rule
 from tests.helpers import wait_idle, write_project
+from tests.servers.slack_api import SlackServer
 from watchdog.engine import Engine
 from watchdog.state import StateStore
 from watchdog.storage import lost_history, open_state, write_marker
@@ -216,12 +217,14 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def test_daemon_on_a_full_file_system_waits_for_space_instead_of_crashing(tmp_path: Path, small_fs: Path, pg_db: str) -> None:
+def test_daemon_on_a_full_file_system_waits_for_space_instead_of_crashing(tmp_path: Path, small_fs: Path, pg_db: str,
+                                                                         slack: SlackServer) -> None:
     write_project(tmp_path, f"""\
         rules_dir: rules
         state_path: {small_fs}/state.db
         sources:
           warehouse: {{type: postgres, dsn: "{pg_db}"}}
+        slack: {{token: xoxb-test, channel: "#alerts", base_url: "{slack.base_url}"}}
         """, {"fresh": "name: fresh\ntype: freshness\nsource: warehouse\nschedule: {every: 1s}\n"
                        "checks:\n  - {name: ga, sql: \"select now() - interval '3 hours'\"}\nwarn_after: 1h\n"})
     filler = fill(small_fs)  # no room for the database, its WAL or its shared memory
@@ -258,6 +261,10 @@ def test_daemon_on_a_full_file_system_waits_for_space_instead_of_crashing(tmp_pa
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert err.count("cannot open the state database; retrying") == 1  # said once, retried quietly
     assert "database or disk is full" in err or "disk I/O error" in err
-    assert [line.split()[:2] for line in out.splitlines() if line.startswith("notification=")] == [
-        ["notification=firing", "rule=fresh"]]
+    # Slack heard of the full disk (directly: there is no outbox without the database), of its end, then the alert.
+    texts = [m["text"] for m in slack.messages.values()]
+    assert texts[0].startswith("[CRITICAL] FIRING: (watchdog) [state database]: the state database ")
+    assert "cannot be written" in texts[0]
+    assert texts[1].startswith("[OK] RESOLVED: (watchdog) [state database]: the state database ")
+    assert "FIRING: fresh [ga]" in texts[2] and len(texts) == 3
     assert daemon.STORAGE_RETRY_SECONDS == 10.0

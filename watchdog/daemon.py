@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 from watchdog import logfmt, systemd
 from watchdog.config import Config
 from watchdog.engine import SELF_RULE, Engine, self_rule
+from watchdog.lifecycle import Kind, Notice
 from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
 from watchdog.notify import build_notifier
 from watchdog.notify.base import Notification, Notifier
-from watchdog.notify.outbox import Outbox
-from watchdog.notify.render import render_step
+from watchdog.notify.console import ConsoleNotifier
+from watchdog.notify.outbox import REFUSED_RETRY, Outbox
+from watchdog.notify.render import render
 from watchdog.problems import Problem
 from watchdog.rule import Rule, Severity
 from watchdog.sources import Sources
@@ -141,6 +143,46 @@ class RuleFiles:
         return self.rules
 
 
+def storage_notice(config: Config, error: str | None, since: datetime | None, now: datetime) -> Notification:
+    """The alert (``error``) or its resolution (None) saying the state database cannot be written, sent directly:
+    it cannot go through the outbox the database holds."""
+    if error is not None:
+        kind, severity = Kind.FIRING, Severity.CRITICAL
+        text = (f"the state database {config.state_path} cannot be written: {error}. watchdog keeps "
+                "evaluating, holds the latest result of each rule in memory and retries at every loop turn; "
+                "notifications wait until it can write again")
+    else:
+        kind, severity = Kind.RESOLVED, Severity.CRITICAL
+        text = (f"the state database {config.state_path} can be written again (it could not since "
+                f"{to_text(since)}); the held results are written and waiting notifications go out")
+    episode = f"storage-{to_text(since)}"
+    payload = render(self_rule(config.self_monitoring.channel),
+                     Notice(kind=kind, group=STORAGE_GROUP, at=now, severity=severity, value=None, summary=text,
+                            episode=episode, since=since))
+    return Notification(id=0, rule=SELF_RULE, group=STORAGE_GROUP, kind=kind.value, episode=episode, payload=payload)
+
+
+def refusal_notice(config: Config, name: str, error: str | None, since: datetime, now: datetime) -> Notification:
+    """The alert (``error``) or its resolution (None) saying receiver ``name`` refuses watchdog's credentials."""
+    group = f"notifier {name}"
+    if error is not None:
+        kind, text = Kind.FIRING, refusal_text(name, error)
+    else:
+        kind, text = Kind.RESOLVED, f"{name} accepts watchdog's credentials again; the kept notifications go out"
+    episode = f"refused-{name}-{to_text(since)}"
+    payload = render(self_rule(config.self_monitoring.channel),
+                     Notice(kind=kind, group=group, at=now, severity=Severity.CRITICAL, value=None, summary=text,
+                            episode=episode, since=since if error is None else None))
+    return Notification(id=0, rule=SELF_RULE, group=group, kind=kind.value, episode=episode, payload=payload)
+
+
+def refusal_text(name: str, error: str) -> str:
+    """What watchdog's own alert says about a receiver refusing its credentials."""
+    return (f"{error}. No notification can reach {name}: every one is kept in the outbox and goes out once {name} "
+            f"accepts the credentials again (tried every {REFUSED_RETRY.total_seconds() / 60:.0f} minutes); fix them "
+            "in the config and restart watchdog")
+
+
 class Delivery(threading.Thread):
     """Sends from the outbox in its own thread (and its own database connection)."""
 
@@ -154,24 +196,17 @@ class Delivery(threading.Thread):
         self.deadline = 0.0  # monotonic: set with ``stop``, when the last flush must end
         # Messages about the state database itself, which cannot go through the outbox it holds.
         self.direct: queue.Queue[Notification] = queue.Queue(maxsize=100)
+        # The receiver's refusal of watchdog's credentials while it lasts (read by the loop for the self-alert),
+        # and a callback telling the loop it changed.
+        self.refusal: tuple[str, str] | None = None  # (receiver, error)
+        self.refused_since = utcnow()
+        self.on_refused: Callable[[], None] = lambda: None
+        self.console = ConsoleNotifier()  # where a refusal is said when the refusing receiver cannot say it
 
     def storage(self, error: str | None, since: datetime | None) -> None:
         """Tell the ops channel, directly, that the state database cannot be written (or can be again)."""
-        now = utcnow()
-        if error is not None:
-            kind, severity = "firing", Severity.CRITICAL
-            text = (f"the state database {self.config.state_path} cannot be written: {error}. watchdog keeps "
-                    "evaluating, holds the latest result of each rule in memory and retries at every loop turn; "
-                    "notifications wait until it can write again")
-        else:
-            kind, severity = "resolved", Severity.WARNING
-            text = (f"the state database {self.config.state_path} can be written again (it could not since "
-                    f"{to_text(since)}); the held results are written and waiting notifications go out")
-        payload = render_step(self_rule(self.config.self_monitoring.channel), STORAGE_GROUP, kind, text, severity.value,
-                              now, since, {})
         with contextlib.suppress(queue.Full):
-            self.direct.put_nowait(Notification(id=0, rule=SELF_RULE, group=STORAGE_GROUP, kind=kind,
-                                                episode=f"storage-{to_text(since)}", payload=payload))
+            self.direct.put_nowait(storage_notice(self.config, error, since, utcnow()))
         self.wake.set()
 
     def _send_direct(self, notifier: Notifier) -> None:
@@ -180,6 +215,18 @@ class Delivery(threading.Thread):
             result = notifier.send(note, None)
             log(logger, logging.INFO if result.ok else logging.WARNING, "storage notice sent" if result.ok
                 else "storage notice not sent", kind=note.kind, error=result.error)
+
+    def _follow_refusal(self, notifier: Notifier, refused: str | None) -> None:
+        """Say on the console when the receiver starts or stops refusing the credentials; tell the loop."""
+        if refused == (self.refusal[1] if self.refusal else None):
+            return
+        now = utcnow()
+        if self.refusal is None:
+            self.refused_since = now
+        self.refusal = (notifier.name, refused) if refused is not None else None
+        if notifier.name != self.console.name:  # (the console itself never refuses)
+            self.console.send(refusal_notice(self.config, notifier.name, refused, self.refused_since, now), None)
+        self.on_refused()
 
     def run(self) -> None:
         notifier = build_notifier(self.config, self.socket)
@@ -194,6 +241,7 @@ class Delivery(threading.Thread):
                     outbox.deliver_due(self.stop)
                     due = outbox.wake_at
                     failing = ""
+                    self._follow_refusal(notifier, outbox.refused)
                 except sqlite3.Error as exc:  # a full disk: retry, never end the thread (the engine alerts)
                     if failing != str(exc):
                         failing = str(exc)
@@ -238,6 +286,7 @@ def run(config: Config, *, once: bool = False) -> int:
     engine = Engine(rules, store, sources, workers=config.workers, timeout=config.rule_timeout,
                     on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel, on_storage=delivery.storage)
     delivery.quiet_until = engine.quiet_until
+    delivery.on_refused = engine.wake.set
     engine.report_invalid_files(files.problems)
     for note in opened.notes:  # a state file moved aside, or history lost: said once, in the ops channel
         engine.report_problem(STORAGE_GROUP, note)
@@ -271,9 +320,10 @@ def open_state_until_it_opens(config: Config, *, once: bool = False) -> Opened |
     """
     said = ""
     notifier = systemd.Notifier()
+    since: datetime | None = None  # when it first failed
     while True:
         try:
-            return open_state(config.state_path, utcnow())
+            opened = open_state(config.state_path, utcnow())
         except (sqlite3.Error, OSError) as exc:
             error = describe_storage_error(exc) if isinstance(exc, sqlite3.Error) else str(exc)
             full = storage_fault(exc)
@@ -285,7 +335,25 @@ def open_state_until_it_opens(config: Config, *, once: bool = False) -> Opened |
                 log(logger, logging.ERROR, "cannot open the state database; retrying", path=config.state_path,
                     error=error, every=STORAGE_RETRY_SECONDS)
                 notifier.status(f"cannot open the state database: {error}; retrying")
+                if since is None:  # said where alerts go, directly: there is no outbox without the database
+                    since = utcnow()
+                    _tell(config, storage_notice(config, error, since, since))
             time.sleep(STORAGE_RETRY_SECONDS)
+            continue
+        if since is not None:
+            _tell(config, storage_notice(config, None, since, utcnow()))
+        return opened
+
+
+def _tell(config: Config, note: Notification) -> None:
+    """Send one of watchdog's own notices straight to the receiver, once (it cannot wait in an outbox)."""
+    try:
+        result = build_notifier(config).send(note, None)
+    except Exception as exc:  # the notice is a courtesy: the daemon goes on without it
+        log(logger, logging.WARNING, "storage notice not sent", kind=note.kind, error=f"{type(exc).__name__}: {exc}")
+        return
+    log(logger, logging.INFO if result.ok else logging.WARNING, "storage notice sent" if result.ok
+        else "storage notice not sent", kind=note.kind, error=result.error)
 
 
 class Loop:
@@ -353,6 +421,18 @@ class Loop:
         except sqlite3.Error as exc:
             return f"{len(self.engine.rules)} rules; state database cannot be read: {exc}"
 
+    def check_notifiers(self) -> None:
+        """A receiver refusing watchdog's credentials is one of watchdog's own alerts (see ``Outbox.refused``)."""
+        wanted = {}
+        if self.delivery.refusal is not None:
+            name, error = self.delivery.refusal
+            wanted[f"notifier {name}"] = refusal_text(name, error)
+        for group in [g for g in self.engine.own_problems if g.startswith("notifier ") and g not in wanted]:
+            self.engine.report_problem(group, None)
+        for group, text in wanted.items():
+            if self.engine.own_problems.get(group) != text:
+                self.engine.report_problem(group, text)
+
     def check_socket(self) -> None:
         """A Slack Socket Mode connection down for long is one of watchdog's own alerts (buttons do nothing meanwhile)."""
         health = self.engine.socket
@@ -383,15 +463,18 @@ class Loop:
 
             try:
                 metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth,
-                                        self.health)
+                                        self.health, notifiers=self.store.notifier_status)
             except (OSError, ValueError) as exc:  # alerting matters more than its metrics: run without them
                 log(logger, logging.ERROR, "cannot serve metrics", listen=self.config.metrics_listen, error=str(exc))
         self.delivery.start()
         self.systemd.ready(self.status_text())
         last_check = last_status = time.monotonic()
         last_prune = utcnow() - PRUNE_EVERY
+        self.write_marker()  # (what this start found, before anything else can be lost)
         while not self.stop.is_set():
-            self.engine.run_pending()
+            applied = self.engine.run_pending()
+            if any("firing" in (t.from_, t.to) for a in applied for t in a.transitions) and self.engine.storage_error is None:
+                self.write_marker()  # at once: history lost before the next periodic write is still noticed
             self.last_turn = time.monotonic()
             self.ping()
             settling = self.files.seconds_until_stable()
@@ -402,6 +485,7 @@ class Loop:
                     self.reload.clear()
                     self.do_reload()
             self.check_socket()
+            self.check_notifiers()
             if self.last_turn - last_status >= STATUS_EVERY_SECONDS:
                 last_status = self.last_turn
                 self.systemd.status(self.status_text())

@@ -15,7 +15,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -35,9 +35,11 @@ SEND_TIMEOUT_SECONDS = 2.0
 
 
 class EngineCollector:
-    def __init__(self, engine: Any, outbox_depth: Callable[[], int]):
+    def __init__(self, engine: Any, outbox_depth: Callable[[], int],
+                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None):
         self.engine = engine
         self.outbox_depth = outbox_depth
+        self.notifiers = notifiers or (lambda: {})
 
     def collect(self) -> Iterator[Any]:
         stats = self.engine.stats
@@ -46,6 +48,15 @@ class EngineCollector:
         yield CounterMetricFamily("watchdog_notifications", "Notifications recorded in the outbox", value=stats.notifications)
         yield GaugeMetricFamily("watchdog_rules", "Rules loaded and enabled", value=len(self.engine.rules))
         yield GaugeMetricFamily("watchdog_outbox_pending", "Notifications waiting to be delivered", value=self.outbox_depth())
+        up = GaugeMetricFamily("watchdog_notifier_up", "Whether the notifier's last attempt succeeded", labels=["notifier"])
+        refused = GaugeMetricFamily("watchdog_notifier_credentials_refused",
+                                    "Whether the receiver refuses watchdog's credentials (notifications are kept)",
+                                    labels=["notifier"])
+        for name, status in sorted(self.notifiers().items()):
+            up.add_metric([name], 1 if status.get("ok") else 0)
+            refused.add_metric([name], 1 if status.get("refused") else 0)
+        yield up
+        yield refused
         lags = list(stats.lags)
         yield SummaryMetricFamily("watchdog_scheduling_lag_seconds", "Actual minus planned start of evaluations (recent)",
                                   count_value=len(lags), sum_value=sum(lags))
@@ -70,11 +81,14 @@ class MetricsServer:
     """
 
     def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], health: Callable[[], tuple[bool, str]],
-                 *, connection_timeout: float = CONNECTION_TIMEOUT_SECONDS):
-        """Start serving; raises ValueError for an address that does not parse, OSError when it cannot be bound."""
+                 *, connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
+                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None):
+        """Start serving; raises ValueError for an address that does not parse, OSError when it cannot be bound.
+
+        ``notifiers`` gives each notifier's last outcome (``StateStore.notifier_status``)."""
         address = parse_listen(listen)
         self.registry = CollectorRegistry()
-        self.registry.register(EngineCollector(engine, outbox_depth))
+        self.registry.register(EngineCollector(engine, outbox_depth, notifiers))
         self.health = health
         self.connection_timeout = connection_timeout
         self.listener = socket.socket(address.family, socket.SOCK_STREAM)

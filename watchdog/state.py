@@ -90,6 +90,12 @@ MIGRATIONS: tuple[str, ...] = (
         primary key (rule, grp)
     )
     """,
+    # Delivery truth: the message an outbox entry was first attempted in (its membership is fixed from then on,
+    # so a retry carries the same entries), and a receiver refusing watchdog's credentials.
+    """
+    alter table outbox add column message text;
+    alter table notifier_status add column refused integer not null default 0
+    """,
 )
 
 # Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
@@ -200,6 +206,7 @@ class OutboxItem:
     episode: str
     payload: Mapping[str, Any]
     attempts: int
+    message: str | None = None  # the message of its first attempt: a retry sends that message again, as it was
 
 
 class StateStore:
@@ -503,7 +510,8 @@ class StateStore:
                order by id limit ?""",
             (to_text(now), limit))
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
-                           episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"]) for r in rows]
+                           episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"],
+                           message=r["message"]) for r in rows]
 
     def earlier_unsent(self, item: OutboxItem) -> int:
         """How many older notifications of the same episode are still waiting (order within a thread)."""
@@ -525,12 +533,17 @@ class StateStore:
     def outbox_depth(self) -> int:
         return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
 
-    def mark_attempt(self, items: Sequence[OutboxItem]) -> None:
-        """Count an attempt before it is made: after a crash or a lost answer, ``attempts > 0`` tells the
-        notifier that the receiver may already hold the message (so it checks before posting again)."""
+    def mark_attempt(self, items: Sequence[OutboxItem], message: str) -> None:
+        """Count an attempt before it is made, and fix the entries' message at their first attempt.
+
+        After a crash or a lost answer, ``attempts > 0`` tells the outbox that
+        the receiver may already hold the message (so it asks before sending
+        again), and ``message`` keeps the retry to the same entries.
+        """
         with self.transaction() as db:
             for item in items:
-                db.execute("update outbox set attempts = attempts + 1 where id = ?", (item.id,))
+                db.execute("update outbox set attempts = attempts + 1, message = coalesce(message, ?) where id = ?",
+                           (message, item.id))
 
     def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None,
                   follow_ups: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:
@@ -579,13 +592,17 @@ class StateStore:
         rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))
         return json.loads(rows[0][0]) if rows else None
 
-    def set_notifier_status(self, name: str, error: str | None, now: datetime) -> None:
+    def set_notifier_status(self, name: str, error: str | None, now: datetime, *, refused: bool = False) -> None:
+        """Record a receiver's last outcome: ok (``error`` None), failing, or refusing watchdog's credentials."""
         with self.transaction() as db:
-            db.execute("insert or replace into notifier_status (name, ok, error, at) values (?, ?, ?, ?)",
-                       (name, int(error is None), error, to_text(now)))
+            db.execute("""insert into notifier_status (name, ok, error, at, refused) values (?, ?, ?, ?, ?)
+                          on conflict (name) do update set ok = excluded.ok, error = excluded.error, at = excluded.at,
+                              refused = excluded.refused""",
+                       (name, int(error is None), error, to_text(now), int(refused)))
 
     def notifier_status(self) -> dict[str, dict[str, Any]]:
-        return {r["name"]: {"ok": bool(r["ok"]), "error": r["error"], "at": r["at"]}
+        """Each receiver's last outcome: ok, error, at, refused (its credentials refused)."""
+        return {r["name"]: {"ok": bool(r["ok"]), "error": r["error"], "at": r["at"], "refused": bool(r["refused"])}
                 for r in self._query("select * from notifier_status")}
 
     # --- remediation journal -------------------------------------------------------------

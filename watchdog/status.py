@@ -146,7 +146,10 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
             until = "this episode resolves" if s["until_resolved"] else s["until"]
             _print(f"  [{s['id']}] {target} until {until} {s['reason']}")
     for name, st in doc["notifiers"].items():
-        if not st["ok"]:
+        if st.get("refused"):
+            _print(f"notifier {name}: REFUSES watchdog's credentials since {st['at']}: {st['error']}; every "
+                   "notification is kept and goes out once the credentials are fixed (see the config) and accepted")
+        elif not st["ok"]:
             _print(f"notifier {name}: failing since {st['at']}: {st['error']}")
     if doc["failed_notifications"]:
         _print("failed notifications (not sent, never retried; hide them with `watchdog status --ack-failed`):")

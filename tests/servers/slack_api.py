@@ -86,7 +86,8 @@ class SlackServer:
     def fail_next(self, *answers: dict[str, Any]) -> None:
         """Script the next answers: ``{"status": 429, "retry_after": 1}``, ``{"status": 500}``, ``{"error": "invalid_auth"}``;
         with ``"method"`` an answer waits for a call of that method.
-        ``{"status": 502, "body": "<html>..."}`` answers a body that is not JSON, as a proxy in front of Slack sends."""
+        ``{"status": 502, "body": "<html>..."}`` answers a body that is not JSON, as a proxy in front of Slack sends;
+        ``{"status": 500, "taken": True}`` takes the call, then answers 500 (the answer lost on its way back)."""
         with self.lock:
             self.failures.extend(answers)
 
@@ -94,61 +95,70 @@ class SlackServer:
         with self.lock:
             self.requests.append(SlackRequest(method, body, path=path))
             failure = next((f for f in self.failures if f.get("method", method) == method), None)
+            if failure is not None and failure.get("taken"):  # the call takes effect; its answer is lost
+                self.failures.remove(failure)
+                self._effect(method, body, auth)
+                return failure.get("status", 500), {}, {"ok": False, "error": "internal_error"}
             if failure is not None:  # (a failure naming a method waits for a call of that method)
                 self.failures.remove(failure)
                 if "body" in failure:
                     return failure["status"], {}, str(failure["body"])
                 if "status" in failure:
                     headers = {"Retry-After": str(failure["retry_after"])} if "retry_after" in failure else {}
-                    return failure["status"], headers, {"ok": False, "error": "ratelimited" if failure["status"] == 429 else "internal_error"}
+                    error = "ratelimited" if failure["status"] == 429 else "internal_error"
+                    return failure["status"], headers, {"ok": False, "error": error}
                 return 200, {}, ("invalid_token" if method == "webhook" else {"ok": False, "error": failure["error"]})
-            if method == "webhook":
-                return 200, {}, "ok"
-            if method == "chat.postMessage":
-                ts = f"{int(time.time())}.{next(self._ts):06d}"
-                channel = body.get("channel", "")
-                self.messages[(channel, ts)] = dict(body)
-                return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
-            if method in ("conversations.history", "conversations.replies"):
-                channel = str(body.get("channel", ""))
-                parent = str(body.get("ts", ""))
-                found = [{"ts": ts, "text": m.get("text", ""), **({"thread_ts": m["thread_ts"]} if "thread_ts" in m else {}),
-                          **({"metadata": m["metadata"]} if "metadata" in m and str(body.get("include_all_metadata")).lower()
-                             in ("true", "1") else {})}
-                         for (c, ts), m in self.messages.items() if c == channel
-                         and (m.get("thread_ts") == parent or ts == parent if method == "conversations.replies"
-                              else "thread_ts" not in m)]
-                if method == "conversations.history":
-                    found.reverse()  # newest first, as Slack answers
-                return 200, {}, {"ok": True, "messages": found[:int(body.get("limit") or 100)], "has_more": False}
-            if method == "chat.update":
-                key = (body.get("channel", ""), body.get("ts", ""))
-                if key not in self.messages:
-                    return 200, {}, {"ok": False, "error": "message_not_found"}
-                self.messages[key] = {**self.messages[key], **body}  # (its metadata stays, as in Slack)
-                return 200, {}, {"ok": True, "channel": key[0], "ts": key[1]}
-            if method == "apps.connections.open":
-                if not auth.startswith("Bearer xapp-"):
-                    return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
-                if not self.socket_url:
-                    return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
-                return 200, {}, {"ok": True, "url": self.socket_url}
-            if method == "chat.postEphemeral":
-                return 200, {}, {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
-            if method == "usergroups.users.list":
-                users = self.usergroups.get(str(body.get("usergroup", "")))
-                if users is None:
-                    return 200, {}, {"ok": False, "error": "no_such_subteam"}
-                return 200, {}, {"ok": True, "users": users}
-            if method == "auth.test":
-                return 200, {}, {"ok": True, "user_id": "U0WATCHDOG", "team": "test"}
-            if method == "chat.getPermalink":
-                key = (str(body.get("channel", "")), str(body.get("message_ts", "")))
-                if key not in self.messages:
-                    return 200, {}, {"ok": False, "error": "message_not_found"}
-                return 200, {}, {"ok": True, "channel": key[0],
-                                 "permalink": f"https://test.slack.com/archives/{key[0]}/p{key[1].replace('.', '')}"}
-            return 200, {}, {"ok": False, "error": "unknown_method"}
+            return self._effect(method, body, auth)
+
+    def _effect(self, method: str, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], Any]:
+        """What a call does and answers when nothing is scripted (called with the lock held)."""
+        if method == "webhook":
+            return 200, {}, "ok"
+        if method == "chat.postMessage":
+            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            channel = body.get("channel", "")
+            self.messages[(channel, ts)] = dict(body)
+            return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
+        if method in ("conversations.history", "conversations.replies"):
+            channel = str(body.get("channel", ""))
+            parent = str(body.get("ts", ""))
+            found = [{"ts": ts, "text": m.get("text", ""), **({"thread_ts": m["thread_ts"]} if "thread_ts" in m else {}),
+                      **({"metadata": m["metadata"]} if "metadata" in m and str(body.get("include_all_metadata")).lower()
+                         in ("true", "1") else {})}
+                     for (c, ts), m in self.messages.items() if c == channel
+                     and (m.get("thread_ts") == parent or ts == parent if method == "conversations.replies"
+                          else "thread_ts" not in m)]
+            if method == "conversations.history":
+                found.reverse()  # newest first, as Slack answers
+            return 200, {}, {"ok": True, "messages": found[:int(body.get("limit") or 100)], "has_more": False}
+        if method == "chat.update":
+            key = (body.get("channel", ""), body.get("ts", ""))
+            if key not in self.messages:
+                return 200, {}, {"ok": False, "error": "message_not_found"}
+            self.messages[key] = {**self.messages[key], **body}  # (its metadata stays, as in Slack)
+            return 200, {}, {"ok": True, "channel": key[0], "ts": key[1]}
+        if method == "apps.connections.open":
+            if not auth.startswith("Bearer xapp-"):
+                return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
+            if not self.socket_url:
+                return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
+            return 200, {}, {"ok": True, "url": self.socket_url}
+        if method == "chat.postEphemeral":
+            return 200, {}, {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+        if method == "usergroups.users.list":
+            users = self.usergroups.get(str(body.get("usergroup", "")))
+            if users is None:
+                return 200, {}, {"ok": False, "error": "no_such_subteam"}
+            return 200, {}, {"ok": True, "users": users}
+        if method == "auth.test":
+            return 200, {}, {"ok": True, "user_id": "U0WATCHDOG", "team": "test"}
+        if method == "chat.getPermalink":
+            key = (str(body.get("channel", "")), str(body.get("message_ts", "")))
+            if key not in self.messages:
+                return 200, {}, {"ok": False, "error": "message_not_found"}
+            return 200, {}, {"ok": True, "channel": key[0],
+                             "permalink": f"https://test.slack.com/archives/{key[0]}/p{key[1].replace('.', '')}"}
+        return 200, {}, {"ok": False, "error": "unknown_method"}
 
     def calls(self, method: str | None = None) -> list[SlackRequest]:
         with self.lock:

@@ -9,21 +9,23 @@ fire). With a webhook each message stands alone. Retrying is the outbox's
 job: this class only says whether a failure is worth retrying.
 
 Exactly once, as far as Slack lets us: every post carries message metadata
-with the outbox ids it delivers; a notification that was attempted before
-(the answer was lost to a timeout, or watchdog died before recording it) is
-first looked up in the channel (``conversations.history``, or
-``conversations.replies`` for a thread) and only posted when Slack does not
-hold it. Rewriting a thread's first message after its resolution is a
-follow-up outbox entry of its own (``chat.update`` is idempotent). A 429's
-Retry-After pauses every call of that method to that channel (or, for
-methods Slack rates per workspace, every call of the method).
+with the outbox ids it delivers; before a message that was attempted before
+is sent again (the answer was lost to a timeout, or watchdog died before
+recording it), the outbox asks ``held``, which looks every one of its ids up
+in the channel (``conversations.history``, or ``conversations.replies`` for
+a thread); only the ids Slack does not hold are posted. Rewriting a thread's
+first message after its resolution is a follow-up outbox entry of its own
+(``chat.update`` is idempotent). A 429's Retry-After pauses every call of
+that method to that channel (or, for methods Slack rates per workspace,
+every call of the method). A token or webhook Slack refuses
+(``CREDENTIAL_ERRORS``) is a refusal: no message's fault (see ``notify/base``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +47,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("watchdog.slack")
 
-# Errors no retry can fix: the outbox records them and shows them in status.
+# Slack refuses watchdog's credentials (a bot token or an incoming webhook revoked, a deactivated account): no
+# message is at fault, so none is given up; the outbox keeps them all and watchdog alerts about itself.
+CREDENTIAL_ERRORS = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "invalid_token", "no_service",
+    "no_team", "team_disabled",
+})
+# Errors of the message itself that no retry can fix: the outbox records them and shows them in status.
 PERMANENT_ERRORS = frozenset({
-    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "no_permission",
+    "no_permission",
     "missing_scope", "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
     "invalid_blocks", "too_many_attachments", "restricted_action", "ekm_access_denied", "team_access_not_granted",
-    "invalid_token", "no_service", "no_service_id", "no_team", "channel_is_archived", "action_prohibited",
+    "no_service_id", "channel_is_archived", "action_prohibited",
     "posting_to_general_channel_denied", "invalid_payload",
     "message_not_found", "cant_update_message", "edit_window_closed",  # (a follow-up whose message is gone)
 })
@@ -61,21 +69,28 @@ LOOKBACK_MESSAGES = 200  # how many recent messages a lost post is looked for am
 DEFAULT_RETRY_AFTER = 30.0  # a 429 without Retry-After pauses this long
 
 
-def find_posted(messages: Any, wanted: int) -> str | None:
-    """The ts of the message whose watchdog metadata carries outbox id ``wanted``, among Slack's ``messages``.
+def find_held(messages: Any, wanted: Sequence[int]) -> dict[int, tuple[str, int]]:
+    """Which of the outbox ids ``wanted`` Slack's ``messages`` carry in their watchdog metadata.
 
-    Total: any answer (Slack's is untrusted data) gives a ts or None.
+    Returns id -> (ts of the message carrying it, how many ids that message
+    carries). Total: any answer (Slack's is untrusted data) gives a mapping.
     """
+    found: dict[int, tuple[str, int]] = {}
     if not isinstance(messages, list):
-        return None
+        return found
+    wanted_ids = set(wanted)
     for message in messages:
         meta = message.get("metadata") if isinstance(message, dict) else None
         payload = meta.get("event_payload") if isinstance(meta, dict) and meta.get("event_type") == METADATA_EVENT else None
         ids = payload.get("ids") if isinstance(payload, dict) else None
         ts = message.get("ts") if isinstance(message, dict) else None
-        if isinstance(ids, list) and wanted in ids and isinstance(ts, str) and ts:
-            return ts
-    return None
+        if not (isinstance(ids, list) and isinstance(ts, str) and ts):
+            continue
+        carried = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        for i in carried:
+            if i in wanted_ids:
+                found.setdefault(i, (ts, len(carried)))
+    return found
 
 
 def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None) -> Delivery:
@@ -92,6 +107,8 @@ def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None)
             except ValueError:
                 retry_after = None
         return Delivery.retry(f"rate limited by Slack ({error or 'ratelimited'})", retry_after)
+    if error in CREDENTIAL_ERRORS:
+        return Delivery.refusal(f"Slack refuses watchdog's credentials: {error}")
     if error in PERMANENT_ERRORS:
         return Delivery.failed(f"Slack refused the message: {error}")
     if status is not None and 400 <= status < 500 and status not in (408, 409):
@@ -133,22 +150,43 @@ class SlackNotifier(Notifier):
     def _metadata(note: Notification) -> dict[str, Any]:
         return {"event_type": METADATA_EVENT, "event_payload": {"ids": list(note.ids or (note.id,))}}
 
-    def _already_posted(self, note: Notification, channel: str, thread: Mapping[str, Any] | None) -> str | None:
-        """The ts of the message carrying ``note`` when Slack already holds it (a post whose answer was lost)."""
-        assert self.client is not None
+    def held(self, note: Notification, thread: Mapping[str, Any] | None) -> dict[int, Delivery]:
+        """Every id of ``note`` that a message in the channel (or the thread) already carries, with its delivery.
+
+        A message carrying several ids is a digest (its thread is a digest
+        thread); one carrying a single id is that notification itself. When
+        the channel cannot be read (no history scope, Slack down) nothing is
+        found and the message is posted: at least once.
+        """
+        if self.client is None or note.kind == "update":  # (a webhook cannot look; an update is idempotent)
+            return {}
+        reply = thread is not None and "ts" in thread
+        channel = str(thread["channel"]) if thread is not None and reply else self.destination(note.payload)
+        if not channel:
+            return {}
         try:
-            if thread is not None and "ts" in thread:
+            if reply:
+                assert thread is not None
                 answer = self.client.conversations_replies(channel=channel, ts=str(thread["ts"]),
                                                            include_all_metadata=True, limit=LOOKBACK_MESSAGES)
             else:
                 answer = self.client.conversations_history(channel=channel, include_all_metadata=True,
                                                            limit=LOOKBACK_MESSAGES)
         except (SlackApiError, SlackClientError, OSError) as exc:
-            # Without the history scope (or with Slack down) the check cannot be made: post, as before.
             log(logger, logging.WARNING, "cannot check whether Slack already holds a notification", id=note.id,
                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return None
-        return find_posted(answer.get("messages"), note.id)
+            return {}
+        parts = {p.id: p for p in note.parts} or {note.id: note}
+        out: dict[int, Delivery] = {}
+        for wanted, (ts, carried) in find_held(answer.get("messages"), note.ids or (note.id,)).items():
+            part = parts.get(wanted, note)
+            if reply:
+                assert thread is not None
+                out[wanted] = Delivery.sent(follow_ups=self._rewrite(note, thread) if len(note.ids) <= 1 else ())
+            else:
+                first = {"kind": "digest"} if carried > 1 else dict(part.payload)  # (a digest's is never rewritten)
+                out[wanted] = Delivery.sent({"channel": channel, "ts": ts, "first": first})
+        return out
 
     def paced_until(self, destination: str) -> float:
         return self.last_post.get(destination, 0.0) + MIN_SECONDS_BETWEEN_POSTS
@@ -213,10 +251,6 @@ class SlackNotifier(Notifier):
             if not channel:
                 return Delivery.failed("no Slack channel: set slack.channel in the config or notify.slack.channel in the rule")
             first = {"kind": "digest"} if note.kind == "digest" else dict(payload)  # (a digest's is never rewritten)
-            held = self._already_posted(note, channel, None) if note.attempts else None
-            if held:
-                log(logger, logging.INFO, "Slack already holds the notification; not posted again", id=note.id, ts=held)
-                return Delivery.sent({"channel": channel, "ts": held, "first": first})
             self._pace(self.destination(payload))
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False,
                                                   metadata=self._metadata(note))
@@ -244,28 +278,25 @@ class SlackNotifier(Notifier):
             return [actions.approval_buttons(note.episode)]
         return [actions.alert_buttons(note.episode)]
 
+    def _rewrite(self, note: Notification, thread: Mapping[str, Any]) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        """The follow-up a resolution calls for: rewriting its thread's first message (never a digest's)."""
+        first_kind = (thread.get("first") or {}).get("kind")
+        if note.kind not in ("resolved", "recovered") or first_kind == "digest" or (thread.get("first") or {}).get("groups"):
+            return ()  # (a digest stays as it is: its other alerts may still fire)
+        first = dict(thread.get("first") or {})
+        first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at"),
+                      "resolution_mrkdwn": mrkdwn_body(note.payload)})
+        return (("update", {"channel": str(thread["channel"]), "ts": str(thread["ts"]), "first": first,
+                            "text": fallback_text(note.payload), "rule": note.rule, "title": note.payload.get("title")}),)
+
     def _reply(self, note: Notification, thread: Mapping[str, Any], text: str, blocks: list[dict[str, Any]]) -> Delivery:
         assert self.client is not None
-        channel = str(thread["channel"])
-        follow_ups: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-        first_kind = (thread.get("first") or {}).get("kind")
-        if note.kind in ("resolved", "recovered") and first_kind != "digest" and not (thread.get("first") or {}).get("groups"):
-            # (a digest stays as it is: its other alerts may still fire). The rewrite is its own outbox entry,
-            # recorded with this reply: the reply is marked sent the moment Slack accepts it.
-            first = dict(thread.get("first") or {})
-            first.update({"kind": note.kind, "title": note.payload.get("title"), "at": note.payload.get("at"),
-                          "resolution_mrkdwn": mrkdwn_body(note.payload)})
-            follow_ups = (("update", {"channel": channel, "ts": str(thread["ts"]), "first": first,
-                                      "text": fallback_text(note.payload), "rule": note.rule,
-                                      "title": note.payload.get("title")}),)
-        held = self._already_posted(note, channel, thread) if note.attempts else None
-        if held:
-            log(logger, logging.INFO, "Slack already holds the notification; not posted again", id=note.id, ts=held)
-            return Delivery.sent(follow_ups=follow_ups)
+        # The rewrite is its own outbox entry, recorded with this reply: the reply is marked sent the moment Slack
+        # accepts it.
         self._pace(self.destination(note.payload))
-        self.client.chat_postMessage(channel=channel, thread_ts=str(thread["ts"]), text=text, blocks=blocks,
-                                     unfurl_links=False, metadata=self._metadata(note))
-        return Delivery.sent(follow_ups=follow_ups)
+        self.client.chat_postMessage(channel=str(thread["channel"]), thread_ts=str(thread["ts"]), text=text,
+                                     blocks=blocks, unfurl_links=False, metadata=self._metadata(note))
+        return Delivery.sent(follow_ups=self._rewrite(note, thread))
 
     def _update(self, note: Notification) -> Delivery:
         """Rewrite a thread's first message (a follow-up entry): idempotent, so retried like any other."""

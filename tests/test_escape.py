@@ -10,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watchdog.escape import (
+    EMOJI_COLON,
     FENCE,
+    FORMATTING_STAND_INS,
+    NEWLINE_SHOWN,
+    QUOTE_STAND_IN,
     cut,
     cut_mrkdwn,
     logfmt_decode,
@@ -79,8 +83,78 @@ def test_mrkdwn_has_no_live_markup(text: str) -> None:
     assert "<" not in out and ">" not in out and not LIVE.search(out)
     assert re.sub(r"&(amp|lt|gt);", "", out).count("&") == 0
     assert utf8_ok(out)
-    if utf8_ok(text):  # reading the entities back gives the text
-        assert out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
+
+
+# What Slack shows for a mrkdwn text, by a model stricter than Slack: it refuses (AssertionError) every character
+# that could take part in formatting: a formatting character that is not between two ASCII letters or digits,
+# any backtick, a '>' starting a line (a block quote), an emoji code, a mention or link.
+_FORMATTING = "*_~"
+_EMOJI = re.compile(r":[a-z0-9_+'-]*[a-z][a-z0-9_+'-]*:", re.IGNORECASE)
+
+
+def slack_shows(text: str) -> str:
+    assert "<" not in text and ">" not in text, text
+    shown = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    for at, char in enumerate(shown):
+        if char in _FORMATTING:
+            inside_word = 0 < at < len(shown) - 1 and all(
+                c.isascii() and c.isalnum() for c in (shown[at - 1], shown[at + 1]))
+            assert inside_word, f"{char!r} at {at} could format: {text!r}"
+    assert "`" not in shown, text
+    assert not any(line.lstrip().startswith(">") for line in shown.split("\n")), text
+    assert not _EMOJI.search(shown), text
+    return shown
+
+
+_SHOWN_AS = {**{v: k for k, v in FORMATTING_STAND_INS.items()}, QUOTE_STAND_IN: ">", EMOJI_COLON: ":",
+             NEWLINE_SHOWN: "\n"}
+
+
+def read_back(shown: str) -> str:
+    """The data a reader sees in what Slack shows: look-alikes read as what they stand for, escapes decoded."""
+    text = "".join(_SHOWN_AS.get(c, c) for c in shown)
+    return re.sub(r"\\u([0-9a-f]{4})|\\U([0-9a-f]{8})", lambda m: chr(int(m.group(1) or m.group(2), 16)), text)
+
+
+# Data without the look-alikes, the backslash of the escapes or the return symbol, which would read back ambiguously.
+PLAIN_DATA = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\\" + "".join(_SHOWN_AS)), max_size=200)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ANY_TEXT | st.sampled_from(["*bold* _it_ ~strike~ `code`", "> quote", "a\n> b", " >x", ":rotating_light:",
+                                    "alpha\n[CRITICAL] FIRING: forged-rule [prod]: all good", "x_y *z*", "(*)"]))
+def test_what_slack_shows_of_data_is_never_formatted_and_on_one_line(text: str) -> None:
+    shown = slack_shows(mrkdwn(text))  # no formatting, quote, emoji, mention or link from data
+    assert shown.isprintable() and "\n" not in shown  # no rendered line starts where the data put a newline
+    plain = plain_text(text)  # (plain_text is never formatted: one line, no mention or link)
+    assert plain.isprintable() and "<" not in plain and ">" not in plain
+
+
+@settings(max_examples=400, deadline=None)
+@given(PLAIN_DATA)
+def test_what_slack_shows_reads_as_the_data(text: str) -> None:
+    assert read_back(slack_shows(mrkdwn(text))) == text
+    assert read_back(plain_text(text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(PLAIN_DATA, PLAIN_DATA)
+def test_data_in_a_template_adds_no_line_and_no_markup(group: str, summary: str) -> None:
+    template = "*{group}* logged errors\n{summary} (see <https://runbook.example/x|the runbook>)"
+    out = render_template(template, {"group": group, "summary": summary}, mrkdwn)
+    lines = out.split("\n")
+    assert len(lines) == 2 and lines[0].startswith("*") and lines[0].endswith("* logged errors")
+    assert read_back(slack_shows(lines[0][1:-len("* logged errors")])) == group
+    assert read_back(slack_shows(lines[1].removesuffix(" (see <https://runbook.example/x|the runbook>)"))) == summary
+
+
+def test_identifiers_keep_their_underscores_and_forged_lines_stay_on_their_line() -> None:
+    assert mrkdwn("fact_logins_daily a*b") == "fact_logins_daily a*b"
+    assert mrkdwn("*bold* _it_ ~strike~ `code`") == "\u2217bold\u2217 \u02cdit\u02cd \u223cstrike\u223c \u02cbcode\u02cb"
+    assert mrkdwn("> quoted") == "\u02c3 quoted" and mrkdwn("a > b") == "a &gt; b"
+    assert mrkdwn("alpha\n[CRITICAL] FIRING: forged") == "alpha\u23ce[CRITICAL] FIRING: forged"
+    assert mrkdwn("a\x1b[31m\r") == "a\\u001b[31m\\u000d"
+    assert mrkdwn(":rotating_light: at 02:15:00") == "\u2236rotating_light: at 02:15:00"
 
 
 @settings(max_examples=300, deadline=None)

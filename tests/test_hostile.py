@@ -18,7 +18,7 @@ from tests.servers.slack_api import SlackServer
 from tests.test_search import NOW, event, load, project, rule
 from watchdog.cli import main
 from watchdog.engine import Engine
-from watchdog.escape import logfmt_decode
+from watchdog.escape import logfmt_decode, mrkdwn
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
 from watchdog.state import StateStore
@@ -32,7 +32,12 @@ HOSTILE = {
     "fence": "team ``` <!channel> now live ```",
     "forged-line": "x\x1b[31m\r\n[CRITICAL] FIRING: forged\u2028level=error msg=forged\x0b",
     "long": "g" * 10_000,
+    "formatting": "*bold* _it_ ~strike~ `code` :rotating_light:",
+    "forged-alert": "alpha\n[CRITICAL] FIRING: forged-rule [prod]: all good",
+    "quote": "> all good\n> really",
 }
+# What data must never make of a Slack message: formatting, a quote, a line of its own, a control character.
+FORMATTED = ("*bold*", "_it_", "~strike~", "`code`", ":rotating_light:")
 LIVE = re.compile(r"<[!@#]|<https?://(?!runbook\.example|dash\.example\.com)", re.IGNORECASE)
 
 
@@ -53,16 +58,29 @@ def mrkdwn_texts(value: Any) -> Iterator[str]:
             yield from mrkdwn_texts(v)
 
 
+def texts_by_type(value: Any, kind: str = "mrkdwn") -> Iterator[tuple[str, str]]:
+    """(type, text) of every text of a Slack request body; the message's fallback ``text`` is mrkdwn."""
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            yield str(value.get("type") or kind), value["text"]
+        for v in value.values():
+            yield from texts_by_type(v, kind)
+    elif isinstance(value, list):
+        for v in value:
+            yield from texts_by_type(v, kind)
+
+
 def assert_inert(body: dict[str, Any]) -> None:
     for text in mrkdwn_texts(body):
         assert not LIVE.search(text), text
-    for block in body.get("blocks", []):
-        texts = [block.get("text", {}).get("text", "")] + [e.get("text", "") for e in block.get("elements", [])]
-        for text in texts:
-            if text.startswith("```"):  # the code block closes only at its very end
-                assert text.count("```") == 2 and text.endswith("```"), text
-            for link in re.findall(r"<([^>]*)>", text):  # links are whole: the author's runbook, our dashboards
-                assert link.startswith((RUNBOOK + "|", "https://dash.example.com/_dashboards/")), link
+        assert not any(c in text for c in "\r\x1b\x0b\u2028"), text
+    for kind, text in texts_by_type(body):
+        shown = re.sub(r"<[^>]*>", "", text)  # (a link's target is not shown, and never formatted)
+        if kind == "mrkdwn" and not text.startswith("```"):
+            assert not any(f in shown for f in FORMATTED), text
+        for line in (shown if not text.startswith("```") else "").split("\n"):
+            assert "FIRING: forged" not in line or "\u23ce" in line, line  # the forged line stays on its own line
+            assert not line.lstrip().startswith(("&gt;", ">")), line  # no block quote
 
 
 def run(tmp_path: Path, search: CountingProxy, slack: SlackServer, teams: list[str]) -> tuple[Engine, Any]:
@@ -136,6 +154,7 @@ def test_every_hostile_group_at_once_in_one_digest(tmp_path: Path, search: Count
     (post,) = slack.calls("chat.postMessage")
     assert_inert(post.body)
     listed = "\n".join(b.get("text", {}).get("text", "") for b in post.body["blocks"])
+    assert "alpha\u23ce[CRITICAL] FIRING: forged-rule" in listed and "\u2217bold\u2217" in listed
     assert "&lt;!channel&gt;" in listed and "&lt;@U123&gt;" in listed and "&lt;https://evil.example|click here&gt;" in listed
 
 
@@ -163,3 +182,44 @@ def test_a_lone_surrogate_in_a_group_is_stored_and_shown(tmp_path: Path, slack: 
     (post,) = slack.calls("chat.postMessage")  # fired once, combined: not a new group each evaluation
     assert_inert(post.body)
     assert "\ufffd" in json.dumps(post.body, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("names", [["formatting"], ["forged-alert"], ["quote"],  # each alone: a message of its own
+                                   [k for k in HOSTILE if k != "long"]])  # all at once: one digest
+def test_hostile_table_values_reach_slack_as_text(tmp_path: Path, pg_db: str, slack: SlackServer,
+                                                  names: list[str]) -> None:
+    import psycopg2
+
+    from tests.helpers import write_project
+
+    values = [HOSTILE[name] for name in names]
+    with psycopg2.connect(pg_db) as conn, conn.cursor() as cur:
+        cur.execute("create table teams (team text, errors int)")
+        cur.executemany("insert into teams values (%s, 5)", [(v,) for v in values])
+    conn.close()
+    config = write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          warehouse: {{type: postgres, dsn: "{pg_db}"}}
+        slack: {{token: xoxb-test, channel: '#alerts', base_url: '{slack.base_url}'}}
+        """, {"table": """\
+        name: table
+        type: sql_value
+        source: warehouse
+        threshold: {above: 1}
+        checks: [{name: errors, sql: "select team, errors from teams"}]
+        """})
+    engine = engine_for(config, Clock(NOW))
+    evaluate_now(engine)
+    assert {g.removeprefix("errors/") for g in engine.store.groups()["table"]} == set(values)
+    assert config.slack is not None
+    Outbox(engine.store, SlackNotifier(config.slack), clock=engine.clock, quiet_until=engine.quiet_until).deliver_due()
+    (post,) = slack.calls("chat.postMessage")
+    assert_inert(post.body)
+    shown = "\n".join(mrkdwn_texts(post.body))
+    for value in values:  # each shown whole, escaped, on its line (the group is check/value)
+        assert mrkdwn(f"errors/{value}") in shown, value
+    if len(names) == 1:  # a message of its own: the Group field shows the value, on one line
+        fields = [f["text"] for b in post.body["blocks"] for f in b.get("fields", [])]
+        assert f"*Group*\n{mrkdwn('errors/' + values[0])}" in fields

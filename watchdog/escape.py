@@ -8,8 +8,10 @@ function that every piece of data passes through on its way out:
 ==================  =====================================================
 sink                function
 ==================  =====================================================
-Slack mrkdwn        ``mrkdwn`` (and ``mrkdwn_code`` for code blocks,
-                    ``mrkdwn_link`` for a link whose target is ours)
+Slack mrkdwn        ``mrkdwn`` (one line; entities, formatting characters,
+                    a leading ``>`` and emoji codes made inert; and
+                    ``mrkdwn_code`` for code blocks, ``mrkdwn_link`` for
+                    a link whose target is ours)
 Slack plain_text    ``plain_text`` (headers: one line, entities escaped)
 logs (logfmt)       ``logfmt_value`` (control and separator characters
                     escaped, so a line is always one line)
@@ -26,6 +28,7 @@ a link or a code block. Every function here is total: any ``str`` in, a
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import urllib.parse
 
@@ -158,34 +161,92 @@ def terminal(text: str) -> str:
     return "".join(out)
 
 
-def mrkdwn(text: str) -> str:
-    """``text`` as inert Slack mrkdwn: ``&``, ``<`` and ``>`` as entities.
+# Slack has no escape for its formatting characters, so where data could open or close formatting they are
+# shown as characters that look the same (as a backtick inside a code block already is).
+FORMATTING_STAND_INS = {"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": BACKTICK_STAND_IN}
+QUOTE_STAND_IN = "\u02c3"  # MODIFIER LETTER RIGHT ARROWHEAD: a '>' that cannot start a block quote
+EMOJI_COLON = "\u2236"  # RATIO: a ':' that cannot start an emoji code (':rotating_light:')
+NEWLINE_SHOWN = "\u23ce"  # RETURN SYMBOL: a line break in data, shown, not obeyed
+_EMOJI_START = re.compile(r":(?=[a-z0-9_+'-]*[a-z][a-z0-9_+'-]*:)", re.IGNORECASE)
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
-    Slack parses mentions (``<!channel>``, ``<@U123>``), links
-    (``<https://...|label>``) and dates only between ``<`` and ``>``, so
-    with those escaped no data can page a channel or hide a link's target.
-    Lone surrogates become U+FFFD.
+
+def shown_on_one_line(text: str) -> str:
+    """``text`` with every line break shown as ⏎ and every other non-printable character as ``\u001b``.
+
+    For single-line places (a Slack field, a header, a line of a message):
+    data can neither start a line nor send a control character. Lone
+    surrogates become U+FFFD.
     """
-    return storable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = storable(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif char == "\n":
+            out.append(NEWLINE_SHOWN)
+        else:
+            code = ord(char)
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _word(text: str, at: int) -> bool:
+    """Whether ``text[at]`` exists and is an ASCII letter or digit (formatting cannot start or end beside one)."""
+    return 0 <= at < len(text) and text[at].isascii() and text[at].isalnum()
+
+
+def mrkdwn(text: str) -> str:
+    """``text`` as inert Slack mrkdwn, on one line: what Slack shows is the text, never markup.
+
+    - ``&``, ``<`` and ``>`` become entities, so no data can mention
+      (``<!channel>``, ``<@U123>``), link (``<https://...|label>``) or date;
+    - every backtick, and ``*``, ``_`` and ``~`` where they could open or
+      close formatting (not between two ASCII letters or digits:
+      ``fact_logins_daily`` stays as it is), are shown by look-alikes (U+2217, U+02CD, U+223C, U+02CB),
+      since Slack has no escape;
+    - a ``>`` that starts the value (which may start a line: a block quote)
+      is shown as U+02C3, and a ``:`` that starts an emoji code as U+2236;
+    - line breaks are shown as ⏎ and other control characters as
+      ``\u001b`` (see ``shown_on_one_line``): data never starts a line.
+    """
+    text = shown_on_one_line(text)
+    out = []
+    leading = True  # only spaces so far: a '>' here would start a block quote
+    for at, char in enumerate(text):
+        stand_in = FORMATTING_STAND_INS.get(char)
+        if stand_in is not None and (char == "`" or not (_word(text, at - 1) and _word(text, at + 1))):
+            out.append(stand_in)
+        elif char == ">" and leading:
+            out.append(QUOTE_STAND_IN)
+        else:
+            out.append(_ENTITIES.get(char, char))
+        leading = leading and char.isspace()
+    return _EMOJI_START.sub(EMOJI_COLON, "".join(out))
 
 
 def plain_text(text: str) -> str:
     """``text`` for a Slack ``plain_text`` object (a header): one line, entities escaped.
 
-    Line breaks and other control characters become spaces (a header is one
-    line); ``&``, ``<``, ``>`` are escaped as Slack asks for every text object.
+    Line breaks are shown as ⏎ and other control characters as ``\u001b``
+    (a header is one line); ``&``, ``<``, ``>`` are escaped as Slack asks for
+    every text object.
     """
-    one_line = "".join(c if c.isprintable() else " " for c in storable(text))
-    return one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join(_ENTITIES.get(c, c) for c in shown_on_one_line(text))
 
 
 def mrkdwn_code(text: str, limit: int) -> str:
     """``text`` as a Slack code block of at most ``limit`` characters that nothing inside can close.
 
     Backticks inside become U+02CB (which looks the same), so no run of three
-    can end the block early; the content is cut before it is fenced.
+    can end the block early; line breaks stay (a code block shows them as
+    such, inside the block), other control characters are shown as
+    ``\u001b``; the content is cut before it is fenced.
     """
-    inner = mrkdwn(text).replace("`", BACKTICK_STAND_IN)
+    lines = [shown_on_one_line(line) for line in storable(text).split("\n")]
+    inner = "".join(_ENTITIES.get(c, c) for c in "\n".join(lines)).replace("`", BACKTICK_STAND_IN)
     return FENCE + cut_mrkdwn(inner, max(1, limit - 2 * len(FENCE))) + FENCE
 
 

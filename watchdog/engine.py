@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from watchdog import lifecycle, schedule
+from watchdog.baseline import Baseline
 from watchdog.clocksteps import StepDetector
 from watchdog.escape import storable
 from watchdog.explained import Explainer
@@ -105,6 +106,19 @@ def _fixed(group: str) -> str:
     return f"{group}: no longer a problem"
 
 
+class StoreBaselines:
+    """Learned baselines kept in the state store (see ``ruletypes.learned.Baselines``)."""
+
+    def __init__(self, store: StateStore):
+        self.store = store
+
+    def load(self, rule: str) -> dict[str, Baseline]:
+        return self.store.baselines(rule)
+
+    def save(self, rule: str, items: Mapping[str, Baseline], now: datetime) -> None:
+        self.store.save_baselines(rule, items, now)
+
+
 class StoreJournal:
     """The Journal of acting rule types, kept in the state store (see ``ruletypes.base.Journal``)."""
 
@@ -182,6 +196,7 @@ class Engine:
         self.stats = EngineStats()
         self.journal = StoreJournal(store, clock, self._note_recorded)
         self.explainer = Explainer(store, self._known_rules, self._acts, self._firing_word)
+        self.baselines = StoreBaselines(store)
         self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
         self._recorded = False  # notifications recorded since the engine was last quiet
         self.invalid_files: dict[str, str] = {}  # rule files that do not load -> the self alert's text
@@ -345,7 +360,7 @@ class Engine:
                       for r in batch},
             facts={r.name: records[r.name].facts for r in batch if r.name in records and records[r.name].facts},
             journal=self.journal if rule_type.acts else None, sources=self.sources if rule_type.acts else None,
-            rules=self.view if rule_type.acts else None)
+            rules=self.view if rule_type.acts else None, baselines=self.baselines)
         planned = {r.name: self.next_run[r.name] for r in batch}
         self.stats.lags.extend((now - t).total_seconds() for t in planned.values())
 

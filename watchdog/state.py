@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from watchdog.baseline import Baseline
 from watchdog.dependencies import Explanation, Phase
 from watchdog.escape import storable
 from watchdog.lifecycle import GroupState, Health, State
@@ -95,6 +96,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     alter table outbox add column message text;
     alter table notifier_status add column refused integer not null default 0
+    """,
+    # Learned baselines (freshness learn:, sql_value anomaly:): per rule and item (a check or check/group), the
+    # small model last learned, the history it learns from (JSON), and when the source's history was last read.
+    """
+    create table baselines (
+        rule text not null, item text not null, model text not null default '{}',
+        history text not null default '[]', fetched_at text, updated text not null,
+        primary key (rule, item)
+    )
     """,
 )
 
@@ -307,6 +317,7 @@ class StateStore:
             db.execute("delete from groups where rule = ?", (rule,))
             db.execute("delete from remediations where rule = ?", (rule,))
             db.execute("delete from explanations where rule = ?", (rule,))
+            db.execute("delete from baselines where rule = ?", (rule,))
 
     # --- groups ----------------------------------------------------------------
 
@@ -634,6 +645,25 @@ class StateStore:
                 payload = notification[2] if notification is not None else {}
                 db.execute("insert or ignore into approvals (episode, rule, task, requested, payload) values (?, ?, ?, ?, ?)",
                            (record["episode"], rule, task, at, _json(payload)))
+
+    # --- learned baselines ---------------------------------------------------------------
+
+    def baselines(self, rule: str) -> dict[str, Baseline]:
+        """The learned baselines of ``rule``, by item (a check, or check/group)."""
+        rows = self._query("select item, model, history, fetched_at from baselines where rule = ?", (rule,))
+        return {r["item"]: Baseline(model=json.loads(r["model"]), history=r["history"],
+                                    fetched_at=from_text(r["fetched_at"])) for r in rows}
+
+    def save_baselines(self, rule: str, items: Mapping[str, Baseline], now: datetime) -> None:
+        """Write the baselines of ``rule``'s ``items`` in one transaction (the others are left as they are)."""
+        with self.transaction() as db:
+            for item, baseline in items.items():
+                db.execute(
+                    """insert into baselines (rule, item, model, history, fetched_at, updated) values (?, ?, ?, ?, ?, ?)
+                       on conflict (rule, item) do update set model = excluded.model, history = excluded.history,
+                           fetched_at = excluded.fetched_at, updated = excluded.updated""",
+                    (rule, item, _json(dict(baseline.model)), baseline.history, to_text(baseline.fetched_at),
+                     to_text(now)))
 
     # --- audit and retention ----------------------------------------------------------
 

@@ -10,10 +10,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from watchdog.rule import Rule, Severity
 from watchdog.sqlcheck import RefreshGrant
+
+if TYPE_CHECKING:
+    from watchdog.ruletypes.learned import Baselines
 
 Path = tuple[str | int, ...]
 
@@ -148,6 +151,7 @@ class EvalContext:
     journal: Journal | None = None  # for rule types that act (remediation)
     sources: Any = None  # every source, for rule types that act on more than their own
     rules: Callable[[str], RuleView | None] | None = None  # other rules' state, for rule types that act
+    baselines: Baselines | None = None  # where learned baselines are kept (freshness learn:, sql_value anomaly:)
 
 
 def each_rule(rules: Sequence[Rule], evaluate_one: Callable[[Rule], Evaluation]) -> dict[str, Evaluation | Exception]:

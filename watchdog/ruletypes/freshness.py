@@ -27,8 +27,10 @@ from typing import Any, ClassVar
 
 from psycopg2 import sql as pgsql
 
+from watchdog.baseline import Cadence, Learning
 from watchdog.durations import format_age
 from watchdog.rule import Rule
+from watchdog.ruletypes import learned
 from watchdog.ruletypes.base import (
     NO_GRANTS,
     EvalContext,
@@ -41,8 +43,15 @@ from watchdog.ruletypes.base import (
     SourceUnavailable,
     each_rule,
 )
-from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions, Tier, from_mapping
-from watchdog.ruletypes.freshness_sql import expected_statement, table_statement
+from watchdog.ruletypes.freshness_options import (
+    LEARNED_CRITICAL,
+    LEARNED_WARN,
+    FreshnessCheck,
+    FreshnessOptions,
+    Tier,
+    from_mapping,
+)
+from watchdog.ruletypes.freshness_sql import column_or_expression, expected_statement, table_statement
 from watchdog.times import from_text, to_text
 
 # A last load this far past the database's now() is a finding; less is ordinary clock jitter between hosts.
@@ -60,6 +69,8 @@ class CheckUnavailable(CheckError, SourceUnavailable):
 
 # The status of each last load, as shown in facts (``watchdog status``) and the {status} placeholder.
 FRESH, STALE, NEVER, GONE, FUTURE, FAILED = "fresh", "stale", "never loaded", "no longer reported", "in the future", "could not check"
+LEARNING = "learning"  # fresh by any fixed threshold, and its cadence not learned yet
+_RANK = {None: 1, "info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True)
@@ -155,30 +166,46 @@ def _subject(check: FreshnessCheck, key: str | None) -> str:
 
 
 def _details(check: FreshnessCheck, key: str | None, status: str, age: str, last: datetime | None,
-             now: datetime) -> dict[str, Any]:
+             now: datetime, model: Cadence | Learning | None = None) -> dict[str, Any]:
     return {"check": check.name, "key": key or "", "status": status, "age": age,
             "last_loaded": to_text(last) if last else "never", "db_now": to_text(now),
-            "warn_after": check.threshold("warn"), "error_after": check.threshold("critical")}
+            "warn_after": check.threshold("warn"), "error_after": check.threshold("critical"),
+            "learned": "" if model is None else model.describe()}
 
 
 def _fact(check: FreshnessCheck, key: str | None, status: str, last: datetime | None,
-          age: timedelta | None, error: str | None = None) -> dict[str, Any]:
+          age: timedelta | None, error: str | None = None, model: Cadence | Learning | None = None) -> dict[str, Any]:
     fact: dict[str, Any] = {"name": group_name(check, key), "check": check.name, "status": status,
                             "last_loaded": to_text(last), "age": format_age(age) if age is not None else None}
     if error is not None:
         fact["error"] = error
+    if model is not None:
+        fact["learned"] = model.describe()
     return fact
 
 
 def _finding(check: FreshnessCheck, key: str | None, tier: Tier, value: float | None, summary: str,
              details: dict[str, Any], since: datetime | None = None) -> Finding:
+    tiers = check.describe_tiers()
     return Finding(group=group_name(check, key), value=value, severity=tier.severity,
-                   summary=f"{summary}; {check.describe_tiers()}", details=details, since=since)
+                   summary=f"{summary}; {tiers}" if tiers else summary, details=details, since=since)
+
+
+def _learned_tier(model: Cadence | Learning | None, age: timedelta) -> Tier | None:
+    """The level a learned cadence gives ``age`` (None: on time, learning, or no learning)."""
+    if not isinstance(model, Cadence):
+        return None
+    level = model.level(age)
+    return None if level is None else (LEARNED_CRITICAL if level == "critical" else LEARNED_WARN)
 
 
 def judge(check: FreshnessCheck, key: str | None, last: datetime | None, now: datetime,
-          *, expected_missing: bool = False) -> tuple[Finding | None, dict[str, Any]]:
-    """The finding for one last load (None when fresh) and its status fact, ages measured at the database's ``now``."""
+          *, expected_missing: bool = False, model: Cadence | Learning | None = None) -> tuple[Finding | None, dict[str, Any]]:
+    """The finding for one last load (None when fresh) and its status fact, ages measured at the database's ``now``.
+
+    ``model`` is the check's learned cadence (or learning) for this last load:
+    the fixed tiers and the learned one both judge, and the more severe wins.
+    """
     subject = _subject(check, key)
     if last is None:
         why = "expected, but the check returns no row for it" if expected_missing else "no rows, or a NULL load time"
@@ -194,13 +221,22 @@ def judge(check: FreshnessCheck, key: str | None, last: datetime | None, now: da
                          _details(check, key, FUTURE, f"-{ahead}", last, now)),
                 _fact(check, key, FUTURE, last, age))
     age = max(age, timedelta(0))  # within the tolerance: loaded just now
-    tier = check.tier_for(age)
+    fixed, learnt = check.tier_for(age), _learned_tier(model, age)
+    tier = fixed if learnt is None or (fixed is not None and _rank(fixed) >= _rank(learnt)) else learnt
     if tier is None:
-        return None, _fact(check, key, FRESH, last, age)
-    summary = f"{subject} last loaded {format_age(age)} ago ({to_text(last)})"
+        return None, _fact(check, key, LEARNING if isinstance(model, Learning) else FRESH, last, age, model=model)
+    if tier is learnt:
+        assert isinstance(model, Cadence)
+        summary = f"{subject} {model.describe()}; last load {format_age(age)} ago ({to_text(last)})"
+    else:
+        summary = f"{subject} last loaded {format_age(age)} ago ({to_text(last)})"
     return (_finding(check, key, tier, round(age.total_seconds()), summary,
-                     _details(check, key, STALE, format_age(age), last, now), since=last),
-            _fact(check, key, STALE, last, age))
+                     _details(check, key, STALE, format_age(age), last, now, model), since=last),
+            _fact(check, key, STALE, last, age, model=model))
+
+
+def _rank(tier: Tier) -> int:
+    return _RANK[tier.severity.value if tier.severity is not None else None]
 
 
 def vanished(check: FreshnessCheck, key: str, last: datetime | None, now: datetime) -> tuple[Finding, dict[str, Any]]:
@@ -211,7 +247,7 @@ def vanished(check: FreshnessCheck, key: str, last: datetime | None, now: dateti
                          _details(check, key, GONE, "unknown", None, now)),
                 _fact(check, key, GONE, None, None))
     age = max(now - last, timedelta(0))
-    tier = check.tier_for(age) or check.tiers[0]  # missing is never fresh
+    tier = check.tier_for(age) or check.first  # missing is never fresh
     summary = (f"{subject} is no longer reported (the check returns no row for it); its last load seen was "
                f"{format_age(age)} ago ({to_text(last)})")
     return (_finding(check, key, tier, round(age.total_seconds()), summary,
@@ -219,20 +255,21 @@ def vanished(check: FreshnessCheck, key: str, last: datetime | None, now: dateti
             _fact(check, key, GONE, last, age))
 
 
-def fresh_now(check: FreshnessCheck, key: str | None, last: datetime, now: datetime) -> Observation:
+def fresh_now(check: FreshnessCheck, key: str | None, last: datetime, now: datetime,
+              model: Cadence | Learning | None = None) -> Observation:
     """A fresh group as its resolution states it: its age now, by the database's clock, and its last load."""
     age = max(now - last, timedelta(0))
+    limits = "; ".join(t for t in (check.describe_tiers(), model.describe() if model is not None else "") if t)
     return Observation(group=group_name(check, key), value=round(age.total_seconds()),
-                       details=_details(check, key, FRESH, format_age(age), last, now),
-                       summary=f"{_subject(check, key)} loaded {format_age(age)} ago now ({to_text(last)}); "
-                               f"{check.describe_tiers()}")
+                       details=_details(check, key, FRESH, format_age(age), last, now, model),
+                       summary=f"{_subject(check, key)} loaded {format_age(age)} ago now ({to_text(last)}); {limits}")
 
 
 def could_not_check(check: FreshnessCheck, reason: str) -> tuple[Finding, dict[str, Any]]:
     """The finding of a check that failed: named by the check, with the reason, at the check's highest level."""
     details = {"check": check.name, "key": "", "status": FAILED, "age": "unknown", "last_loaded": "unknown",
                "db_now": "", "warn_after": check.threshold("warn"), "error_after": check.threshold("critical"),
-               "error": reason}
+               "error": reason, "learned": ""}
     finding = Finding(group=check.name, value=None, severity=check.top.severity, details=details,
                       summary=f"could not check {check.name}: {reason}")
     return finding, _fact(check, None, FAILED, None, None, error=reason)
@@ -253,16 +290,61 @@ class _Result:
             self.findings.append(finding)
         self.facts.append(fact)
 
-    def judged(self, check: FreshnessCheck, key: str | None, last: datetime | None, now: datetime) -> None:
+    def judged(self, check: FreshnessCheck, key: str | None, last: datetime | None, now: datetime,
+               model: Cadence | Learning | None = None) -> None:
         """Add the verdict on one last load: a finding, or what a resolution would state."""
-        finding, fact = judge(check, key, last, now)
+        finding, fact = judge(check, key, last, now, model=model)
         self.add(finding, fact)
         if finding is None and last is not None:
-            self.present.append(fresh_now(check, key, last, now))
+            self.present.append(fresh_now(check, key, last, now, model))
+
+
+def history(check: FreshnessCheck, source: Any) -> dict[str | None, list[datetime]]:
+    """A table check's distinct load minutes within its ``learn.history``, by group key (None: ungrouped).
+
+    One bounded query (HISTORY_ROWS rows, the source's statement timeout); raises QueryError or CheckError.
+    """
+    assert check.learn is not None and check.table is not None and check.loaded_at is not None
+    group = column_or_expression(check.group_by) if check.group_by is not None else None
+    rows = source.query(learned.history_statement(check.table, column_or_expression(check.loaded_at), group,
+                                                  check.filter, check.learn.history))
+    out: dict[str | None, list[datetime]] = {}
+    for key, value in rows:
+        when = _as_datetime(value, check)
+        if when is not None:
+            out.setdefault(None if check.group_by is None else (NULL_GROUP if key is None else str(key)), []).append(when)
+    return out
+
+
+def _learn(check: FreshnessCheck, source: Any, book: learned.Book | None, reading: Reading
+           ) -> tuple[dict[str | None, Cadence | Learning], str | None]:
+    """The learned cadence of each key of ``reading`` (and why the source's history could not be read, if so)."""
+    from watchdog.sources.postgres import QueryError
+
+    if check.learn is None or book is None:
+        return {}, None
+    fetched: dict[str | None, list[datetime]] | None = None
+    problem = None
+    items = {key: group_name(check, key) for key, last in reading.loads.items() if last is not None}
+    if check.table is not None and any(book.due(item, reading.now) for item in items.values()):
+        try:
+            fetched = history(check, source)
+        except (QueryError, CheckError) as exc:  # learn from what watchdog observed; try again after REFETCH
+            problem = f"could not read the table's history: {exc}"
+            fetched = {}
+    models: dict[str | None, Cadence | Learning] = {}
+    for key, item in items.items():
+        last = reading.loads[key]
+        assert last is not None
+        if last - reading.now > FUTURE_TOLERANCE:
+            continue  # a last load in the future is its own finding; nothing to learn from it
+        models[key] = learned.cadence(book, item, last, reading.now, check.learn, check.timezone,
+                                      None if fetched is None else fetched.get(key, []))
+    return models, problem
 
 
 def _check_once(check: FreshnessCheck, source: Any, active: frozenset[str], seen: Mapping[str, datetime | None],
-                out: _Result) -> None:
+                out: _Result, book: learned.Book | None = None) -> None:
     """Judge one check into ``out``; a failure of this check is its own finding (SourceUnavailable propagates)."""
     from watchdog.sources.postgres import QueryError
 
@@ -283,11 +365,15 @@ def _check_once(check: FreshnessCheck, source: Any, active: frozenset[str], seen
             out.facts.append({"name": group, "check": check.name, "status": FAILED,
                               "last_loaded": to_text(seen.get(group)), "age": None})
         return
+    models, problem = _learn(check, source, book, reading)
+    if problem is not None:
+        out.facts.append({"name": check.name, "check": check.name, "status": "learning from what watchdog observes",
+                          "error": problem, "last_loaded": None, "age": None})
     if not reading.grouped:
         if check.expects:
             out.add(*could_not_check(check, "expect needs a grouped check, but the query returns one column"))
             return
-        out.judged(check, None, reading.loads[None], reading.now)
+        out.judged(check, None, reading.loads[None], reading.now, models.get(None))
         return
     if not reading.loads and not check.expects:
         out.add(*judge(check, None, None, reading.now))  # a grouped check with no row at all: never loaded
@@ -295,7 +381,7 @@ def _check_once(check: FreshnessCheck, source: Any, active: frozenset[str], seen
     out.present.append(Observation(group=check.name, value=len(reading.loads),
                                    summary=f"check {check.name} runs again: {len(reading.loads)} group(s) returned"))
     for key, last in sorted(reading.loads.items(), key=lambda kv: str(kv[0])):
-        out.judged(check, key, last, reading.now)
+        out.judged(check, key, last, reading.now, models.get(key))
     for key in sorted((expect or frozenset()) - set(reading.loads)):
         group = group_name(check, key)
         if seen.get(group) is not None:
@@ -327,7 +413,7 @@ class FreshnessRule(RuleType):
     source_type: ClassVar[str] = "postgres"
     firing_word: ClassVar[str] = "stale"
     message_fields: ClassVar[frozenset[str]] = frozenset(
-        {"check", "key", "status", "age", "last_loaded", "db_now", "warn_after", "error_after", "error"})
+        {"check", "key", "status", "age", "last_loaded", "db_now", "warn_after", "error_after", "error", "learned"})
 
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], rule_dir: str, grants: Grants = NO_GRANTS) -> FreshnessOptions:
@@ -340,8 +426,13 @@ class FreshnessRule(RuleType):
         active = ctx.active.get(rule.name, frozenset())
         seen = _seen(ctx.facts.get(rule.name, {}))
         out = _Result([], [], [], [])
-        for check in options.checks:
-            _check_once(check, source, active, seen, out)
+        book = learned.Book(ctx.baselines, rule.name) if any(c.learn for c in options.checks) else None
+        try:
+            for check in options.checks:
+                _check_once(check, source, active, seen, out, book)
+        finally:
+            if book is not None:
+                book.flush(ctx.now)
         return Evaluation(findings=tuple(out.findings), kept=tuple(out.kept), facts={"checks": out.facts},
                           present=tuple(out.present))
 

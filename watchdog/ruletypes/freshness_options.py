@@ -14,6 +14,7 @@ from watchdog.rule import Severity
 from watchdog.ruletypes import options as opt
 from watchdog.ruletypes.base import OptionsError, Path
 from watchdog.ruletypes.freshness_sql import SqlTextError, is_column, parse_table
+from watchdog.ruletypes.learned import Learn, learn_options
 
 DEFAULT_TIMEZONE = "UTC"
 
@@ -25,6 +26,11 @@ class Tier:
     after: timedelta
     severity: Severity | None
     label: str  # "warn", "critical" or "alert", for messages
+
+
+# The levels of a learned cadence (the ages are learned, so ``after`` is not used).
+LEARNED_WARN = Tier(timedelta(0), Severity.WARNING, "warn")
+LEARNED_CRITICAL = Tier(timedelta(0), Severity.CRITICAL, "critical")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class FreshnessCheck:
     sql: str | None = None
     expect: tuple[str, ...] | None = None
     expect_sql: str | None = None
+    learn: Learn | None = None  # learn the cadence; then ``tiers`` may be empty
 
     @property
     def expects(self) -> bool:
@@ -58,7 +65,12 @@ class FreshnessCheck:
     @property
     def top(self) -> Tier:
         """The highest tier: the level of a last load that cannot be told (never loaded, future, could not check)."""
-        return self.tiers[-1]
+        return self.tiers[-1] if self.tiers else LEARNED_CRITICAL
+
+    @property
+    def first(self) -> Tier:
+        """The mildest tier: the level of a group no longer reported whose age passes no tier."""
+        return self.tiers[0] if self.tiers else LEARNED_WARN
 
     def describe_tiers(self) -> str:
         """``warn after 2h, critical after 6h``."""
@@ -75,9 +87,11 @@ class FreshnessOptions:
     checks: tuple[FreshnessCheck, ...]
 
 
-def tiers(warn: timedelta | None, error: timedelta | None, severity: Severity | None, path: Path) -> tuple[Tier, ...]:
+def tiers(warn: timedelta | None, error: timedelta | None, severity: Severity | None, path: Path,
+          learns: bool = False) -> tuple[Tier, ...]:
     """The tiers of a check. With both ages: warning then critical. With one: the rule's ``severity``
-    when it sets one, else warning for ``warn_after`` and critical for ``error_after``. Raises OptionsError."""
+    when it sets one, else warning for ``warn_after`` and critical for ``error_after``. With neither, none
+    when the check ``learns`` its cadence. Raises OptionsError."""
     if warn is not None and error is not None:
         if error <= warn:
             raise OptionsError(path + ("error_after",), f"error_after ({error}) must be longer than warn_after ({warn})")
@@ -87,7 +101,9 @@ def tiers(warn: timedelta | None, error: timedelta | None, severity: Severity | 
     if error is not None:
         level = severity or Severity.CRITICAL
         return (Tier(error, level, "critical" if level is Severity.CRITICAL else "alert"),)
-    raise OptionsError(path, "give warn_after or error_after (or both), here or on the rule")
+    if learns:
+        return ()
+    raise OptionsError(path, "give warn_after or error_after (or both), here or on the rule, or learn: {history: 28d}")
 
 
 def _sql_text(raw: Mapping[str, Any], key: str, path: Path, expression: bool, functions: Collection[str]) -> str | None:
@@ -125,7 +141,10 @@ def _check(raw: Mapping[str, Any], path: Path, rule: Mapping[str, Any], zone: Zo
     error = opt.optional_duration(raw, "error_after") or opt.optional_duration(rule, "error_after")
     severity = Severity(rule["severity"]) if "severity" in rule else None
     where = path if ("error_after" in raw or "warn_after" in raw) else ()
-    check_tiers = tiers(warn, error, severity, where)
+    learn_raw = raw.get("learn", rule.get("learn"))
+    learn = learn_options(learn_raw, path + ("learn",) if "learn" in raw else ("learn",)) \
+        if isinstance(learn_raw, Mapping) else None
+    check_tiers = tiers(warn, error, severity, where, learns=learn is not None)
     expect = raw.get("expect")
     expect_list = tuple(str(v) for v in expect) if isinstance(expect, list) else None
     expect_sql = (_sql_text(expect, "sql", path + ("expect",), False, functions) if isinstance(expect, Mapping)
@@ -139,7 +158,8 @@ def _check(raw: Mapping[str, Any], path: Path, rule: Mapping[str, Any], zone: Zo
     return FreshnessCheck(
         name=str(raw["name"]), tiers=check_tiers, timezone=check_zone, table=_table(raw, path),
         loaded_at=_sql_text(raw, "loaded_at", path, True, functions), group_by=group_by,
-        filter=_sql_text(raw, "filter", path, True, functions), sql=sql, expect=expect_list, expect_sql=expect_sql)
+        filter=_sql_text(raw, "filter", path, True, functions), sql=sql, expect=expect_list, expect_sql=expect_sql,
+        learn=learn)
 
 
 def from_mapping(data: Mapping[str, Any], functions: Collection[str] = ()) -> FreshnessOptions:

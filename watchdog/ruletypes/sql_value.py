@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
+from watchdog.baseline import Learning, Usual
 from watchdog.rule import Rule, Severity
+from watchdog.ruletypes import learned
 from watchdog.ruletypes.base import (
     NO_GRANTS,
     EvalContext,
@@ -39,6 +43,8 @@ from watchdog.ruletypes.sql_value_options import SqlValueOptions, ValueCheck
 from watchdog.ruletypes.thresholds import Threshold
 
 NO_VALUE, GONE, FAILED = "returned no value", "no longer reported", "could not check"
+UTC_ZONE = ZoneInfo("UTC")  # sql_value rules have no time zone: days and hours of the learned seasons are UTC's
+_RANK = {None: 1, Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 class CheckError(RuleError):
@@ -75,7 +81,22 @@ def _is_row(group: str, check: ValueCheck) -> bool:
 
 def read(check: ValueCheck, source: Any) -> list[tuple[str | None, Any]]:
     """(key, raw value) pairs of one check: key None for a single number; raises QueryError or CheckError."""
-    rows = source.query(check.sql)
+    return pairs_of(source.query(check.sql))
+
+
+def read_at_now(check: ValueCheck, source: Any) -> tuple[datetime, list[tuple[str | None, Any]]]:
+    """The database's now() and the (key, raw value) pairs, read in one statement (learned checks need the
+    source's clock); raises QueryError or CheckError."""
+    from watchdog.sources.postgres import as_statement
+
+    reading = source.read_at_now(as_statement(check.sql))
+    if not reading.rows and reading.columns not in (1, 2):
+        raise CheckError(f"the query returns {reading.columns} columns; return one number, or (group, number) rows")
+    return reading.now, pairs_of(reading.rows)
+
+
+def pairs_of(rows: list[tuple[Any, ...]]) -> list[tuple[str | None, Any]]:
+    """(key, raw value) pairs of a check's rows; raises CheckError for a shape that is neither."""
     if not rows:
         return [(None, None)]
     width = len(rows[0])
@@ -89,32 +110,55 @@ def read(check: ValueCheck, source: Any) -> list[tuple[str | None, Any]]:
     raise CheckError(f"the query returns {width} columns; return one number, or (group, number) rows")
 
 
-def _mildest(threshold: Threshold) -> Severity | None:
-    return threshold.levels[0].severity
+def _mildest(threshold: Threshold | None) -> Severity | None:
+    return threshold.levels[0].severity if threshold is not None else Severity.WARNING
 
 
-def judge(check: ValueCheck, group: str, value: float | None) -> tuple[Finding | Observation, dict[str, Any]]:
-    """The finding for one number, or its present value when within the threshold, and its status fact (pure)."""
+def _limits(check: ValueCheck, model: Usual | Learning | None = None) -> str:
+    """What the value is compared with: the threshold, the learned usual value, or both."""
+    parts = [check.threshold.describe()] if check.threshold is not None else []
+    if model is not None:
+        parts.append(model.describe())
+    return "; ".join(parts)
+
+
+def judge(check: ValueCheck, group: str, value: float | None,
+          model: Usual | Learning | None = None) -> tuple[Finding | Observation, dict[str, Any]]:
+    """The finding for one number, or its present value when within the limits, and its status fact (pure).
+
+    ``model`` is the group's learned usual value (or learning): the threshold
+    and the learned limits both judge, and the more severe wins.
+    """
     threshold = check.threshold
+    limits = _limits(check, model)
     fact: dict[str, Any] = {"group": group, "check": check.name, "value": value}
-    details = {"check": check.name, "threshold": threshold.describe(), "sql": check.sql}
+    if model is not None:
+        fact["learned"] = model.describe()
+    details = {"check": check.name, "threshold": limits, "sql": check.sql}
     if value is None:
         fact["status"] = NO_VALUE
         return Finding(group=group, value=None, severity=_mildest(threshold), details={**details, "status": NO_VALUE},
-                       summary=f"{group} {NO_VALUE} (no rows, or NULL); {threshold.describe()}"), fact
-    level = threshold.classify(value)
-    fact["status"] = "ok" if level is None else "breach"
-    if level is None:
+                       summary=f"{group} {NO_VALUE} (no rows, or NULL); {limits}"), fact
+    level = threshold.classify(value) if threshold is not None else None
+    severity: Severity | None = level.severity if level is not None else None
+    learnt = model.level(value) if isinstance(model, Usual) else None
+    if learnt is not None:
+        learnt_severity = Severity.CRITICAL if learnt == "critical" else Severity.WARNING
+        if level is None or _RANK[learnt_severity] > _RANK[severity]:
+            severity = learnt_severity
+    breach = level is not None or learnt is not None
+    fact["status"] = "breach" if breach else ("learning" if isinstance(model, Learning) else "ok")
+    if not breach:
         return Observation(group=group, value=value, details={**details, "status": "ok"},
-                           summary=f"{group} is {value:.4g} now ({threshold.describe()})"), fact
-    return Finding(group=group, value=value, severity=level.severity, details={**details, "status": "breach"},
-                   summary=f"{group} is {value:.4g} ({threshold.describe()})"), fact
+                           summary=f"{group} is {value:.4g} now ({limits})"), fact
+    return Finding(group=group, value=value, severity=severity, details={**details, "status": "breach"},
+                   summary=f"{group} is {value:.4g} ({limits})"), fact
 
 
 def _other(check: ValueCheck, group: str, status: str, reason: str = "") -> tuple[Finding, dict[str, Any]]:
     """A finding that is not a comparison: could not check, no longer reported."""
     text = f"{status}: {group}" + (f": {reason}" if reason else "")
-    details = {"check": check.name, "threshold": check.threshold.describe(), "sql": check.sql, "status": status}
+    details = {"check": check.name, "threshold": _limits(check), "sql": check.sql, "status": status}
     return (Finding(group=group, value=None, severity=_mildest(check.threshold), details=details, summary=text),
             {"group": group, "check": check.name, "value": None, "status": status, "reason": reason})
 
@@ -139,9 +183,14 @@ def evaluate_rule(rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
         else:
             present.append(judged)
 
+    book = learned.Book(ctx.baselines, rule.name) if any(c.anomaly for c in options.checks) else None
     for check in options.checks:
+        now = ctx.now
         try:
-            pairs = read(check, source)
+            if check.anomaly is not None:
+                now, pairs = read_at_now(check, source)
+            else:
+                pairs = read(check, source)
         except SourceUnavailable as exc:  # no check can run: the rule's error, not a finding per check
             raise CheckUnavailable(f"check '{check.name}': {exc}") from None
         except (QueryError, CheckError) as exc:
@@ -157,6 +206,7 @@ def evaluate_rule(rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
             present.append(Observation(group=check.name, value=len(pairs),
                                        summary=f"check {check.name} runs again: {len(pairs)} group(s) returned"))
         reported: set[str] = set()
+        fetched = _history(check, source, book, pairs, now, facts)
         for key, raw in pairs:
             group = group_name(check, key)
             if group in reported:
@@ -165,14 +215,64 @@ def evaluate_rule(rule: Rule, source: Any, ctx: EvalContext) -> Evaluation:
             reported.add(group)
             observed.append(group)
             try:
-                add(judge(check, group, number(raw)))
+                value = number(raw)
+                model = None
+                if check.anomaly is not None and book is not None:
+                    model = learned.usual(book, group, value, now, check.anomaly, UTC_ZONE,
+                                          None if fetched is None else fetched.get(key, []))
+                add(judge(check, group, value, model))
             except CheckError as exc:  # one bad row is its own group's finding
                 add(_other(check, group, FAILED, str(exc)))
         for group in sorted(g for g in known if _is_row(g, check) and g not in reported):
             add(_other(check, group, GONE, "it was reported before and is missing from the query's rows"))
             observed.append(group)
+    if book is not None:
+        book.flush(ctx.now)
     return Evaluation(findings=tuple(findings), kept=tuple(kept), present=tuple(present),
                       observed=tuple(sorted(set(observed))), facts={"values": facts})
+
+
+def _history(check: ValueCheck, source: Any, book: learned.Book | None, pairs: list[tuple[str | None, Any]],
+             now: datetime, facts: list[dict[str, Any]]) -> dict[str | None, list[tuple[datetime, float]]] | None:
+    """The points of ``history_sql`` by key, when it is due (at most once per item per hour); None: not read now.
+
+    A history that cannot be read is said in the check's facts; the check then learns from what watchdog recorded.
+    """
+    from watchdog.sources.postgres import QueryError
+
+    anomaly = check.anomaly
+    if anomaly is None or anomaly.history_sql is None or book is None:
+        return None
+    if not any(book.due(group_name(check, key), now) for key, _ in pairs):
+        return None
+    try:
+        rows = source.query(learned.history_query(anomaly.history_sql))
+        return history_points(rows)
+    except (QueryError, CheckError) as exc:
+        facts.append({"group": check.name, "check": check.name, "value": None, "status": "learning from what "
+                      "watchdog records", "reason": f"could not read history_sql: {exc}"})
+        return {}
+
+
+def history_points(rows: Sequence[Sequence[Any]]) -> dict[str | None, list[tuple[datetime, float]]]:
+    """``history_sql``'s (time, value) or (group, time, value) rows by key; rows with a NULL are skipped.
+
+    Raises CheckError for another shape, a time that is not a timestamp or a value that is not a number.
+    """
+    out: dict[str | None, list[tuple[datetime, float]]] = {}
+    for row in rows:
+        if len(row) not in (2, 3):
+            raise CheckError(f"history_sql returns {len(row)} columns; return (time, value) or (group, time, value)")
+        key = None if len(row) == 2 else ("NULL" if row[0] is None else str(row[0]))
+        at, raw = row[-2], row[-1]
+        if at is None or raw is None:
+            continue
+        if not isinstance(at, datetime):
+            raise CheckError(f"history_sql: expected a timestamp, got {type(at).__name__} {str(at)[:80]!r}")
+        value = number(raw)
+        assert value is not None
+        out.setdefault(key, []).append((at if at.tzinfo is not None else at.replace(tzinfo=UTC_ZONE), value))
+    return out
 
 
 class SqlValueRule(RuleType):

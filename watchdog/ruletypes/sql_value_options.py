@@ -8,16 +8,18 @@ from typing import Any
 
 from watchdog import sqlcheck
 from watchdog.ruletypes.base import OptionsError
+from watchdog.ruletypes.learned import Anomaly, anomaly_options
 from watchdog.ruletypes.thresholds import Threshold
 
 
 @dataclass(frozen=True)
 class ValueCheck:
-    """One query: one number, or (group, number) rows; compared with ``threshold``."""
+    """One query: one number, or (group, number) rows; compared with ``threshold`` and/or its learned ``anomaly``."""
 
     name: str
     sql: str
-    threshold: Threshold
+    threshold: Threshold | None
+    anomaly: Anomaly | None = None
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,16 @@ class SqlValueOptions:
             problem = sqlcheck.check_query(raw["sql"], functions)
             if problem is not None:
                 raise OptionsError(path + ("sql",), f"must be one read-only query: {problem}")
+            anomaly = anomaly_options(raw["anomaly"], path + ("anomaly",), functions) if "anomaly" in raw else None
+            threshold: Threshold | None
             if "threshold" in raw:
                 threshold = Threshold.from_mapping(raw["threshold"], path + ("threshold",))
             elif default is not None:
                 threshold = default
+            elif anomaly is not None:
+                threshold = None
             else:
-                raise OptionsError(path, f"check '{name}' has no threshold: give one here or a rule-level threshold")
-            checks.append(ValueCheck(name=name, sql=raw["sql"], threshold=threshold))
+                raise OptionsError(path, f"check '{name}' has no threshold: give one here or a rule-level threshold, "
+                                         "or anomaly: {history: 28d}")
+            checks.append(ValueCheck(name=name, sql=raw["sql"], threshold=threshold, anomaly=anomaly))
         return cls(source=data["source"], checks=tuple(checks))

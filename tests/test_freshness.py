@@ -594,7 +594,8 @@ def validate(tmp_path: Path, dsn: str, check: str, ages: str = "warn_after: 2h")
      "must be one read-only query: function nextval() has side effects or runs SQL from text; it is not allowed here"),
     ("{name: t, table: 'a.b.c', loaded_at: x}", "warn_after: 2h", "checks[0].table",
      "'a.b.c' is not a table name: 3 dotted parts; give schema.table, or quote a name that holds dots: '\"Sales\".\"Orders.v2\"'"),
-    ("{name: t, table: y, loaded_at: x}", "", "", "give warn_after or error_after (or both), here or on the rule"),
+    ("{name: t, table: y, loaded_at: x}", "", "", "give warn_after or error_after (or both), here or on the rule, "
+         "or learn: {history: 28d}"),
     ("{name: t, table: y, loaded_at: x, expect: [a]}", "warn_after: 2h", "checks[0].expect",
      "expect needs a grouped check: add group_by, or use sql returning (group, timestamp) rows"),
     ("{name: a/b, table: y, loaded_at: x}", "warn_after: 2h", "checks[0].name",

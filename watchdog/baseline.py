@@ -56,6 +56,8 @@ VALUE_ERROR_FLOOR = 0.25
 WEEK = timedelta(days=7)
 DAY = timedelta(days=1)
 SHOWN_GAPS = 10  # "9 of the last 10 gaps"
+LATE_SAMPLE = 400  # the ordinary lateness is learned from this many recent gaps...
+LATE_QUANTILE = 0.995  # ...as this quantile of their excess over the expected wait
 
 Direction = Literal["below", "above", "both"]
 Level = Literal["warn", "critical"]
@@ -176,6 +178,42 @@ def _matched(times: Sequence[datetime], at: datetime, step: timedelta, tolerance
     return found
 
 
+def _comparable(loads: Sequence[datetime], gaps: Sequence[float], j: int,
+                timedelta_tolerance: timedelta) -> tuple[str, list[float]]:
+    """The earlier gaps comparable with the one after load ``j``, newest first, and which kind they are.
+
+    A gap is comparable when it followed a load at the same time of week (at
+    least two earlier weeks), else of day (at least three earlier days), else
+    every earlier gap is. Only gaps closed before load ``j`` count.
+    """
+    weekly = [gaps[i] for i in _matched(loads, loads[j], WEEK, timedelta_tolerance) if i < j]
+    if len(weekly) >= 2:
+        return "week", weekly
+    daily = [gaps[i] for i in _matched(loads, loads[j], DAY, timedelta_tolerance) if i < j]
+    if len(daily) >= 3:
+        return "day", daily
+    return "all", list(gaps[:j][::-1])
+
+
+def _lateness(loads: Sequence[datetime], gaps: Sequence[float], tolerance: timedelta, like: str) -> float:
+    """How late ordinary loads come: the LATE_QUANTILE of recent gaps' excess over what was expected for each.
+
+    Ordinary lateness (a load 40 minutes late now and then) is thereby learned
+    as normal, while a rare outage in the history (fewer than 1 in 200
+    gaps) is not. Only gaps judged on the same ``like`` basis count (a Friday gap
+    judged by weekdays' gaps before two weeks are known is no lateness).
+    """
+    excess = []
+    for j in range(max(0, len(gaps) - LATE_SAMPLE), len(gaps)):
+        basis, samples = _comparable(loads, gaps, j, tolerance)
+        if basis == like and len(samples) >= 2:
+            excess.append(gaps[j] - statistics.median(samples))
+    if not excess:
+        return 0.0
+    excess.sort()
+    return max(0.0, excess[min(len(excess) - 1, int(LATE_QUANTILE * len(excess)))])
+
+
 def learn_cadence(load_times: Iterable[datetime], now: datetime, *, history: timedelta = DEFAULT_HISTORY,
                   zone: ZoneInfo | None = None, margins: Margins = Margins()) -> Cadence | Learning:
     """The cadence learned from the loads in [now - history, now], judged for the last of them.
@@ -193,18 +231,13 @@ def learn_cadence(load_times: Iterable[datetime], now: datetime, *, history: tim
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(loads)]
     last = len(loads) - 1
     tolerance = timedelta(seconds=min(max(statistics.median(gaps) / 2, 60.0), 3 * 3600.0))
-    # The gap after each matching load; the last load's own gap is still open, so a match must not be the last.
-    weekly = [gaps[j] for j in _matched(loads, loads[-1], WEEK, tolerance) if j < last]
-    daily = [gaps[j] for j in _matched(loads, loads[-1], DAY, tolerance) if j < last]
-    if len(weekly) >= 2:
-        basis, samples = "week", weekly
-    elif len(daily) >= 3:
-        basis, samples = "day", daily
-    else:
-        basis, samples = "all", gaps[::-1]  # newest first, as the matches are
+    basis, samples = _comparable(loads, gaps, last, tolerance)
     expected, spread = _median_mad(samples)
-    warn = expected + max(margins.warn * spread, expected / 4, MIN_WARN.total_seconds())
-    error = max(expected + max(margins.error * spread, expected / 2, MIN_ERROR.total_seconds()), warn + 60)
+    late = _lateness(loads, gaps, tolerance, basis)
+    warn = expected + max(margins.warn * spread, late, expected / 4, MIN_WARN.total_seconds())
+    error = expected + max(margins.error * spread, late * margins.error / margins.warn, expected / 2,
+                           MIN_ERROR.total_seconds())
+    error = max(error, warn + 60)
     shown = samples[:SHOWN_GAPS]
     return Cadence(expected=timedelta(seconds=round(expected)), spread=timedelta(seconds=round(spread)),
                    warn_after=timedelta(seconds=round(warn)), error_after=timedelta(seconds=round(error)),

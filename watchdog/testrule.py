@@ -31,6 +31,7 @@ from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes import search as searching
 from watchdog.ruletypes.base import EvalContext, Evaluation, Step
+from watchdog.ruletypes.learned import MemoryBaselines
 from watchdog.ruletypes.ratio import counts as ratio_counts
 from watchdog.ruletypes.ratio import split_aggs
 from watchdog.ruletypes.search_options import SearchOptions
@@ -528,7 +529,9 @@ def replay_present(rule: Rule, sources: Any, replay: Replay, upstream: Upstreams
     journal = MemoryJournal()
     if rule.type == "dms_remediate":
         rule = replace(rule, options=replace(rule.options, dry_run=True))  # plan, never act
-    ctx = EvalContext(now=now, journal=journal if rule_type.acts else None, sources=sources if rule_type.acts else None)
+    # Learned checks learn in memory, from the history the source holds before now (nothing is kept).
+    ctx = EvalContext(now=now, journal=journal if rule_type.acts else None, sources=sources if rule_type.acts else None,
+                      baselines=MemoryBaselines())
     result = rule_type.evaluate([rule], sources.get(rule.source), ctx)[rule.name]
     replay.requests = 0  # no search request: one SQL query or AWS call per check, counted by the source
     if isinstance(result, Exception):

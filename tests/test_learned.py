@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import evaluate_now, write_project
 from tests.test_freshness import config_text, execute, groups, project, summaries
+from watchdog.config import Config, load_config
 from watchdog.loader import load_rules
 from watchdog.state import StateStore
+from watchdog.status import show_status
 
 SUNDAY = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -33,6 +36,10 @@ def with_clock(dsn: str, now: datetime) -> None:
     execute(dsn, CLOCK, now)
     dbname = dict(part.split("=", 1) for part in dsn.split())["dbname"]
     execute(dsn, f'alter database "{dbname}" set search_path = testclock, pg_catalog, public')
+
+
+def engine_config(tmp_path: Path) -> Config:
+    return load_config(str(tmp_path / "watchdog.yaml"))
 
 
 def set_clock(dsn: str, now: datetime) -> None:
@@ -77,7 +84,7 @@ RULE = """\
     """
 
 
-def test_cadences_learned_from_the_tables_own_history(tmp_path: Path, pg_db: str) -> None:
+def test_cadences_learned_from_the_tables_own_history(tmp_path: Path, pg_db: str, capsys: Any) -> None:
     with_clock(pg_db, SUNDAY)
     execute(pg_db, TABLES)
     engine = project(tmp_path, pg_db, RULE, "learned")
@@ -96,6 +103,10 @@ def test_cadences_learned_from_the_tables_own_history(tmp_path: Path, pg_db: str
     kept = store.baselines("learned")
     assert set(kept) == {"hourly", "nightly", "weekdays", "young", "young-fixed"}
     assert kept["hourly"].fetched_at is not None and kept["young"].model["learning"] is True
+    show_status(engine_config(tmp_path))
+    out = capsys.readouterr().out
+    assert ("check young: learning (learning: 2 loads over 2h so far; needs 5 more loads and 2d22h more history); "
+            "last load 2026-11-29T11:00:00Z") in out
 
     # The hourly table loads again: the alert resolves, stating the age now and what was learned.
     execute(pg_db, "insert into analytics.hourly values (now() - interval '1 minute')")
@@ -148,3 +159,32 @@ def test_history_sql_must_be_read_only(tmp_path: Path) -> None:
     config = write_project(tmp_path, config_text("host=127.0.0.1 dbname=unused"), {"volume": rule})
     problems = load_rules([config.rules_dir], config).problems
     assert len(problems) == 1 and "history_sql" in str(problems[0]) and "read-only" in str(problems[0])
+
+
+def test_test_rule_replays_a_learned_check_tick_by_tick(tmp_path: Path, pg_db: str) -> None:
+    from datetime import timedelta
+
+    from watchdog.sources import Sources
+    from watchdog.testrule import present_only, replay
+
+    with_clock(pg_db, SUNDAY)
+    execute(pg_db, TABLES)
+    config = write_project(tmp_path, config_text(pg_db), {"learned": RULE})
+    (rule,) = load_rules([config.rules_dir], config).rules
+    assert not present_only(rule)
+    sources = Sources(config.sources)
+    try:
+        result = replay(rule, sources, SUNDAY - timedelta(hours=6), SUNDAY)
+    finally:
+        sources.close()
+    assert result.mode == "learned" and result.requests == 5 and len(result.ticks) == 361 and not result.errors
+    fired = {(t["group"], t["to"], t["severity"]): t["at"] for t in result.transitions}
+    # The hourly table's last load was 08:48: late (warning) past about 1h15m, critical past about 1h30m, not before.
+    assert "2026-11-29T09:55:00Z" <= fired[("hourly", "firing", "warning")] <= "2026-11-29T10:15:00Z"
+    assert fired[("hourly", "firing/critical", "critical")] <= "2026-11-29T10:35:00Z"
+    # The young table had no row before its first load at 10:00 (never loaded, then); learning, it never fires,
+    # while its fixed threshold (30m) does.
+    assert fired[("young", "resolved", "critical")] == "2026-11-29T10:00:00Z"
+    assert fired[("young-fixed", "firing", "warning")] == "2026-11-29T11:31:00Z"
+    assert {g for g, _, _ in fired} == {"hourly", "young", "young-fixed"}
+    assert any(n["group"] == "hourly" and "loads about every 1h" in n["text"] for n in result.notifications)

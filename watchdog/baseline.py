@@ -9,10 +9,12 @@ is the one after a load *like the last one*: the gaps that followed the loads
 at the same time of week (one per earlier week, when the history holds at
 least two), else at the same time of day, else every gap. Their median is
 the expected wait and 1.4826 x their median absolute deviation its spread
-(both robust: one holiday or one late load moves neither much). The last
-load is late past ``expected + max(warn x spread, expected/4, 5m)``
-(warning) and past ``expected + max(error x spread, expected/2, 10m)``
-(critical). So a nightly table is not overdue in the afternoon, and a table
+(both robust: one holiday or one late load moves neither much). How late
+ordinary loads come is learned too: the second-largest excess of the recent
+gaps over what was expected for each ("lateness"; one outlier is ignored).
+The last load is late past ``expected + max(warn x spread, lateness,
+expected/4, 5m)`` (warning) and past ``expected + max(error x spread,
+lateness x error/warn, expected/2, 10m)`` (critical). So a nightly table is not overdue in the afternoon, and a table
 loading hourly on weekdays only expects a ~2-day wait after its Friday load.
 
 Values (sql_value ``anomaly:``). The usual value is the median of the values
@@ -56,8 +58,7 @@ VALUE_ERROR_FLOOR = 0.25
 WEEK = timedelta(days=7)
 DAY = timedelta(days=1)
 SHOWN_GAPS = 10  # "9 of the last 10 gaps"
-LATE_SAMPLE = 400  # the ordinary lateness is learned from this many recent gaps...
-LATE_QUANTILE = 0.995  # ...as this quantile of their excess over the expected wait
+LATE_SAMPLE = 400  # the ordinary lateness is learned from this many recent gaps
 
 Direction = Literal["below", "above", "both"]
 Level = Literal["warn", "critical"]
@@ -196,11 +197,12 @@ def _comparable(loads: Sequence[datetime], gaps: Sequence[float], j: int,
 
 
 def _lateness(loads: Sequence[datetime], gaps: Sequence[float], tolerance: timedelta, like: str) -> float:
-    """How late ordinary loads come: the LATE_QUANTILE of recent gaps' excess over what was expected for each.
+    """How late ordinary loads come: the second-largest excess of the last LATE_SAMPLE gaps over what was
+    expected for each (0 with fewer than two).
 
     Ordinary lateness (a load 40 minutes late now and then) is thereby learned
-    as normal, while a rare outage in the history (fewer than 1 in 200
-    gaps) is not. Only gaps judged on the same ``like`` basis count (a Friday gap
+    as normal, while a single outlier in the history (a holiday, an outage)
+    is not. Only gaps judged on the same ``like`` basis count (a Friday gap
     judged by weekdays' gaps before two weeks are known is no lateness).
     """
     excess = []
@@ -208,10 +210,10 @@ def _lateness(loads: Sequence[datetime], gaps: Sequence[float], tolerance: timed
         basis, samples = _comparable(loads, gaps, j, tolerance)
         if basis == like and len(samples) >= 2:
             excess.append(gaps[j] - statistics.median(samples))
-    if not excess:
+    if len(excess) < 2:
         return 0.0
     excess.sort()
-    return max(0.0, excess[min(len(excess) - 1, int(LATE_QUANTILE * len(excess)))])
+    return max(0.0, excess[-2])
 
 
 def learn_cadence(load_times: Iterable[datetime], now: datetime, *, history: timedelta = DEFAULT_HISTORY,

@@ -132,13 +132,15 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
         for fact in rule.get("facts", {}).get("values", []):  # sql_value: every value read, ok ones included
             value = "no value" if fact.get("value") is None else format_value(fact["value"])
             reason = f" ({fact['status']}: {fact['reason']})" if fact.get("reason") else ""
+            reason += f" ({fact['learned']})" if fact.get("learned") else ""
             _print(f"  value {fact.get('group') or fact.get('check')}: {value}{reason}")
         for check in rule.get("facts", {}).get("checks", []):
             loaded = check.get("last_loaded") or "never"
             status = check.get("status") or ("fresh" if check.get("age") else "never loaded")
             age = f", {check['age']} old" if check.get("age") else ""
             error = f": {check['error']}" if check.get("error") else ""
-            _print(f"  check {check['name']}: {status}{error}; last load {loaded}{age}")
+            learned = f" ({check['learned']})" if check.get("learned") else ""
+            _print(f"  check {check['name']}: {status}{learned}{error}; last load {loaded}{age}")
     if doc["silences"]:
         _print("silences (remove one with `watchdog unsilence ID`):")
         for s in doc["silences"]:

@@ -22,7 +22,7 @@ from typing import Any
 from croniter import croniter
 
 from watchdog import dependencies as deps
-from watchdog import lifecycle
+from watchdog import lifecycle, testrule_learned
 from watchdog.escape import terminal
 from watchdog.explained import current_notice, render_routed
 from watchdog.notify.render import render, render_step
@@ -499,8 +499,9 @@ PRESENT_SLACK = timedelta(minutes=1)  # an --end this close to now still means "
 
 
 def present_only(rule: Rule) -> bool:
-    """Whether ``rule`` can only be evaluated now (warehouse and DMS rules: no history of their values is kept)."""
-    return rule.type not in SEARCH_TYPES
+    """Whether ``rule`` can only be evaluated now (warehouse and DMS rules: no history of their values is kept),
+    except freshness rules that learn from their tables' own load history (replayed tick by tick)."""
+    return rule.type not in SEARCH_TYPES and not testrule_learned.replayable(rule)
 
 
 def window_problem(rule: Rule, end: datetime | None, now: datetime) -> str | None:
@@ -554,18 +555,31 @@ def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_pe
     """
     result = Replay(rule=rule.name, start=start, end=end)
     upstream = upstreams_of(rule, others, sources, start, end, result) if others else None
-    if rule.type in SEARCH_TYPES:
+    if rule.type in SEARCH_TYPES or testrule_learned.replayable(rule):
         result.ticks, result.left_out = ticks_for(rule.schedule, start, end)
         if result.left_out:
             result.note = (f"the range holds {len(result.ticks) + result.left_out} ticks at this schedule; the newest "
                            f"{len(result.ticks)} are replayed, from {to_text(result.ticks[0])}, and the oldest "
                            f"{result.left_out} are left out (narrow the range with --start/--end or --last)")
-        replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick, upstream=upstream)
+        if rule.type in SEARCH_TYPES:
+            replay_search(rule, sources.get(rule.source), result, force_per_tick=force_per_tick, upstream=upstream)
+        else:
+            replay_learned(rule, sources.get(rule.source), result, upstream)
     else:
         replay_present(rule, sources, result, upstream)
     if upstream is not None and upstream.notes:
         result.note = "; ".join([result.note, *upstream.notes] if result.note else upstream.notes)
     return result
+
+
+def replay_learned(rule: Rule, source: Any, replay: Replay, upstream: Upstreams | None = None) -> None:
+    """A freshness rule that learns from its tables, tick by tick, each tick learning only from the loads before it."""
+    evaluations, replay.requests = testrule_learned.evaluations(rule, source, replay.ticks)
+    replay.mode = "learned"
+    states: dict[str, lifecycle.GroupState] = {}
+    for tick, evaluation in zip(replay.ticks, evaluations, strict=True):
+        replay.breaching += bool(evaluation.findings)
+        _advance(replay, rule, states, evaluation, tick, upstream)
 
 
 # --- text output ----------------------------------------------------------------------------------------------

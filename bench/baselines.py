@@ -1,31 +1,28 @@
 """Benchmark: learned freshness baselines against fixed thresholds tuned by hand, on synthetic load histories.
 
-Run: .venv/bin/python -m bench.baselines [--seed 1] [--seeds 5] [--idle-seconds 120]
+Run: .venv/bin/python -m bench.baselines [--seed 1] [--seeds 3]
 
-1. False alarms. For each table kind below, 28 days of history to learn from,
+Idle cost of learning checks: .venv/bin/python -m bench.idle --kinds freshness,learned --counts 100
+
+For each table kind below, 28 days of history to learn from,
    then one month of ordinary operation (jitter, late loads, weekends, a
    holiday: no outage) evaluated every 5 minutes: every alert episode in that
    month is a false alarm. The same month with one injected outage (loads
    stop for a day) measures how soon each approach notices. The learned
    checks learn only from loads before each tick, as the daemon and
    ``test-rule`` do.
-2. Idle cost. 100 freshness rules every 1m against a local PostgreSQL, each
-   with ``learn:`` (learning: two loads) and, side by side, the same rules with
-   fixed thresholds: CPU share of one core of the watchdog process.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import tempfile
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import cpu_seconds, median, save
+from bench.common import median, save
 from watchdog.baseline import Cadence, learn_cadence
 
 START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday; the month judged starts four weeks later
@@ -136,61 +133,10 @@ def false_alarms(seeds: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-# --- idle cost ------------------------------------------------------------------------------------------------
-
-
-def idle_cost(count: int, seconds: float) -> dict[str, float]:
-    """CPU share of one core for ``count`` freshness rules every 1m, learning vs fixed, against a local PostgreSQL."""
-    import psycopg2
-
-    from bench.scheduler import drive
-    from tests.helpers import engine_for, write_project
-    from tests.servers.postgres import LocalPostgres
-
-    server = LocalPostgres.create()
-    try:
-        with psycopg2.connect(server.dsn) as conn, conn.cursor() as cur:
-            cur.execute("create table if not exists loads (loaded_at timestamptz)")
-            cur.execute("insert into loads values (now() - interval '2 hours'), (now() - interval '1 hour')")
-        conn.close()
-        out: dict[str, float] = {}
-        for variant, keys in (("learning", "learn: {history: 28d}"), ("fixed", "warn_after: 2h")):
-            with tempfile.TemporaryDirectory() as tmp:
-                from pathlib import Path
-
-                config = textwrap.dedent(f"""\
-                    rules_dir: rules
-                    state_path: state.db
-                    sources:
-                      warehouse: {{type: postgres, dsn: "{server.dsn}", statement_timeout: 5s}}
-                    """)
-                rules = {f"fresh-{i}": textwrap.dedent(f"""\
-                    name: fresh-{i}
-                    type: freshness
-                    source: warehouse
-                    schedule: {{every: 1m}}
-                    {keys}
-                    checks:
-                      - {{name: loads, table: loads, loaded_at: loaded_at}}
-                    """) for i in range(count)}
-                engine = engine_for(write_project(Path(tmp), config, rules), lambda: datetime.now(UTC))
-                drive(engine, 20.0)  # the first round and its state writes (and the learning's history reads)
-                before = cpu_seconds()
-                drive(engine, seconds)
-                out[variant] = (cpu_seconds() - before) / seconds * 100
-                engine.sources.close()
-                engine.store.close()
-        return out
-    finally:
-        server.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--idle-rules", type=int, default=100)
-    parser.add_argument("--idle-seconds", type=float, default=120)
+    parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     rows = false_alarms(list(range(args.seed, args.seed + args.seeds)))
     print(f"false alarm episodes in a month without outage (median of {args.seeds} seeds), and minutes to notice "
@@ -199,13 +145,7 @@ def main() -> None:
     for r in rows:
         print(f"  {r['kind']:<20} {r['false_alarms_learned']:>8.0f} {r['false_alarms_fixed']:>6.0f}   "
               f"{r['detect_minutes_learned']:>15.0f} {r['detect_minutes_fixed']:>13.0f}   {r['fixed_thresholds']}")
-    result: dict[str, Any] = {"false_alarms": rows}
-    if args.idle_seconds > 0:
-        idle = idle_cost(args.idle_rules, args.idle_seconds)
-        print(f"{args.idle_rules} freshness rules every 1m, idle {args.idle_seconds:.0f}s: CPU "
-              f"{idle['learning']:.3f}% of one core learning, {idle['fixed']:.3f}% with fixed thresholds")
-        result["idle_cpu_percent"] = idle
-    save("baselines", result)
+    save("baselines", {"false_alarms": rows})
 
 
 if __name__ == "__main__":

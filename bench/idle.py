@@ -1,10 +1,11 @@
 """Idle cost: the real daemon process with many rules at ``every: 1m`` and nothing firing.
 
-Run: .venv/bin/python -m bench.idle [--counts 100,500,2000] [--kinds freshness,search] [--seconds 120]
+Run: .venv/bin/python -m bench.idle [--counts 100,500,2000] [--kinds freshness,learned,search] [--seconds 120]
                                     [--before /path/to/other/checkout]
 
 For each kind and count, starts ``watchdog run`` with that many rules (freshness
-checks on a local PostgreSQL answering ``now()``; threshold rules on
+checks on a local PostgreSQL answering ``now()``; ``learned``: freshness table
+checks with ``learn:`` that are still learning; threshold rules on
 osmem-server that stay below their threshold), waits ``--warmup`` seconds (start,
 loading, the first jittered round), then measures the daemon's CPU over
 ``--seconds`` and its RSS at the end. With ``--before``, the same workload
@@ -43,6 +44,9 @@ def write(root: Path, kind: str, count: int, pg_dsn: str, search_url: str) -> Pa
         if kind == "freshness":
             body = ("type: freshness\nsource: warehouse\nchecks:\n  - {name: c, sql: \"select now()\"}\n"
                     "warn_after: 1h\n")
+        elif kind == "learned":  # learning (the table holds two loads): a cadence check as a new user starts one
+            body = ("type: freshness\nsource: warehouse\nchecks:\n  - {name: c, table: idle_loads, loaded_at: loaded_at, "
+                    "learn: {history: 28d}}\n")
         else:
             body = (f"type: threshold\nsource: logs\nindex: 'app-logs-*'\nquery: 'level:error AND service:svc-{i % 20}'\n"
                     "window: 5m\nthreshold: {above: 1000}\n")
@@ -95,6 +99,13 @@ def main() -> None:
     from tests.servers.search import start_search
 
     pg = LocalPostgres.create()
+    if "learned" in args.kinds:
+        import psycopg2
+
+        with psycopg2.connect(pg.dsn) as conn, conn.cursor() as cur:
+            cur.execute("create table idle_loads (loaded_at timestamptz)")
+            cur.execute("insert into idle_loads values (now() - interval '2 hours'), (now() - interval '1 hour')")
+        conn.close()
     server = start_search()
     results: list[dict[str, Any]] = []
     try:

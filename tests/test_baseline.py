@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,3 +150,32 @@ def test_values_are_judged_on_their_side_only(points: list[tuple[datetime, float
     assert (model.level(high) == "critical") == (direction != "below")
     assert (model.level(low) == "critical") == (direction != "above")
     model.describe()
+
+
+# --- as kept in the state (watchdog.ruletypes.learned) ---------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(moments, min_size=1, max_size=60), st.integers(min_value=0, max_value=3 * 86400), st.text(max_size=40))
+def test_a_kept_model_judges_as_a_fresh_one_and_a_damaged_history_is_no_crash(loads: list[datetime], later: int,
+                                                                            garbage: str) -> None:
+    from watchdog.baseline import Baseline
+    from watchdog.ruletypes.learned import Book, Learn, MemoryBaselines, cadence
+
+    kept = MemoryBaselines()
+    last = max(loads)
+    now = last + timedelta(seconds=later)
+    learn = Learn()
+    zone = ZoneInfo("UTC")
+    book = Book(kept, "r")
+    first = cadence(book, "c", last, now, learn, zone, loads)
+    book.flush(now)
+    again = cadence(Book(kept, "r"), "c", last, now, learn, zone, None)  # reused from the state, not relearned
+    direct = learn_cadence(loads, now, history=learn.history, zone=zone)
+    assert first == direct
+    if isinstance(direct, Cadence):
+        assert again == direct
+    else:
+        assert isinstance(again, Learning) and again.have == direct.have
+    kept.kept["r"]["c"] = Baseline(model={"expected": garbage}, history=garbage)
+    cadence(Book(kept, "r"), "c", last, now, learn, zone, None)  # relearns from what it can read

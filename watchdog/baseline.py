@@ -12,9 +12,9 @@ the expected wait and 1.4826 x their median absolute deviation its spread
 (both robust: one holiday or one late load moves neither much). How late
 ordinary loads come is learned too: the second-largest excess of the recent
 gaps over what was expected for each ("lateness"; one outlier is ignored).
-The last load is late past ``expected + max(warn x spread, lateness,
-expected/4, 5m)`` (warning) and past ``expected + max(error x spread,
-lateness x error/warn, expected/2, 10m)`` (critical). So a nightly table is not overdue in the afternoon, and a table
+The last load is late past ``expected + max(warn x spread, lateness x
+warn/2.5, expected/4, 5m)`` (warning) and past ``expected + max(error x
+spread, lateness x error/2.5, expected/2, 10m)`` (critical). So a nightly table is not overdue in the afternoon, and a table
 loading hourly on weekdays only expects a ~2-day wait after its Friday load.
 
 Values (sql_value ``anomaly:``). The usual value is the median of the values
@@ -59,6 +59,7 @@ WEEK = timedelta(days=7)
 DAY = timedelta(days=1)
 SHOWN_GAPS = 10  # "9 of the last 10 gaps"
 LATE_SAMPLE = 400  # the ordinary lateness is learned from this many recent gaps
+LATE_HEADROOM = 2.5  # a margin of 3 allows 3/2.5 = 1.2 times the ordinary lateness
 
 Direction = Literal["below", "above", "both"]
 Level = Literal["warn", "critical"]
@@ -236,8 +237,10 @@ def learn_cadence(load_times: Iterable[datetime], now: datetime, *, history: tim
     basis, samples = _comparable(loads, gaps, last, tolerance)
     expected, spread = _median_mad(samples)
     late = _lateness(loads, gaps, tolerance, basis)
-    warn = expected + max(margins.warn * spread, late, expected / 4, MIN_WARN.total_seconds())
-    error = expected + max(margins.error * spread, late * margins.error / margins.warn, expected / 2,
+    # Ordinary lateness gets headroom in proportion to the margins: 1.2x and 2.4x by default.
+    warn = expected + max(margins.warn * spread, late * margins.warn / LATE_HEADROOM, expected / 4,
+                          MIN_WARN.total_seconds())
+    error = expected + max(margins.error * spread, late * margins.error / LATE_HEADROOM, expected / 2,
                            MIN_ERROR.total_seconds())
     error = max(error, warn + 60)
     shown = samples[:SHOWN_GAPS]

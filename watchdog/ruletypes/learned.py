@@ -193,7 +193,12 @@ def cadence(book: Book, item: str, last: datetime, now: datetime, learn: Learn, 
     model = baseline.learn_cadence((baseline.moment(t) for t in newest), now, history=learn.history, zone=zone,
                                    margins=learn.margins)
     fetched_at = now if fetched is not None else (kept.fetched_at if kept is not None else None)
-    book.put(item, Baseline(model=cadence_model(model), history=json.dumps(newest), fetched_at=fetched_at))
+    history = json.dumps(newest)
+    # While learning, the model changes only in how much history it has: nothing new is worth a write.
+    unchanged = (kept is not None and kept.history == history and kept.fetched_at == fetched_at
+                 and isinstance(model, Learning) and kept.model.get("learning") and kept.model.get("have") == model.have)
+    if not unchanged:
+        book.put(item, Baseline(model=cadence_model(model), history=history, fetched_at=fetched_at))
     return model
 
 
@@ -222,7 +227,19 @@ def usual_model(model: Usual | Learning) -> dict[str, Any]:
         return {"learning": True, "have": model.have, "span": model.span.total_seconds(), "text": model.describe()}
     return {"median": model.median, "spread": model.spread, "warn_margin": model.warn_margin,
             "error_margin": model.error_margin, "basis": model.basis, "samples": model.samples,
-            "text": model.describe()}
+            "direction": model.direction, "at": baseline.epoch(model.at), "zone": model.zone, "text": model.describe()}
+
+
+def _usual(model: Mapping[str, Any]) -> Usual | None:
+    """The usual value kept in ``model`` (None: learning, or not a usual value)."""
+    try:
+        return Usual(median=float(model["median"]), spread=float(model["spread"]),
+                     warn_margin=float(model["warn_margin"]), error_margin=float(model["error_margin"]),
+                     basis=str(model["basis"]), samples=int(model["samples"]),
+                     direction=cast(Direction, str(model["direction"])), at=baseline.moment(float(model["at"])),
+                     zone=str(model["zone"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _points(history: str) -> list[tuple[float, float]]:
@@ -244,6 +261,12 @@ def usual(book: Book, item: str, value: float | None, now: datetime, anomaly: An
     read this time). The value seen now is kept at most every RECORD_EVERY.
     """
     kept = book.get(item)
+    if kept is not None and fetched is None:
+        # Learned less than RECORD_EVERY ago, with nothing new recorded since: the same model, no parsing, no write.
+        reused = _usual(kept.model)
+        if (reused is not None and reused.direction == anomaly.direction
+                and timedelta(0) <= now - reused.at < RECORD_EVERY):
+            return reused
     points = dict(_points(kept.history) if kept is not None else [])
     points.update((baseline.epoch(t), v) for t, v in fetched or ())
     start = baseline.epoch(now - anomaly.history)

@@ -259,6 +259,37 @@ def test_the_connection_reconnects_and_buttons_say_when_it_is_down(stand: Stand)
     wait_for(lambda: stand.store.acks("r"), "the acknowledgement after reconnecting")
 
 
+def test_a_click_naming_another_channel_or_message_acts_on_nothing(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    ts, _ = stand.first_message()
+    episode = stand.episode()
+    forged = [dict(channel="C0ELSEWHERE", message_ts=ts), dict(channel=CHANNEL, message_ts="1700000000.000001"),
+              dict(channel="C0ELSEWHERE", message_ts="1700000000.000001", thread_ts=ts)]
+    for where in forged:  # the episode is right; the message is not the one watchdog posted for it
+        envelope = stand.sockets.click(user="U0ONCALL", action_id=actions.SILENCE_4H, value=episode, **where)
+        stand.sockets.wait_ack(envelope)
+    wait_for(lambda: len(stand.slack.calls("chat.postEphemeral")) == len(forged), "the refusals")
+    assert all("not on a message watchdog posted" in c.body["text"] for c in stand.slack.calls("chat.postEphemeral"))
+    assert stand.store.silences(stand.clock()) == [] and stand.replies() == []
+    assert [a["action"] for a in stand.store.audit("r")].count("silenced") == 0
+    stand.click(actions.SILENCE_4H, episode)  # on the alert's own message: it acts
+    wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+
+
+@settings(max_examples=200, deadline=None)
+@given(channel=st.sampled_from(["C0A", "C0B"]), message_ts=st.sampled_from(["1.1", "2.2", "3.3"]),
+       thread_ts=st.sampled_from([None, "1.1", "2.2"]), ref=st.fixed_dictionaries(
+           {"channel": st.sampled_from(["C0A", "C0B", ""]), "ts": st.sampled_from(["1.1", "2.2", ""])}) | st.none())
+def test_a_click_is_posted_for_its_thread_exactly_when_channel_and_message_match(
+        channel: str, message_ts: str, thread_ts: str | None, ref: dict[str, str] | None) -> None:
+    click = actions.Click(action=actions.ACK, value="0123456789abcdef", user="U0ONCALL", channel=channel,
+                          message_ts=message_ts, action_ts="9.9", thread_ts=thread_ts)
+    expected = (ref is not None and bool(ref["channel"]) and bool(ref["ts"]) and ref["channel"] == channel
+                and ref["ts"] in (message_ts, thread_ts))
+    assert actions.posted_for(click, ref) is expected
+
+
 VALID = {"type": "block_actions", "user": {"id": "U0ONCALL"}, "container": {"channel_id": "C0ALERTS", "message_ts": "1.000001"},
          "actions": [{"action_id": actions.ACK, "value": "0123456789abcdef", "action_ts": "2.000002"}]}
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -351,20 +382,21 @@ def test_an_approval_is_asked_once_decided_once_and_survives_restarts(
     first.close()  # watchdog restarts while the question is open
 
     second = Watchdog(config, socket_server)
-    message_ts = next(ts for (_, ts), body in slack.messages.items() if button_ids(body.get("blocks", [])))
+    message_ts, thread_ts = next((ts, body["thread_ts"]) for (_, ts), body in slack.messages.items()
+                                 if button_ids(body.get("blocks", [])))  # the question: a reply in the thread
     envelope = socket_server.click(user="U0STRANGER", action_id=actions.APPROVE, value=episode, channel=CHANNEL,
-                                   message_ts=message_ts)
+                                   message_ts=message_ts, thread_ts=thread_ts)
     socket_server.wait_ack(envelope)
     wait_for(lambda: slack.calls("chat.postEphemeral"), "the refusal")
     assert second.engine.store.approval(episode)["decision"] is None
     envelope = socket_server.click(user="U0LEAD", action_id=actions.APPROVE, value=episode, channel=CHANNEL,
-                                   message_ts=message_ts)
+                                   message_ts=message_ts, thread_ts=thread_ts)
     socket_server.wait_ack(envelope)
     wait_for(lambda: second.engine.store.approval(episode)["decision"] == "approved", "the approval")
     update = wait_for(lambda: slack.calls("chat.update"), "the message update")[-1].body
     assert not button_ids(update["blocks"]) and "Approved by <@U0LEAD>" in str(update["blocks"])
     envelope = socket_server.click(user="U0LEAD", action_id=actions.DECLINE, value=episode, channel=CHANNEL,
-                                   message_ts=message_ts)  # too late: the first decision counts
+                                   message_ts=message_ts, thread_ts=thread_ts)  # too late: the first decision counts
     socket_server.wait_ack(envelope)
     wait_for(lambda: any("Already decided: approved" in c.body["text"] for c in slack.calls("chat.postEphemeral")),
              "the stale-click answer")

@@ -84,7 +84,8 @@ class SocketModeServer:
         return str(envelope["envelope_id"])
 
     def click(self, *, user: str, action_id: str, value: str, channel: str = "C0ALERTS", message_ts: str = "1.000001",
-              action_ts: str | None = None, envelope_id: str | None = None, retry_attempt: int = 0) -> str:
+              action_ts: str | None = None, envelope_id: str | None = None, retry_attempt: int = 0,
+              thread_ts: str | None = None) -> str:
         """Deliver a button click as Slack does (``interactive`` envelope, ``block_actions`` payload)."""
         action_ts = action_ts or f"{time.time():.6f}"
         payload = {
@@ -93,7 +94,7 @@ class SocketModeServer:
             "team": {"id": "T000"},
             "container": {"type": "message", "channel_id": channel, "message_ts": message_ts},
             "channel": {"id": channel},
-            "message": {"ts": message_ts},
+            "message": {"ts": message_ts, **({"thread_ts": thread_ts} if thread_ts else {})},
             "trigger_id": f"trigger-{action_ts}",
             "actions": [{"type": "button", "action_id": action_id, "block_id": "actions", "value": value,
                          "action_ts": action_ts}],

@@ -50,6 +50,7 @@ class Click:
     channel: str
     message_ts: str
     action_ts: str
+    thread_ts: str | None = None  # the thread the clicked message is a reply in (an approval question), if any
 
     @property
     def key(self) -> str:
@@ -84,9 +85,28 @@ def parse_click(payload: Any) -> Click | None:
     channel = _text(_get(payload, "container", "channel_id") or _get(payload, "channel", "id"), CHANNEL_ID)
     message_ts = _text(_get(payload, "container", "message_ts") or _get(payload, "message", "ts"), TS)
     action_ts = _text(actions[0].get("action_ts"), TS)
+    thread_ts = _text(_get(payload, "message", "thread_ts") or _get(payload, "container", "thread_ts"), TS)
     if value is None or user is None or channel is None or message_ts is None or action_ts is None:
         return None
-    return Click(action=str(action), value=value, user=user, channel=channel, message_ts=message_ts, action_ts=action_ts)
+    return Click(action=str(action), value=value, user=user, channel=channel, message_ts=message_ts, action_ts=action_ts,
+                 thread_ts=thread_ts)
+
+
+def posted_for(click: Click, thread: Mapping[str, Any] | None) -> bool:
+    """Whether ``click`` is on a message watchdog posted for the episode whose Slack thread is ``thread``.
+
+    ``thread`` is the episode's thread as the outbox recorded it (``channel``
+    and ``ts`` of the alert's first message, or of the digest that listed
+    it). The click must come from that channel, on that message or on a
+    reply in its thread (an approval question): a payload that names the
+    episode of another alert, from another channel or message, acts on
+    nothing.
+    """
+    if not isinstance(thread, Mapping) or not thread.get("channel") or not thread.get("ts"):
+        return False
+    if click.channel != str(thread["channel"]):
+        return False
+    return str(thread["ts"]) in (click.message_ts, click.thread_ts)
 
 
 def allowed(user: str, allow: Collection[str], members: Callable[[str], Collection[str]]) -> bool:

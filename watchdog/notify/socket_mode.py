@@ -181,6 +181,16 @@ class SlackActions:
         else:
             self._alert_action(click)
 
+    def _posted_here(self, click: act.Click) -> bool:
+        """Whether the click is on what watchdog posted for its episode; else the clicker is told, and nothing acts."""
+        assert self.store is not None
+        if act.posted_for(click, self.store.thread_ref(click.value, "slack")):
+            return True
+        self._ephemeral(click, "This button is not on a message watchdog posted for that alert: nothing was changed.")
+        log(logger, logging.WARNING, "Slack action on another message refused", action=click.action, user=click.user,
+            channel=click.channel)
+        return False
+
     def _may(self, user: str, allow: Collection[str]) -> bool:
         return act.allowed(user, allow, self._members)
 
@@ -207,6 +217,8 @@ class SlackActions:
         found = self.store.episode_group(click.value)
         if found is None:
             self._ephemeral(click, "This alert is no longer firing: nothing was changed.")
+            return
+        if not self._posted_here(click):
             return
         rule, group, state = found
         now = self.clock()
@@ -273,6 +285,8 @@ class SlackActions:
             self._ephemeral(click, "You are not allowed to approve or decline remediations "
                                    "(slack.actions.approvers in watchdog's config). Nothing was changed.")
             log(logger, logging.WARNING, "Slack approval refused", action=click.action, user=click.user)
+            return
+        if not self._posted_here(click):
             return
         approve = click.action == act.APPROVE
         decided = self.store.decide_remediation(click.key, click.value, approve=approve, user=click.user, now=self.clock())

@@ -266,3 +266,13 @@ def test_validating_one_file_knows_the_other_rules(tmp_path: Path) -> None:
     (tmp_path / "new.yaml").write_text(f"name: new\n{DMS}depends_on: [dms-tasks]\n")
     assert load_rules([str(tmp_path / "new.yaml")], known=["dms-tasks"]).problems == []
     assert load_rules([str(tmp_path / "new.yaml")]).problems  # (without them it would name an unknown rule)
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_any_pattern_and_group_match_or_not_never_raise(pattern: str, group: str) -> None:
+    """A rule file's group pattern and a group from data (both untrusted): matching is total and literal text matches."""
+    ref = Ref.parse(f"dms-tasks:{pattern}")
+    assert isinstance(ref.matches("dms-tasks", group), bool)
+    assert not ref.matches("other", group)
+    if not any(c in pattern for c in "*?[") and pattern:
+        assert ref.matches("dms-tasks", pattern)

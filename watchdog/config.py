@@ -17,7 +17,7 @@ from watchdog import redact, schema, yamlfile
 from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
 from watchdog.problems import InvalidFileError, Problem, display_path
-from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SEVERITY, Schedule, Severity
+from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SETTLE, DEFAULT_SEVERITY, Schedule, Severity
 from watchdog.sqlcheck import RefreshGrant, refresh_entry_problem
 from watchdog.textfile import MAX_FILE_BYTES, UnreadableFile, read_bytes, read_text
 
@@ -107,6 +107,7 @@ class RuleDefaults:
     repeat_every: timedelta = DEFAULT_REPEAT_EVERY
     severity: Severity = DEFAULT_SEVERITY
     for_: timedelta = timedelta(0)
+    settle: timedelta = DEFAULT_SETTLE
 
 
 DEFAULT_HEARTBEAT_EVERY = timedelta(minutes=1)
@@ -380,6 +381,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         repeat_every=parse_duration(raw_defaults.get("repeat_every", "4h")),
         severity=Severity(raw_defaults.get("severity", DEFAULT_SEVERITY.value)),
         for_=parse_duration(raw_defaults.get("for", "0s")),
+        settle=parse_duration(raw_defaults["settle"]) if "settle" in raw_defaults else DEFAULT_SETTLE,
     )
     slack = None
     if "slack" in data:

@@ -234,6 +234,7 @@ def parse_rule(doc: yamlfile.Document, path: str, defaults: RuleDefaults, config
         resolved_message=data.get("resolved_message"), enabled=data.get("enabled", True),
         depends_on=tuple(data.get("depends_on", ())),
         depends_on_settle=parse_duration(data["depends_on_settle"]) if "depends_on_settle" in data else None,
+        settle=parse_duration(data["settle"]) if "settle" in data else defaults.settle,
     )
     return rule, []
 

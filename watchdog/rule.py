@@ -20,6 +20,8 @@ class Severity(str, Enum):
 
 DEFAULT_EVERY = timedelta(minutes=1)
 DEFAULT_REPEAT_EVERY = timedelta(hours=4)
+# How late events may arrive and still be counted by a search rule's incremental window (see ruletypes/increments).
+DEFAULT_SETTLE = timedelta(minutes=2)
 DEFAULT_SEVERITY = Severity.WARNING
 DEFAULT_TIMEZONE = "UTC"
 
@@ -80,6 +82,7 @@ class Rule:
     enabled: bool = True
     depends_on: tuple[str, ...] = ()  # rule names or rule:group patterns (see ``dependencies.Ref``)
     depends_on_settle: timedelta | None = None  # None: two of its own evaluations (``dependencies.DEFAULT_SETTLE``)
+    settle: timedelta = DEFAULT_SETTLE  # search rules: how late an event may arrive and still count
 
     @property
     def source(self) -> str:

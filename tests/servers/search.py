@@ -34,6 +34,7 @@ class CountingProxy:
         self.delay = 0.0  # seconds each _msearch is held before it is forwarded (a slow cluster)
         self.in_flight = 0
         self.peak_in_flight = 0  # the most _msearch requests held or forwarded at once
+        self.bodies: list[bytes] = []  # the _msearch bodies since the last reset
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ class CountingProxy:
                 msearch = "_msearch" in self.path
                 if msearch:
                     with proxy.lock:
+                        proxy.bodies.append(body or b"")
                         proxy.in_flight += 1
                         proxy.peak_in_flight = max(proxy.peak_in_flight, proxy.in_flight)
                     time.sleep(proxy.delay)
@@ -96,6 +98,7 @@ class CountingProxy:
         with self.lock:
             self.counts.clear()
             self.paths.clear()
+            self.bodies.clear()
 
     def total(self, prefix: str = "") -> int:
         with self.lock:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule
+from watchdog.ruletypes import increments
 from watchdog.ruletypes.base import NO_GRANTS, EvalContext, Evaluation, Finding, Grants, Observation, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
@@ -362,30 +363,44 @@ def requests(rule: Rule, now: datetime, multi_terms: bool = True) -> list[Any]:
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
     """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
-    searches = [requests(rule, ctx.now, multi_terms) for rule in rules]
+    plans = [increments.plan(rule, ctx, rule.settle) for rule in rules]
+    searches = [requests(rule, ctx.now, multi_terms) if plan is None
+                else [_request(rule.options, [(plan.lo, plan.end)], increments.body(rule.options, plan, multi_terms))]
+                for rule, plan in zip(rules, plans, strict=True)]
     answers = iter(source.msearch([one for mine in searches for one in mine]))
     responses: list[Any] = []
-    for rule, mine in zip(rules, searches, strict=True):
+    stamps: dict[str, dict[str, Any]] = {}  # facts of incremental rules: which cached buckets they leave
+    for rule, plan, mine in zip(rules, plans, searches, strict=True):
         answered = [next(answers) for _ in mine]
         failed = next((one for one in answered if isinstance(one, Exception)), None)
         try:
-            responses.append(failed if failed is not None else kind(rule).combine(rule.options, answered))
+            if failed is not None:
+                responses.append(failed)
+            elif plan is not None:
+                state = increments.absorb(plan, rule.options, answered[0])
+                responses.append(increments.response(state, rule.options))
+                stamps[rule.name] = {increments.FACT: state.stamp(), **({"groups_dropped": state.dropped}
+                                                                         if state.dropped else {})}
+            else:
+                responses.append(kind(rule).combine(rule.options, answered))
         except Exception as exc:  # answers this rule cannot read are this rule's error
             responses.append(exc)
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
     out: dict[str, Evaluation | Exception] = {}
     wanted: list[tuple[str, Finding, Any]] = []
-    for rule, mine, response in zip(rules, searches, responses, strict=True):
+    for rule, plan, mine, response in zip(rules, plans, searches, responses, strict=True):
         sent = mine[0]
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
-        start, end = window(rule.options, ctx.now)
+        start, end = window(rule.options, ctx.now) if plan is None else (plan.end - plan.window, plan.end)
         try:
             evaluation = judge(rule, ctx, response, start, end, dashboards)
         except Exception as exc:  # an answer this rule cannot read is this rule's error, not the batch's
             out[rule.name] = exc
             continue
+        if rule.name in stamps:
+            evaluation = replace(evaluation, facts={**evaluation.facts, **stamps[rule.name]})
         out[rule.name] = evaluation
         if rule.options.sample:
             fresh = [f for f in evaluation.findings if f.group not in ctx.active.get(rule.name, frozenset())]

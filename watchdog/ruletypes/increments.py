@@ -1,0 +1,254 @@
+"""Incremental windows: a count rule searches only what changed since its last evaluation.
+
+A ``threshold`` rule counting events (grouped or not; not a grouped flatline,
+which looks back for quiet groups) on an interval schedule keeps, in memory,
+its counts per group in buckets on a grid of its schedule's interval (coarser
+when the window would hold more than MAX_BUCKETS). Each evaluation searches
+only the buckets since its previous one plus the settle horizon (``settle:``,
+default 2m), and the window's first, partial grid step (its start is rarely on
+the grid); the window's count is that piece plus the buckets, so it equals a
+full search of [now - delay - window, now - delay) for any ``now``. Events
+that become searchable later than ``settle`` after their timestamp are not
+counted, as with ``delay``.
+
+One full search rebuilds the buckets after a start, after a change of the
+rule's window or interval, after a gap as long as the window or a clock set
+back, and whenever the stamp in the rule's stored facts is not the cache's
+(another instance evaluated the rule meanwhile, or the state was restored):
+no other component needs to tell this cache anything. Memory is bounded: at
+most MAX_BUCKETS buckets and ``GROUP_CAP`` x ``max_groups`` groups per rule
+(the smallest beyond are dropped and counted in the facts), MAX_RULES rules.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from watchdog.rule import Rule
+from watchdog.ruletypes.base import EvalContext
+from watchdog.times import from_text, to_text
+
+MAX_BUCKETS = 720  # per rule: a window longer than this many grid steps is searched whole each time
+GROUP_CAP = 4  # groups kept per rule, in multiples of its max_groups
+MAX_RULES = 5000  # rules whose buckets are kept (least recently evaluated dropped first)
+FACT = "window"  # the rule's fact that stamps which cached buckets its last evaluation left
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Buckets:
+    """One rule's counts: bucket start (on the grid) -> group -> events; the newest bucket may end at ``end``."""
+
+    grid: timedelta
+    window: timedelta
+    end: datetime
+    token: str = field(default_factory=lambda: secrets.token_hex(6))
+    counts: dict[datetime, dict[str, int]] = field(default_factory=dict)
+    head: dict[str, int] = field(default_factory=dict)  # the window's first, partial, grid step (read every time)
+    parts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its field values
+    dropped: int = 0  # groups dropped over the cap since the last rebuild
+
+    def stamp(self) -> str:
+        return f"{self.token}@{to_text(self.end)}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one incremental evaluation searches.
+
+    The window is [end - window, end). Its first grid step is cut by the
+    window's start: that piece, [end - window, cut), is searched every time
+    (``head``, None when the start is on the grid); the buckets from ``lo``
+    (on the grid) to ``end`` are searched again (the last may be partial);
+    those between ``cut`` and ``lo`` come from the cache.
+    """
+
+    key: tuple[str, str]
+    grid: timedelta
+    window: timedelta
+    lo: datetime
+    end: datetime
+    full: bool  # a rebuild: every bucket of the window
+
+    @property
+    def cut(self) -> datetime:
+        return ceil_grid(self.end - self.window, self.grid)
+
+    @property
+    def head(self) -> tuple[datetime, datetime] | None:
+        start = self.end - self.window
+        return (start, self.cut) if self.cut > start else None
+
+    def edges(self) -> list[tuple[datetime, datetime]]:
+        """The buckets searched again, as [start, end) ranges (the last may end at ``end``, before its grid step)."""
+        out = []
+        lo = self.lo
+        while lo < self.end:
+            out.append((lo, min(lo + self.grid, self.end)))
+            lo += self.grid
+        return out
+
+
+def floor_grid(moment: datetime, step: timedelta) -> datetime:
+    return EPOCH + step * ((moment - EPOCH) // step)
+
+
+def ceil_grid(moment: datetime, step: timedelta) -> datetime:
+    floor = floor_grid(moment, step)
+    return floor if floor == moment else floor + step
+
+
+_cache: OrderedDict[tuple[str, str], Buckets] = OrderedDict()
+_lock = threading.Lock()
+
+
+def grid(rule: Rule) -> timedelta | None:
+    """The bucket size of ``rule``'s incremental window, or None when it is searched whole every time.
+
+    The schedule's interval, made coarser when the window would hold more
+    than MAX_BUCKETS of them.
+    """
+    from watchdog.ruletypes.search import looks_back
+
+    options = rule.options
+    every = rule.schedule.every
+    if (rule.type != "threshold" or every is None or options.metric is not None or options.fraction is not None
+            or options.baseline is not None or looks_back(options)):
+        return None
+    seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
+    return timedelta(seconds=seconds)
+
+
+def plan(rule: Rule, ctx: EvalContext, settle: timedelta) -> Plan | None:
+    """What ``rule``'s evaluation at ``ctx.now`` searches (None: the whole window, as without increments)."""
+    step = grid(rule)
+    if step is None:
+        return None
+    options = rule.options
+    key = (rule.source, rule.name)
+    with _lock:
+        cached = _cache.get(key)
+    end = ctx.now - options.delay
+    full = Plan(key, step, options.window, ceil_grid(end - options.window, step), end, full=True)
+    stamp = ctx.facts.get(rule.name, {}).get(FACT)
+    if cached is None or cached.grid != step or cached.window != options.window or stamp != cached.stamp():
+        return full
+    if end < cached.end or end - cached.end >= options.window:  # the clock went back, or a gap: rebuild
+        return full
+    lo = max(floor_grid(cached.end - settle, step), full.lo)
+    return Plan(key, step, options.window, lo, end, full=False)
+
+
+def _key(moment: datetime) -> str:
+    return to_text(moment) or ""
+
+
+def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
+    """A ``filters`` aggregation: the window's head piece and one bucket per grid step searched again."""
+    from watchdog.ruletypes.search import time_range
+
+    filters = {_key(lo): time_range(options, lo, hi) for lo, hi in plan.edges()}
+    if plan.head is not None:
+        filters["head"] = time_range(options, *plan.head)
+    return {"filters": {"filters": filters}}
+
+
+def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
+    """The search of the plan's pieces: per group (``group_by``) or overall; reads only those time ranges."""
+    from watchdog.ruletypes.search import groups_agg, time_range
+
+    ranges = [time_range(options, lo, hi) for lo, hi in ([plan.head] if plan.head else []) + [(plan.lo, plan.end)]
+              if lo < hi]
+    slices = {"slices": slices_agg(options, plan)}
+    aggs = {"groups": groups_agg(options, slices, multi_terms)} if options.group_by else slices
+    within = {"bool": {"should": ranges, "minimum_should_match": 1}}
+    return {"size": 0, "query": {"bool": {"filter": [within, *options.selector.clauses()]}}, "aggs": aggs}
+
+
+def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
+    """Replace the plan's buckets and head with the response's, drop those out of the window; returns the buckets."""
+    from watchdog.ruletypes.search import group_buckets
+
+    with _lock:
+        cached = None if plan.full else _cache.get(plan.key)
+    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end)
+    state.counts = {lo: groups for lo, groups in state.counts.items() if plan.cut <= lo < plan.lo}
+    state.head = {}
+    aggs = response.get("aggregations", {})
+    sides: list[tuple[str, tuple[str, ...], Mapping[str, Any]]]
+    if options.group_by:
+        sides = [(label, parts, bucket.get("slices", {})) for label, parts, bucket in group_buckets(options, aggs)]
+    else:
+        sides = [("", (), aggs.get("slices", {}))]
+    for label, parts, slices in sides:
+        state.parts[label] = parts
+        for key, part in (slices.get("buckets") or {}).items():
+            count = int(part.get("doc_count", 0))
+            if not count:
+                continue
+            if key == "head":
+                state.head[label] = count
+            elif (lo := from_text(key)) is not None:
+                state.counts.setdefault(lo, {})[label] = count
+    state.end = plan.end
+    _cap(state, options.max_groups * GROUP_CAP)
+    with _lock:
+        _cache[plan.key] = state
+        _cache.move_to_end(plan.key)
+        while len(_cache) > MAX_RULES:
+            _cache.popitem(last=False)
+    return state
+
+
+def _totals(state: Buckets) -> dict[str, int]:
+    totals: dict[str, int] = dict(state.head)
+    for groups in state.counts.values():
+        for label, count in groups.items():
+            totals[label] = totals.get(label, 0) + count
+    return totals
+
+
+def _cap(state: Buckets, cap: int) -> None:
+    """Keep the ``cap`` groups with the most events in the window; count the others dropped."""
+    totals = _totals(state)
+    live = set(totals)
+    state.parts = {label: parts for label, parts in state.parts.items() if label in live or label == ""}
+    if len(totals) <= cap:
+        return
+    keep = set(sorted(totals, key=lambda label: (-totals[label], label))[:cap])
+    state.dropped += len(totals) - len(keep)
+    for groups in (*state.counts.values(), state.head):
+        for label in [g for g in groups if g not in keep]:
+            del groups[label]
+    state.parts = {label: parts for label, parts in state.parts.items() if label in keep}
+
+
+def response(state: Buckets, options: Any) -> dict[str, Any]:
+    """The window's counts as a full search's response (what ``count_readings`` reads)."""
+    totals = _totals(state)
+    if not options.group_by:
+        return {"hits": {"total": {"value": totals.get("", 0)}}, "aggregations": {}}
+    ordered = sorted(totals, key=lambda label: (-totals[label], label))[:options.max_groups]
+    buckets = []
+    for label in ordered:
+        parts = state.parts.get(label, (label,))
+        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": totals[label]})
+    return {"hits": {"total": {"value": sum(totals.values())}}, "aggregations": {"groups": {"buckets": buckets}}}
+
+
+def forget(keys: Sequence[tuple[str, str]] | None = None) -> None:
+    """Drop the cached buckets of the given (source, rule) keys, or of every rule: the next evaluation rebuilds."""
+    with _lock:
+        if keys is None:
+            _cache.clear()
+        for key in keys or ():
+            _cache.pop(key, None)

@@ -18,7 +18,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Clock, engine_for, evaluate_now
+from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers.search import CountingProxy
 from tests.test_search import NOW, event, load, project, rule
 from watchdog.rule import Rule, Schedule
@@ -124,3 +124,17 @@ def test_a_threshold_rule_searches_only_the_new_slice(tmp_path: Path, search: Co
     clock.now = NOW + timedelta(minutes=15)  # window [NOW-45m, NOW+15m): the events 1 and 20 minutes old, and the new one
     evaluate_now(engine)
     assert "r" not in engine.store.groups()  # 3: resolved
+
+
+def test_settle_per_rule_in_defaults_and_refused_when_not_a_duration(tmp_path: Path) -> None:
+    from watchdog.loader import load_rules
+
+    body = "type: threshold\nsource: logs\nindex: x\nwindow: 1h\nthreshold: {above: 1}\n"
+    config = write_project(tmp_path, 'rules_dir: rules\nstate_path: state.db\ndefaults: {settle: 5m}\n'
+                                     'sources:\n  logs: {type: search, hosts: ["http://127.0.0.1:9"]}\n',
+                           {"own": f"name: own\n{body}settle: 30s\n", "inherits": f"name: inherits\n{body}",
+                            "bad": f"name: bad\n{body}settle: soon\n"})
+    result = load_rules([config.rules_dir], config)
+    assert {r.name: r.settle for r in result.rules} == {"own": timedelta(seconds=30), "inherits": timedelta(minutes=5)}
+    (problem,) = result.problems
+    assert "bad.yaml" in str(problem) and "settle" in str(problem)

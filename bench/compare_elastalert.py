@@ -1,7 +1,16 @@
 """watchdog against ElastAlert2 2.19.0: same server, same data, same rules, measured side by side.
 
 Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120] [--mix classic|ratio-spike]
-     [--burst 70]
+     [--burst 70] [--every 10] [--window-minutes 60] [--bursts 12] [--hog] [--separate-servers]
+
+``--every S --window-minutes W``: every rule at ``every: S`` (ElastAlert2's
+``run_every``), the count, flatline and metric windows W minutes (issue 29:
+500 rules, 1h windows every minute). ``--bursts K``: K error bursts, each on
+its own rule, at random moments of the steady phase (so at random phases of
+the schedule); latency median and p90 over them. ``--hog``: a busy loop
+beside both tools for the whole run (one core taken). With
+``--separate-servers`` the search server's CPU per minute is each tool's own.
+Bytes per cycle are request and response bytes through the counting proxy.
 
 ``--burst K``: instead of a few bursts of a few rules, two error bursts that
 make K frequency/threshold rules fire at once each (the workload of issue 16:
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import subprocess
@@ -106,21 +116,21 @@ def query_for(name: str) -> str:
     return f"service:{name} AND level:error" if name.startswith(("freq", "spike")) else f"service:{name}"
 
 
-def elastalert_rules(plan: Plan, folder: Path, webhook: str) -> None:
+def elastalert_rules(plan: Plan, folder: Path, webhook: str, window: int | None = None) -> None:
     common = (f"index: logs-%Y.%m.%d\nuse_strftime_index: true\ntimestamp_field: '@timestamp'\nrealert: {{minutes: 60}}\n"
               f"alert: [slack]\nslack_webhook_url: {webhook}\nalert_text_type: alert_text_only\nalert_text: 'ALERT {{0}}'\n")
     for name in plan.freq:
         (folder / f"{name}.yaml").write_text(
-            f"name: {name}\ntype: frequency\nnum_events: 21\ntimeframe: {{minutes: 1}}\n"
+            f"name: {name}\ntype: frequency\nnum_events: 21\ntimeframe: {{minutes: {window or 1}}}\n"
             f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
     for name in plan.flat:
         (folder / f"{name}.yaml").write_text(
-            f"name: {name}\ntype: flatline\nthreshold: 1\ntimeframe: {{minutes: 2}}\n"
+            f"name: {name}\ntype: flatline\nthreshold: 1\ntimeframe: {{minutes: {window or 2}}}\n"
             f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
     for name in plan.metric:
         (folder / f"{name}.yaml").write_text(
             f"name: {name}\ntype: metric_aggregation\nmetric_agg_key: duration_ms\nmetric_agg_type: avg\nmax_threshold: 1000\n"
-            f"buffer_time: {{minutes: 5}}\nfilter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n"
+            f"buffer_time: {{minutes: {window or 5}}}\nfilter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n"
             f"{common}alert_text_args: [name]\n")
     for name in plan.ratio:
         (folder / f"{name}.yaml").write_text(
@@ -133,17 +143,17 @@ def elastalert_rules(plan: Plan, folder: Path, webhook: str) -> None:
             f"filter: [{{query: {{query_string: {{query: '{query_for(name)}'}}}}}}]\n{common}alert_text_args: [name]\n")
 
 
-def watchdog_rules(plan: Plan, folder: Path) -> None:
-    common = f"source: logs\nindex: 'logs-%Y.%m.%d'\nschedule: {{every: {RUN_EVERY}s}}\nrepeat_every: 1h\n"
+def watchdog_rules(plan: Plan, folder: Path, every: int = RUN_EVERY, window: int | None = None) -> None:
+    common = f"source: logs\nindex: 'logs-%Y.%m.%d'\nschedule: {{every: {every}s}}\nrepeat_every: 1h\n"
     for name in plan.freq:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: threshold\n{common}query: '{query_for(name)}'\n"
-                                             "window: 1m\nthreshold: {above: 20}\n")
+                                             f"window: {window or 1}m\nthreshold: {{above: 20}}\n")
     for name in plan.flat:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: threshold\n{common}query: '{query_for(name)}'\n"
-                                             "window: 2m\nthreshold: {below: 1}\n")
+                                             f"window: {window or 2}m\nthreshold: {{below: 1}}\n")
     for name in plan.metric:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: metric\n{common}query: '{query_for(name)}'\n"
-                                             "window: 5m\nmetric: {avg: duration_ms}\nthreshold: {above: 1000}\n")
+                                             f"window: {window or 5}m\nmetric: {{avg: duration_ms}}\nthreshold: {{above: 1000}}\n")
     for name in plan.ratio:
         (folder / f"{name}.yaml").write_text(f"name: {name}\ntype: ratio\n{common}query: '{query_for(name)}'\n"
                                              "numerator: 'level:error'\nwindow: 5m\nmin_denominator: 10\n"
@@ -234,8 +244,12 @@ def stop_both(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) 
 
 
 def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic", burst: int = 0,
-             logs: Path | None = None, separate: bool = False) -> dict[str, Any]:
+             logs: Path | None = None, separate: bool = False, every: int = RUN_EVERY, window: int | None = None,
+             bursts: int = 0, hog: bool = False) -> dict[str, Any]:
     plan = Plan(n, mix, burst)
+    if bursts:  # one rule per burst, at random moments: every phase of the schedule
+        plan.burst = plan.freq[:: max(1, len(plan.freq) // bursts)][:bursts]
+    hogging = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
     # One server for both (the default: same server, same data), or one each with the same data (--separate-servers:
     # neither tool's searches queue behind the other's, as when each runs against its own production cluster).
     servers = [start_search() for _ in range(2 if separate else 1)]
@@ -260,15 +274,15 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
             (wd_dir / "rules").mkdir(parents=True)
             host, ea_port = proxies["elastalert"].url.split("//")[1].split(":")
             (ea_dir / "config.yaml").write_text(
-                f"rules_folder: {ea_dir / 'rules'}\nrun_every: {{seconds: {RUN_EVERY}}}\nbuffer_time: {{minutes: 5}}\n"
+                f"rules_folder: {ea_dir / 'rules'}\nrun_every: {{seconds: {every}}}\nbuffer_time: {{minutes: 5}}\n"
                 f"es_host: {host}\nes_port: {ea_port}\nwriteback_index: elastalert_status\nalert_time_limit: {{days: 1}}\n"
                 "max_threads: 10\n")
-            elastalert_rules(plan, ea_dir / "rules", f"http://127.0.0.1:{port}/services/EA/B/X")
+            elastalert_rules(plan, ea_dir / "rules", f"http://127.0.0.1:{port}/services/EA/B/X", window)
             (wd_dir / "watchdog.yaml").write_text(
                 f"rules_dir: rules\nstate_path: state.db\nworkers: 4\n"
                 f"sources:\n  logs: {{type: search, hosts: ['{proxies['watchdog'].url}']}}\n"
                 f"slack: {{webhook_url: 'http://127.0.0.1:{port}/services/WD/B/X'}}\n")
-            watchdog_rules(plan, wd_dir / "rules")
+            watchdog_rules(plan, wd_dir / "rules", every, window)
             subprocess.run([str(ea_bin / "elastalert-create-index"), "--config", str(ea_dir / "config.yaml")],
                            check=True, capture_output=True, cwd=ea_dir)
             for proxy in proxies.values():
@@ -283,13 +297,21 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
             procs["watchdog"] = subprocess.Popen([sys.executable, "-m", "watchdog", "run", "-c", str(wd_dir / "watchdog.yaml")],
                                                  cwd=ROOT, stdout=outputs["watchdog"], stderr=subprocess.STDOUT)
             time.sleep(warmup)
-            base = {tool: (cpu_seconds(p.pid), proxies[tool].total()) for tool, p in procs.items()}
+            server_of = {"elastalert": servers[0], "watchdog": servers[-1]}
+            base = {tool: (cpu_seconds(p.pid), proxies[tool].total(), cpu_seconds(server_of[tool].pid), proxies[tool].bytes)
+                    for tool, p in procs.items()}
             samples: dict[str, list[int]] = {tool: [] for tool in procs}
             steady_start = time.monotonic()
             steady_wall = time.time()
             injected: dict[str, float] = {}
-            schedule = [(steady * 0.25, plan.burst[: (len(plan.burst) + 1) // 2] + plan.slow[:1]),
-                        (steady * 0.5, plan.burst[(len(plan.burst) + 1) // 2:] + plan.slow[1:])]
+            if bursts:
+                rng = random.Random()
+                moments = sorted(rng.uniform(0.05, 0.85) * steady for _ in plan.burst)
+                schedule = [(at, [name] + (plan.slow[i:i + 1] if i < len(plan.slow) else []))
+                            for i, (at, name) in enumerate(zip(moments, plan.burst, strict=True))]
+            else:
+                schedule = [(steady * 0.25, plan.burst[: (len(plan.burst) + 1) // 2] + plan.slow[:1]),
+                            (steady * 0.5, plan.burst[(len(plan.burst) + 1) // 2:] + plan.slow[1:])]
             while time.monotonic() - steady_start < steady:
                 elapsed = time.monotonic() - steady_start
                 while schedule and elapsed >= schedule[0][0]:
@@ -305,15 +327,16 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                     injected.update({name: time.time() for name in names})
                 for tool, proc in procs.items():
                     samples[tool].append(rss_kib(proc.pid))
-                time.sleep(5)
+                time.sleep(1 if bursts else 5)
             minutes = (time.monotonic() - steady_start) / 60
             result: dict[str, Any] = {}
-            time.sleep(RUN_EVERY + 5)  # let the last bursts be detected
-            ended = {tool: (cpu_seconds(p.pid), proxies[tool].total()) for tool, p in procs.items()}
+            time.sleep(every + 5)  # let the last bursts be detected
+            ended = {tool: (cpu_seconds(p.pid), proxies[tool].total(), cpu_seconds(server_of[tool].pid), proxies[tool].bytes)
+                     for tool, p in procs.items()}
             stopped = stop_both(procs)
             for tool in procs:
-                cpu0, req0 = base[tool]
-                cpu1, req1 = ended[tool]
+                cpu0, req0, server0, bytes0 = base[tool]
+                cpu1, req1, server1, bytes1 = ended[tool]
                 got = alerts(sink, "EA" if tool == "elastalert" else "WD")
                 counts: dict[str, int] = {}
                 for name, _ in got:
@@ -329,7 +352,9 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                     "rss_mib_median": median([s / 1024 for s in samples[tool] if s]),
                     "rss_growth_mib": (samples[tool][-1] - samples[tool][0]) / 1024 if samples[tool] else 0.0,
                     "cpu_seconds_per_minute": (cpu1 - cpu0) / minutes,
-                    "requests_per_cycle": (req1 - req0) / (minutes * 60 / RUN_EVERY),
+                    "requests_per_cycle": (req1 - req0) / (minutes * 60 / every),
+                    "kib_per_cycle": (bytes1 - bytes0) / 1024 / (minutes * 60 / every),
+                    "server_cpu_seconds_per_minute": (server1 - server0) / minutes,
                     "seconds_to_first_query": (first - started) if first else None,
                     "detection_latency_median": median(latencies) if latencies else None,
                     "detection_latency_p90": percentile(latencies, 90) if latencies else None,
@@ -349,6 +374,9 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                 }
             return result
     finally:
+        if hogging is not None:
+            hogging.kill()
+            hogging.wait()
         feeder.stop.set()
         for proc in procs.values():
             if proc.poll() is None:
@@ -380,6 +408,10 @@ def main() -> None:
     parser.add_argument("--separate-servers", action="store_true",
                         help="one search server per tool, fed the same events (default: one server for both)")
     parser.add_argument("--logs", type=Path, default=None, help="write each tool's output to DIR/TOOL.log")
+    parser.add_argument("--every", type=int, default=RUN_EVERY, help="seconds between evaluations (both tools)")
+    parser.add_argument("--window-minutes", type=int, default=None, help="count, flatline and metric windows")
+    parser.add_argument("--bursts", type=int, default=0, help="this many one-rule bursts at random moments")
+    parser.add_argument("--hog", action="store_true", help="a busy loop beside both tools (one core taken)")
     parser.add_argument("--burst", type=int, default=0,
                         help="two error bursts of this many rules each, all firing at once (issue 16: 70)")
     args = parser.parse_args()
@@ -389,8 +421,9 @@ def main() -> None:
     for _ in range(args.repeat):
         for n in sizes:
             runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix, args.burst, args.logs,
-                                    args.separate_servers))
-    keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "requests_per_cycle", "seconds_to_first_query",
+                                    args.separate_servers, args.every, args.window_minutes, args.bursts, args.hog))
+    keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "server_cpu_seconds_per_minute",
+            "requests_per_cycle", "kib_per_cycle", "seconds_to_first_query",
             "detection_latency_median", "detection_latency_p90", "detection_latency_max", "messages", "stop_seconds"]
     table: dict[str, Any] = {}
     print(f"{'N':>4} {'metric':<26} {'watchdog':>18} {'ElastAlert2':>18} {'ratio':>7}")
@@ -422,8 +455,14 @@ def main() -> None:
         name += f"_burst{args.burst}"
     if args.separate_servers:
         name += "_separate"
+    if args.window_minutes:
+        name += f"_window{args.window_minutes}m_every{args.every}s"
+    if args.hog:
+        name += "_hog"
     save(name, {"mix": args.mix, "burst": args.burst, "separate_servers": args.separate_servers, "sizes": sizes,
-                "repeat": args.repeat, "steady_seconds": args.steady, "run_every": RUN_EVERY, "table": table,
+                "repeat": args.repeat, "steady_seconds": args.steady, "run_every": args.every,
+                "window_minutes": args.window_minutes, "bursts": args.bursts, "hog": args.hog,
+                "load": os.getloadavg(), "table": table,
                 "runs": {str(n): r for n, r in runs.items()}})
 
 

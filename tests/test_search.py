@@ -227,9 +227,15 @@ def test_a_cycles_msearch_calls_go_out_at_once(tmp_path: Path, search: CountingP
     load(search.url, [event(1), event(2)])
     rules = {f"r{i}": rule(f"r{i}", "type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {above: 1}\n"
                                      "sample: 0\n") for i in range(250)}
-    engine = engine_for(project(tmp_path, search.url, rules), Clock(NOW))
+    config = write_project(tmp_path, f"""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          logs: {{type: search, hosts: ["{search.url}"], timeout: 50s}}
+        """, rules)  # a loaded machine may take seconds to answer: no timeout of the test's making
+    engine = engine_for(config, Clock(NOW))
     search.reset()
     search.delay = 1.0
-    applied = evaluate_now(engine, timeout=60)
+    applied = evaluate_now(engine, timeout=120)
     assert len(applied) == 250 and not any(a.error for a in applied)
     assert search.counts["POST /_msearch"] == 3 and search.peak_in_flight == 3

@@ -112,6 +112,10 @@ def test_cadences_learned_from_the_tables_own_history(tmp_path: Path, pg_db: str
     execute(pg_db, "insert into analytics.hourly values (now() - interval '1 minute')")
     evaluate_now(engine)
     assert "hourly" not in groups(store, "learned")
+    # The tables' histories were read once: within the hour, what watchdog observes is added without a query.
+    again = store.baselines("learned")
+    assert again["nightly"].fetched_at == kept["nightly"].fetched_at == SUNDAY
+    assert again["hourly"].model["last"] == SUNDAY.timestamp() - 60
     resolved = store.db.execute("select payload from outbox where kind = 'resolved' and grp = 'hourly'").fetchone()
     assert resolved is not None and "loaded 1m ago now" in resolved[0] and "loads about every 1h" in resolved[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,46 @@ def test_an_unreachable_database_is_the_rules_error(tmp_path: Path) -> None:
     (applied,) = evaluate_now(eng)
     assert applied.error and "check 'a'" in applied.error
     assert states(eng) == {}
+
+
+# --- anomaly: history_sql rows are the world's data -------------------------------------------------------------
+
+_cells = st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(),
+                   st.datetimes(timezones=st.just(UTC)), st.datetimes(), st.decimals(allow_nan=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_cells, min_size=0, max_size=4).map(tuple), max_size=8))
+def test_history_sql_rows_are_read_or_refused_in_words(rows: list[tuple[object, ...]]) -> None:
+    from watchdog.ruletypes.sql_value import CheckError, history_points
+
+    try:
+        points = history_points(rows)
+    except CheckError as exc:
+        assert str(exc).startswith(("history_sql", "expected a"))
+        return
+    for key, series in points.items():
+        assert key is None or isinstance(key, str)
+        assert all(at.tzinfo is not None and isinstance(value, float) for at, value in series)
+
+
+def test_a_threshold_and_an_anomaly_judge_together_and_the_more_severe_wins() -> None:
+    from datetime import timedelta
+
+    from watchdog.baseline import learn_value
+    from watchdog.ruletypes.learned import Anomaly
+    from watchdog.ruletypes.sql_value import judge
+    from watchdog.ruletypes.sql_value_options import ValueCheck
+    from watchdog.ruletypes.thresholds import Threshold
+
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    usual = learn_value([(now - timedelta(days=d), 1000.0 + d) for d in range(1, 29)], now, direction="below")
+    check = ValueCheck(name="orders", sql="select 1", threshold=Threshold.from_mapping({"below": 100}),
+                       anomaly=Anomaly(direction="below"))
+    finding, fact = judge(check, "orders", 500.0, usual)
+    assert finding.severity is not None and finding.severity.value == "critical" and fact["status"] == "breach"
+    assert finding.summary.startswith("orders is 500 (below 100; usually 10")
+    quiet, fact = judge(check, "orders", 990.0, usual)
+    assert fact["status"] == "ok" and quiet.summary.startswith("orders is 990 now (below 100; usually 10")
+    fixed, _ = judge(check, "orders", 50.0, None)  # learning or not: the fixed threshold fires
+    assert fixed.summary.startswith("orders is 50 (below 100)")

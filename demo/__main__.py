@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 from opensearchpy import OpenSearch, helpers
 
-from demo.data import LOG_MAPPINGS, WAREHOUSE_SQL, log_events
+from demo.data import LOG_MAPPINGS, READER_SQL, WAREHOUSE_SQL, log_events
 from tests.servers.postgres import LocalPostgres
 from tests.servers.search import start_search
 
@@ -81,12 +81,14 @@ def main() -> int:
         dms_url = moto.stdout.readline().strip()
         pg.psql("create database warehouse")
         pg.psql(WAREHOUSE_SQL, dbname="warehouse")
+        pg.psql(READER_SQL, dbname="warehouse")
         load_logs(search.url)
         fail_dms_task(dms_url)
         env = {
             **os.environ,
             "WATCHDOG_DEMO_SEARCH_URL": search.url,
-            "WATCHDOG_DEMO_WAREHOUSE_DSN": pg.dsn_for("warehouse"),
+            "WATCHDOG_DEMO_WAREHOUSE_DSN": pg.dsn_for("warehouse").replace(f"user={pg.user}", "user=watchdog_reader"),
+            "WATCHDOG_DEMO_REFRESH_DSN": pg.dsn_for("warehouse"),
             "WATCHDOG_DEMO_DMS_URL": dms_url,
             "WATCHDOG_DEMO_STATE": str(state_dir / "state.db"),
             "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",

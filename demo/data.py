@@ -74,3 +74,6 @@ create or replace procedure analytics.refresh() language sql as $$
     insert into etl.runs (source, finished_at) values ('dms', now());
 $$;
 """
+
+# The role watchdog's checks read as: it can read every table and write none (README, "The warehouse role").
+READER_SQL = "create role watchdog_reader login; grant pg_read_all_data to watchdog_reader;"

@@ -42,6 +42,7 @@ state_path: state.db
 sources:
   logs: {type: search, hosts: ["http://127.0.0.1:9200"], timeout: 10s}
   warehouse: {type: postgres, dsn: "host=127.0.0.1 dbname=warehouse", statement_timeout: 30s, connect_timeout: 5s}
+  warehouse_refresh: {type: postgres, dsn: "host=127.0.0.1 dbname=warehouse"}
   aws: {type: dms, region: us-east-1}
 defaults:
   schedule: {every: 1m}

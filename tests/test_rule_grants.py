@@ -186,3 +186,51 @@ def test_an_unlisted_refresh_is_refused_at_validate(project: Path, capsys: pytes
     (project / "rules" / "fix.yaml").write_text("name: fix\ntype: dms_remediate\nsource: aws\n"
                                                 "refresh: {source: warehouse, sql: 'CALL analytics.refresh() -- x'}\n")
     assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 0  # the listed one, as written anywhere
+
+
+def role_project(project: Path, dsn: str) -> None:
+    (project / "watchdog.yaml").write_text(CONFIG + f"  warehouse: {{type: postgres, dsn: '{dsn}', connect_timeout: 3s}}\n")
+    (project / "rules" / "volume.yaml").write_text("name: volume\ntype: sql_value\nsource: warehouse\n"
+                                                   "threshold: {above: 100}\nchecks: [{name: n, sql: 'select 1'}]\n")
+
+
+def validate_warnings(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 0  # a risk, not an invalid file
+    return list(json.loads(capsys.readouterr().out)["warnings"])
+
+
+def test_validate_names_a_superuser_or_a_writing_role_with_the_fix(project: Path, pg_db: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_freshness import execute
+
+    role_project(project, pg_db)  # the test cluster's owner: a superuser
+    (warning,) = validate_warnings(capsys)
+    assert warning.startswith("postgres source 'warehouse': role '") and "' is a superuser" in warning
+    assert "GRANT pg_read_all_data TO watchdog_reader" in warning and "The warehouse role" in warning
+    database = pg_db.split("dbname=")[1].split()[0]
+    execute(pg_db, f"create schema analytics; create table analytics.t (i int); create schema etl; "
+                   f"drop role if exists wd_writer; drop role if exists wd_reader; "
+                   f"create role wd_writer login; grant usage on schema analytics, etl to wd_writer; "
+                   f"grant select, insert on analytics.t to wd_writer; grant create on schema etl to wd_writer; "
+                   f"create role wd_reader login; grant pg_read_all_data to wd_reader; "
+                   f'grant connect on database "{database}" to wd_writer, wd_reader')
+    owner = pg_db.split("user=")[1].split()[0]
+    role_project(project, pg_db.replace(f"user={owner}", "user=wd_writer"))
+    (warning,) = validate_warnings(capsys)
+    assert "role 'wd_writer' can write schema(s) analytics, etl" in warning and "pg_read_all_data" in warning
+    role_project(project, pg_db.replace(f"user={owner}", "user=wd_reader"))
+    assert validate_warnings(capsys) == []  # only reads: nothing to say
+    role_project(project, "host=127.0.0.1 port=9 dbname=x password=hunter2secret")  # cannot be asked: said, not hidden
+    (warning,) = validate_warnings(capsys)
+    assert warning.startswith("postgres source 'warehouse': could not check what its role may do") and "hunter2" not in warning
+    execute(pg_db, "drop owned by wd_writer; drop owned by wd_reader; drop role wd_writer; drop role wd_reader")
+
+
+def test_the_daemon_logs_the_role_warning_at_start(project: Path, pg_db: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from watchdog.daemon import run
+
+    role_project(project, pg_db)
+    (project / "rules" / "good.yaml").unlink()  # (no search server here)
+    assert run(load_config("watchdog.yaml"), once=True) == 0
+    lines = capfd.readouterr().err.splitlines()
+    assert any('msg="warehouse role"' in line and "is a superuser" in line for line in lines), lines

@@ -185,16 +185,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     result = load_rules(paths, config, known=known) if paths else None
     if result is not None:
         problems += result.problems
+    warnings = list(config.warnings) if config else []
+    if config is not None and result is not None:  # the one contact with a source: what its role may do
+        from watchdog.rolecheck import check_sources
+
+        warnings += check_sources(config, result.rules)
     valid = not problems
     if args.format == "json":
         out: dict[str, Any] = {"valid": valid, "errors": [p.to_dict() for p in problems],
-                               "warnings": list(config.warnings) if config else [],
+                               "warnings": warnings,
                                "files": len(result.files) if result else 0, "rules": len(result.rules) if result else 0}
         print(json.dumps(out, indent=2))
     else:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        for warning in config.warnings if config else ():
+        for warning in warnings:
             print(terminal(f"warning: {warning}"), file=sys.stderr)
         for problem in problems:
             print(terminal(str(problem)))

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from watchdog import logfmt, systemd
+from watchdog import logfmt, rolecheck, systemd
 from watchdog.config import Config
 from watchdog.engine import SELF_RULE, Engine, self_rule
 from watchdog.lifecycle import Kind, Notice
@@ -261,6 +261,9 @@ class Delivery(threading.Thread):
             store.close()
 
 
+ROLE_CHECK_SECONDS = 15.0  # how long `run --once` waits for the role check before it goes on
+
+
 def run(config: Config, *, once: bool = False) -> int:
     """Run the daemon (or one round with ``once``); returns the exit code."""
     logfmt.setup(config.log_level)
@@ -275,6 +278,10 @@ def run(config: Config, *, once: bool = False) -> int:
     store = opened.store
     files = RuleFiles(config)
     rules = files.load()
+    # What the warehouse role may do: logged as a warning with the fix, never delaying the daemon's start.
+    checking_roles = rolecheck.log_in_background(config, rules)
+    if once:
+        checking_roles.join(ROLE_CHECK_SECONDS)
     sources = Sources(config.sources)
     slack_actions = None
     if not once and config.slack is not None and config.slack.app_token and config.slack.token:

@@ -138,3 +138,21 @@ def test_settle_per_rule_in_defaults_and_refused_when_not_a_duration(tmp_path: P
     assert {r.name: r.settle for r in result.rules} == {"own": timedelta(seconds=30), "inherits": timedelta(minutes=5)}
     (problem,) = result.problems
     assert "bad.yaml" in str(problem) and "settle" in str(problem)
+
+
+def test_the_head_piece_is_searched_in_its_own_dated_index(tmp_path: Path, search: CountingProxy) -> None:
+    """Regression: past midnight, the window's first partial step lies in yesterday's index; it is still counted."""
+    increments.forget()
+    midnight = datetime(2026, 11, 29, tzinfo=UTC)
+    late_evening = midnight - timedelta(minutes=49, seconds=15)  # 23:10:45, in app-logs-2026.11.28
+    load(search.url, [{**event(0), "@timestamp": late_evening.isoformat().replace("+00:00", "Z")},
+                      {**event(0), "@timestamp": (midnight + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")}])
+    config = project(tmp_path, search.url, {"r": rule("r", "type: threshold\nquery: 'level:error'\nwindow: 1h\n"
+                                                      "schedule: {every: 1m}\nthreshold: {above: 1}\nsample: 0\n")})
+    clock = Clock(midnight + timedelta(minutes=9, seconds=30))
+    engine = engine_for(config, clock)
+    evaluate_now(engine)  # the full search: [23:09:30, 00:09:30)
+    assert engine.store.groups()["r"][""].value == 2
+    clock.now = midnight + timedelta(minutes=10, seconds=30)  # incremental; the head is [23:10:30, 23:11:00)
+    evaluate_now(engine)
+    assert engine.store.groups()["r"][""].value == 2

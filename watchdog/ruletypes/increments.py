@@ -88,6 +88,10 @@ class Plan:
         start = self.end - self.window
         return (start, self.cut) if self.cut > start else None
 
+    def spans(self) -> list[tuple[datetime, datetime]]:
+        """The time ranges searched (the head piece may lie in an earlier dated index than the rest)."""
+        return ([self.head] if self.head is not None else []) + [(self.lo, self.end)]
+
     def edges(self) -> list[tuple[datetime, datetime]]:
         """The buckets searched again, as [start, end) ranges (the last may end at ``end``, before its grid step)."""
         out = []
@@ -166,8 +170,7 @@ def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
     """The search of the plan's pieces: per group (``group_by``) or overall; reads only those time ranges."""
     from watchdog.ruletypes.search import groups_agg, time_range
 
-    ranges = [time_range(options, lo, hi) for lo, hi in ([plan.head] if plan.head else []) + [(plan.lo, plan.end)]
-              if lo < hi]
+    ranges = [time_range(options, lo, hi) for lo, hi in plan.spans() if lo < hi]
     slices = {"slices": slices_agg(options, plan)}
     aggs = {"groups": groups_agg(options, slices, multi_terms)} if options.group_by else slices
     within = {"bool": {"should": ranges, "minimum_should_match": 1}}

@@ -365,7 +365,7 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
     plans = [increments.plan(rule, ctx, rule.settle) for rule in rules]
     searches = [requests(rule, ctx.now, multi_terms) if plan is None
-                else [_request(rule.options, [(plan.lo, plan.end)], increments.body(rule.options, plan, multi_terms))]
+                else [_request(rule.options, plan.spans(), increments.body(rule.options, plan, multi_terms))]
                 for rule, plan in zip(rules, plans, strict=True)]
     answers = iter(source.msearch([one for mine in searches for one in mine]))
     responses: list[Any] = []

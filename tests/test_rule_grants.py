@@ -234,3 +234,20 @@ def test_the_daemon_logs_the_role_warning_at_start(project: Path, pg_db: str, ca
     assert run(load_config("watchdog.yaml"), once=True) == 0
     lines = capfd.readouterr().err.splitlines()
     assert any('msg="warehouse role"' in line and "is a superuser" in line for line in lines), lines
+
+
+def test_a_sql_file_linked_out_of_the_granted_directories_is_refused_unread(project: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    secret = project / "credentials.sql"
+    secret.write_text(f"select '{SECRET}'")
+    (project / "sql").mkdir()
+    (project / "sql" / "refresh.sql").symlink_to(secret)  # inside a granted directory, pointing out of it
+    (project / "watchdog.yaml").write_text(CONFIG + "  warehouse: {type: postgres, dsn: 'host=127.0.0.1 port=9'}\n"
+                                           "  aws: {type: dms, region: us-east-1}\nrule_file_dirs: [sql]\n")
+    (project / "rules" / "fix.yaml").write_text("name: fix\ntype: dms_remediate\nsource: aws\n"
+                                                "refresh: {source: warehouse, sql_file: ../sql/refresh.sql}\n")
+    assert main(["validate", "-c", "watchdog.yaml", "--format", "json"]) == 1
+    out = capsys.readouterr().out
+    (error,) = json.loads(out)["errors"]
+    assert error["path"] == "refresh.sql_file" and error["message"].startswith("a rule may read files only under")
+    assert SECRET not in out

@@ -54,6 +54,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "show every rule's state per group, last and next run, errors and silences"),
     ("silence", "mute a rule's notifications, or one group's (state is still tracked)"),
     ("unsilence", "remove a silence (its ID is shown by `watchdog status`)"),
+    ("routes", "show which receivers an alert would reach, and why (the config's routes)"),
 )
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -68,6 +69,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                 "watchdog silence warehouse-freshness:etl-sources/google-analytics --for 1d --reason 'vendor outage'"),
     "unsilence": ("watchdog status            # silences are listed with their IDs: [3] app-error-rate:team-a ...",
                   "watchdog unsilence 3"),
+    "routes": ("watchdog routes -c watchdog.yaml --rule app-error-rate --severity critical",
+               "watchdog routes --rule warehouse-freshness --label team=data --at 2026-11-28T03:00:00Z --format json"),
 }
 
 
@@ -135,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unsilence")
     p.add_argument("id", metavar="ID", help="the silence's ID, as `watchdog status` lists it ([3] means ID 3)")
     p.set_defaults(handler=_cmd_unsilence)
+
+    p = command("routes")
+    p.add_argument("--rule", required=True, metavar="NAME",
+                   help="the rule's name; a rule of that name in rules_dir lends its type and labels")
+    p.add_argument("--severity", default=None, choices=("info", "warning", "critical"),
+                   help="the alert's severity (default: the rule's, else warning)")
+    p.add_argument("--type", dest="rule_type", metavar="TYPE", help="the rule's type, e.g. threshold (default: the rule's)")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=VALUE",
+                   help="a label (repeatable; overrides the rule's), e.g. --label team=data")
+    p.add_argument("--at", metavar="T", help="the moment, for time intervals: ISO 8601 or relative (-2h); default: now")
+    p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
+    p.set_defaults(handler=_cmd_routes)
     return parser
 
 
@@ -332,11 +347,52 @@ def _cmd_unsilence(args: argparse.Namespace) -> int:
     return remove_silence(load_config_or_exit(args, secrets=False), args.id)
 
 
+def _cmd_routes(args: argparse.Namespace) -> int:
+    from watchdog.loader import load_rules
+    from watchdog.notify import build_router
+    from watchdog.notify.routing import AlertFacts
+
+    config = load_config_or_exit(args, secrets=False)
+    labels: dict[str, str] = {}
+    for item in args.label:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"watchdog routes: --label {item!r} is not NAME=VALUE (e.g. --label team=data)", file=sys.stderr)
+            return EXIT_USAGE
+        labels[name] = value
+    try:
+        at = parse_time(args.at, datetime.now(UTC)) if args.at else datetime.now(UTC)
+    except ValueError as exc:
+        print(f"watchdog routes: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rule = None
+    if os.path.isdir(config.rules_dir):
+        rule = next((r for r in load_rules([config.rules_dir], config).rules if r.name == args.rule), None)
+    if rule is None:
+        print(terminal(f"note: no valid rule named {args.rule!r} in {config.rules_dir}: routing the attributes given"),
+              file=sys.stderr)
+    facts = AlertFacts(rule=args.rule, type=args.rule_type or (rule.type if rule else ""),
+                       severity=args.severity or (rule.severity.value if rule else "warning"),
+                       labels={**(dict(rule.labels) if rule else {}), **labels})
+    routing = build_router(config).route(facts, at)
+    if args.format == "json":
+        print(json.dumps({"at": to_text(at), "rule": facts.rule, "type": facts.type, "severity": facts.severity,
+                          "labels": dict(facts.labels), "receivers": list(routing.receivers),
+                          "held": [t.receiver for t in routing.held], "trace": list(routing.trace)}, indent=2))
+        return EXIT_OK
+    print(terminal(", ".join(routing.receivers) or "(none)"))
+    if routing.held:
+        print(terminal(f"held back at {to_text(at)}: {', '.join(t.receiver for t in routing.held)}"))
+    for line in routing.trace:
+        print(terminal(f"  {line}"))
+    return EXIT_OK
+
+
 def _attach_relative_times(argv: Sequence[str]) -> list[str]:
     """``--start -2h`` as ``--start=-2h``: argparse would take ``-2h`` for an option."""
     out: list[str] = []
     for token in argv:
-        if out and out[-1] in ("--start", "--end") and re.fullmatch(r"-([0-9]+(ms|s|m|h|d|w))+", token):
+        if out and out[-1] in ("--start", "--end", "--at") and re.fullmatch(r"-([0-9]+(ms|s|m|h|d|w))+", token):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)

@@ -16,6 +16,9 @@ from typing import Any
 from watchdog import redact, schema, yamlfile
 from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
+from watchdog.notify.receivers import BUILTIN_RECEIVERS, Receiver, parse_receiver, receiver_secrets
+from watchdog.notify.routing import Route, parse_route
+from watchdog.notify.time_intervals import TimeInterval, parse_interval
 from watchdog.problems import InvalidFileError, Problem, display_path
 from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SETTLE, DEFAULT_SEVERITY, Schedule, Severity
 from watchdog.sqlcheck import RefreshGrant, refresh_entry_problem
@@ -139,6 +142,9 @@ class Config:
     rule_commands: tuple[tuple[str, ...], ...] = ()  # the exact commands a refresh may run
     rule_sql_functions: frozenset[str] = frozenset()  # functions rule SQL may call besides the built-in allow-list
     rule_refresh: RefreshGrant = field(default_factory=RefreshGrant)  # what a refresh's SQL may run (rule_refresh_sql)
+    receivers: Mapping[str, Receiver] = field(default_factory=dict)  # besides the built-in slack and console
+    routes: tuple[Route, ...] = ()
+    time_intervals: Mapping[str, TimeInterval] = field(default_factory=dict)
     # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
     warnings: tuple[str, ...] = ()
 
@@ -181,11 +187,12 @@ def _check_named_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
     return found
 
 
-def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str]) -> list[Problem]:
+def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str],
+                       read: list[str] | None = None) -> list[Problem]:
     """Replace every ``X_file: path`` with ``X: <contents>`` (after validation).
 
     A secret file that its group or others may read adds a warning naming it
-    to ``warnings``.
+    to ``warnings``; every value read is appended to ``read`` (all are secrets).
     """
     found: list[Problem] = []
 
@@ -197,6 +204,8 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str
                 target = os.path.join(base_dir, value[key])
                 try:
                     value[key[: -len("_file")]] = read_text(target, limit=MAX_SECRET_BYTES).strip()
+                    if read is not None:
+                        read.append(value[key[: -len("_file")]])
                 except UnreadableFile as exc:
                     found.append(Problem.at(doc, path + (key,), f"cannot read {target}: {exc.message}"))
                 else:
@@ -240,6 +249,8 @@ def _secrets(config: Config) -> list[str | None]:
     if config.slack is not None:
         values += [config.slack.token, config.slack.webhook_url, config.slack.app_token]
     values.append(config.self_monitoring.heartbeat_url)
+    for receiver in config.receivers.values():
+        values += receiver_secrets(receiver)
     for source in config.sources.values():
         if isinstance(source, SearchSource):
             values += [source.password, source.api_key]
@@ -335,6 +346,47 @@ def _timeout_problems(doc: yamlfile.Document, data: Mapping[str, Any]) -> list[P
     return found
 
 
+def _routing_problems(doc: yamlfile.Document) -> list[Problem]:
+    """What the schema cannot say about routing: every route names receivers and time intervals that exist,
+    ``slack`` only with a slack block, regular expressions that compile, intervals that make sense."""
+    data = doc.data
+    found: list[Problem] = []
+    names = set(data.get("receivers") or {}) | set(BUILTIN_RECEIVERS)
+    intervals = data.get("time_intervals") or {}
+    for name, raw in intervals.items():
+        try:
+            parse_interval(name, raw)
+        except ValueError as exc:
+            where, _, message = str(exc).partition(": ")
+            path: tuple[str | int, ...] = ("time_intervals", name)
+            for part in where.replace("].", "]").split("]"):
+                part = part.lstrip("[.")
+                if part:
+                    path += (int(part),) if part.isdigit() else (part,)
+            found.append(Problem.at(doc, path, message))
+    for number, route in enumerate(data.get("routes") or ()):
+        try:
+            parse_route(number + 1, route)
+        except ValueError as exc:
+            key, _, message = str(exc).partition(": ")
+            found.append(Problem.at(doc, ("routes", number, "match", key.split(".", 1)[1]), message))
+        for index, receiver in enumerate(route.get("receivers", ())):
+            if receiver not in names:
+                known = ", ".join(sorted(names))
+                found.append(Problem.at(doc, ("routes", number, "receivers", index),
+                                        f"unknown receiver {receiver!r} (the receivers are {known})"))
+            elif receiver == "slack" and "slack" not in data:
+                found.append(Problem.at(doc, ("routes", number, "receivers", index),
+                                        "receiver 'slack' needs the slack block (or name console)"))
+        for key in ("active_time_intervals", "mute_time_intervals"):
+            for index, interval in enumerate(route.get(key, ())):
+                if interval not in intervals:
+                    known = ", ".join(sorted(intervals)) or "none defined"
+                    found.append(Problem.at(doc, ("routes", number, key, index),
+                                            f"unknown time interval {interval!r} (time_intervals: {known})"))
+    return found
+
+
 def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
     """Load the config file at ``path``.
 
@@ -362,8 +414,11 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     warnings: list[str] = []
     if not problems:
         problems += _timeout_problems(doc, doc.data)
+    if not problems:
+        problems += _routing_problems(doc)
+    read: list[str] = []
     if not problems and secrets:
-        problems += _read_secret_files(doc, base_dir, warnings)
+        problems += _read_secret_files(doc, base_dir, warnings, read)
         problems += _check_named_files(doc, base_dir)
     elif not problems:
         _drop_secret_files(doc.data)
@@ -413,7 +468,10 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         rule_commands=tuple(tuple(str(a) for a in c) for c in data.get("rule_commands", ())),
         rule_sql_functions=frozenset(data.get("rule_sql_functions", ())),
         rule_refresh=RefreshGrant.from_entries(data.get("rule_refresh_sql", ())),
+        receivers={name: parse_receiver(name, raw, base_dir) for name, raw in data.get("receivers", {}).items()},
+        routes=tuple(parse_route(n, raw) for n, raw in enumerate(data.get("routes", ()), start=1)),
+        time_intervals={name: parse_interval(name, raw) for name, raw in data.get("time_intervals", {}).items()},
         warnings=tuple(warnings),
     )
-    redact.register(_secrets(config))
+    redact.register(_secrets(config) + list(read))
     return config

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from watchdog.config import Config
 from watchdog.notify.base import Notifier
 
 if TYPE_CHECKING:
+    from watchdog.config import Config
+    from watchdog.notify.routing import Router
     from watchdog.notify.socket_mode import SocketHealth
 
 
@@ -23,3 +24,11 @@ def build_notifier(config: Config, socket: SocketHealth | None = None) -> Notifi
     from watchdog.notify.console import ConsoleNotifier
 
     return ConsoleNotifier()
+
+
+def build_router(config: Config) -> Router:
+    """The config's routes with its receivers and time intervals; unmatched notifications go to slack, else console."""
+    from watchdog.notify.routing import Router
+
+    types = {"slack": "slack", "console": "console", **{name: r.type for name, r in config.receivers.items()}}
+    return Router(config.routes, config.time_intervals, types, "slack" if config.slack is not None else "console")

@@ -58,7 +58,7 @@ def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at:
     if kind == "resolved" and since is not None:
         text = f"{text} (resolved after {format_age(at - since)})"
     return {
-        "rule": rule.name, "group": group, "kind": kind, "severity": severity, "title": title,
+        "rule": rule.name, "type": rule.type, "group": group, "kind": kind, "severity": severity, "title": title,
         "text": f"[{shown}] {title}: {text}", "body": text, "value": detail.get("status"), "summary": text,
         "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{shown}] {title}: {text}"),
         "description": rule.description, "runbook_url": rule.runbook_url, "labels": dict(rule.labels),
@@ -100,8 +100,8 @@ def render(rule: Rule, notice: Notice) -> dict[str, Any]:
     severity = "OK" if ended else notice.severity.value.upper()
     prefix = f"[{severity}] {title}: "
     return {
-        "rule": rule.name, "group": notice.group, "kind": notice.kind.value, "severity": notice.severity.value,
-        "title": title, "text": prefix + body, "body": body, "value": notice.value,
+        "rule": rule.name, "type": rule.type, "group": notice.group, "kind": notice.kind.value,
+        "severity": notice.severity.value, "title": title, "text": prefix + body, "body": body, "value": notice.value,
         # the same, as Slack mrkdwn: the author's template is markup, every value in it escaped data
         "body_mrkdwn": body_mrkdwn, "text_mrkdwn": mrkdwn(prefix) + body_mrkdwn,
         "summary": notice.summary, "description": rule.description, "runbook_url": rule.runbook_url,

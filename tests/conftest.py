@@ -16,6 +16,7 @@ import pytest
 
 from tests.servers.moto_dms import MotoDms
 from tests.servers.postgres import LocalPostgres
+from tests.servers.receivers import PagerDutyServer, SmtpServer, WebhookServer
 from tests.servers.search import CountingProxy, start_search
 from tests.servers.slack_api import SlackServer
 from watchdog.logfmt import LogfmtFormatter
@@ -83,6 +84,43 @@ def slack(slack_server: SlackServer) -> Iterator[SlackServer]:
     slack_server.reset()
     yield slack_server
     slack_server.reset()
+
+
+@pytest.fixture(scope="session")
+def pagerduty_server() -> Iterator[PagerDutyServer]:
+    server = PagerDutyServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pagerduty(pagerduty_server: PagerDutyServer) -> Iterator[PagerDutyServer]:
+    """A local PagerDuty Events API v2 endpoint (its URL: ``pagerduty.url + "/v2/enqueue"``)."""
+    pagerduty_server.reset()
+    yield pagerduty_server
+    pagerduty_server.reset()
+
+
+@pytest.fixture(scope="session")
+def webhook_server() -> Iterator[WebhookServer]:
+    server = WebhookServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def webhook(webhook_server: WebhookServer) -> Iterator[WebhookServer]:
+    webhook_server.reset()
+    yield webhook_server
+    webhook_server.reset()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A local SMTP server (aiosmtpd) that takes the login watchdog / smtp-password-for-tests."""
+    server = SmtpServer("watchdog", "smtp-password-for-tests")
+    yield server
+    server.close()
 
 
 @pytest.fixture

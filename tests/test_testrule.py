@@ -295,3 +295,22 @@ def test_text_lists_the_newest_notifications_and_says_how_many_are_left_out(tmp_
     at = text.index(f"notifications: {total} (the oldest {total - 20} not shown here; --format json lists all)")
     newest = doc["notifications"][-20:]
     assert text[at + 1:at + 21] == [f"  {n['at']} {n['kind']}: {n['text']}" for n in newest]
+
+
+def test_each_notification_shows_its_receivers_and_nothing_is_paged(tmp_path: Path, bursts: CountingProxy,
+                                                                     pagerduty: Any) -> None:
+    extra = (f"receivers:\n  pager: {{type: pagerduty, routing_key: routing-key-for-tests-0001, url: '{pagerduty.url}'}}\n"
+             "routes:\n  - {match: {rule: burst}, receivers: [pager], mute_time_intervals: [nights], continue: true}\n"
+             "  - {receivers: [console]}\n"
+             "time_intervals:\n  nights: {times: ['00:00-02:20']}\n")
+    root = project(tmp_path, bursts.url, {"burst": BURST}, extra=extra)
+    result = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T00:00:00Z",
+                     "--end", "2026-11-27T06:00:00Z", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    firing, resolved = json.loads(result.stdout)["notifications"]
+    assert (firing["receivers"], firing["held"]) == (["console"], ["pager"])  # 02:13: the night mutes the pager
+    assert resolved["receivers"] == ["pager", "console"] and "held" not in resolved
+    text = run_cli(root, str(root / "rules" / "burst.yaml"), "--start", "2026-11-27T00:00:00Z",
+                   "--end", "2026-11-27T06:00:00Z")
+    assert "2026-11-27T02:13:00Z firing -> console (held back: pager): [WARNING] FIRING: burst" in text.stdout
+    assert pagerduty.received == []  # a dry run never pages

@@ -284,7 +284,10 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
     others = [r for r in directory if r.name != rule.name]
     sources = Sources(config.sources)
     try:
-        result = replay(rule, sources, start, end, force_per_tick=args.per_tick, others=others)
+        from watchdog.notify import build_router
+
+        result = replay(rule, sources, start, end, force_per_tick=args.per_tick, others=others,
+                        router=build_router(config))
     except Exception as exc:
         print(f"watchdog test-rule: {rule.source}: {exc}", file=sys.stderr)
         return EXIT_USAGE

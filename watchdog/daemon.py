@@ -25,9 +25,10 @@ from watchdog.engine import SELF_RULE, Engine, self_rule
 from watchdog.lifecycle import Kind, Notice
 from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
-from watchdog.notify import build_notifier
+from watchdog.notify import build_notifier, build_receivers, build_router
 from watchdog.notify.base import Notification, Notifier
 from watchdog.notify.console import ConsoleNotifier
+from watchdog.notify.delivery import Receivers
 from watchdog.notify.outbox import REFUSED_RETRY, Outbox
 from watchdog.notify.render import render
 from watchdog.problems import Problem
@@ -288,12 +289,22 @@ def run(config: Config, *, once: bool = False) -> int:
         from watchdog.notify.socket_mode import SlackActions, SocketHealth
 
         slack_actions = SlackActions(config.slack, config.state_path, SocketHealth())
+        slack_actions.pagers = frozenset(name for name, r in config.receivers.items() if r.type == "pagerduty")
     delivery = Delivery(config, threading.Event(),  # halted after the last evaluations are recorded
                         slack_actions.health if slack_actions is not None else None)
+    receivers = Receivers(build_receivers(config), config.state_path)
+
+    def wake() -> None:
+        delivery.wake.set()
+        receivers.wake()
+
     engine = Engine(rules, store, sources, workers=config.workers, timeout=config.rule_timeout,
-                    on_notify=delivery.wake.set, ops_channel=config.self_monitoring.channel, on_storage=delivery.storage)
+                    on_notify=wake, ops_channel=config.self_monitoring.channel, on_storage=delivery.storage)
+    engine.router = build_router(config)
     delivery.quiet_until = engine.quiet_until
     delivery.on_refused = engine.wake.set
+    for thread in receivers.threads:
+        thread.quiet_until = engine.quiet_until
     engine.report_invalid_files(files.problems)
     for note in opened.notes:  # a state file moved aside, or history lost: said once, in the ops channel
         engine.report_problem(STORAGE_GROUP, note)
@@ -301,14 +312,21 @@ def run(config: Config, *, once: bool = False) -> int:
     try:
         if once:
             engine.run_all_once(config.rule_timeout.total_seconds() + 5)
+            deadline = time.monotonic() + FLUSH_SECONDS
+            receivers.stop(deadline)  # each receiver sends in its own thread, beside the main notifier
+            receivers.start()
             outbox = Outbox(store, build_notifier(config), quiet_until=engine.quiet_until)
-            if not outbox.flush(time.monotonic() + FLUSH_SECONDS):
+            outbox.flush(deadline)
+            receivers.join(deadline + 0.5)
+            if store.outbox_depth():
                 log(logger, logging.WARNING, "notifications left in the outbox", pending=store.outbox_depth())
             return 0
         if slack_actions is not None:
             engine.socket = slack_actions.health
             slack_actions.start()
-        return Loop(config, engine, files, store, delivery).run()
+        loop = Loop(config, engine, files, store, delivery)
+        loop.receivers = receivers
+        return loop.run()
     finally:
         if slack_actions is not None:
             slack_actions.close()
@@ -377,6 +395,7 @@ class Loop:
         self.systemd = systemd.Notifier()
         self.last_turn = time.monotonic()
         self.unhealthy = ""  # the reason last logged, so it is logged once
+        self.receivers = Receivers({}, config.state_path)  # PagerDuty, webhooks, email: a thread each
         self.heartbeat = None
         if config.self_monitoring.heartbeat_url:
             from watchdog.metrics import Heartbeat
@@ -451,6 +470,12 @@ class Loop:
         if (problem is None) != (SOCKET_GROUP not in self.engine.own_problems):
             self.engine.report_problem(SOCKET_GROUP, problem)
 
+    def check_receivers(self) -> None:
+        """A receiver that refused notifications for good is one of watchdog's own alerts until they are acknowledged."""
+        for group, problem in self.receivers.problems().items():
+            if problem != self.engine.own_problems.get(group):
+                self.engine.report_problem(group, problem)
+
     def do_reload(self) -> None:
         self.systemd.reloading()
         removed = self.engine.set_rules(self.files.load())
@@ -474,6 +499,7 @@ class Loop:
             except (OSError, ValueError) as exc:  # alerting matters more than its metrics: run without them
                 log(logger, logging.ERROR, "cannot serve metrics", listen=self.config.metrics_listen, error=str(exc))
         self.delivery.start()
+        self.receivers.start()
         self.systemd.ready(self.status_text())
         last_check = last_status = time.monotonic()
         last_prune = utcnow() - PRUNE_EVERY
@@ -493,6 +519,7 @@ class Loop:
                     self.do_reload()
             self.check_socket()
             self.check_notifiers()
+            self.check_receivers()
             if self.last_turn - last_status >= STATUS_EVERY_SECONDS:
                 last_status = self.last_turn
                 self.systemd.status(self.status_text())
@@ -528,9 +555,11 @@ class Loop:
         self.delivery.deadline = started + STOP_SECONDS
         self.delivery.stop.set()
         self.delivery.wake.set()
+        self.receivers.stop(started + STOP_SECONDS)
         # A Slack call in flight when the budget ends is left behind: its notification stays unsent in the
         # outbox and goes out after the restart.
         self.delivery.join(max(0.0, started + STOP_SECONDS + 0.5 - time.monotonic()))
+        self.receivers.join(started + STOP_SECONDS + 0.5)
         if metrics is not None:
             metrics.close()
         log(logger, logging.INFO, "stopped", pending=self.store.outbox_depth())

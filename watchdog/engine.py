@@ -24,6 +24,7 @@ from watchdog.escape import storable
 from watchdog.explained import Explainer
 from watchdog.logfmt import log
 from watchdog.notify.render import render, render_step
+from watchdog.notify.routing import Router
 from watchdog.redact import redact
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import RULE_TYPES
@@ -119,6 +120,23 @@ class StoreBaselines:
         self.store.save_baselines(rule, items, now)
 
 
+def route(router: Router | None, store: StateStore, payload: dict[str, Any], kind: str, episode: str,
+          now: datetime) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
+    """The outbox rows (receiver, payload) of one notification, and an audit detail of what was held back.
+
+    Without a router everything goes to the main notifier (``""``), as before routes existed.
+    """
+    if router is None:
+        return [("", payload)], None
+    rows, routing = router.rows(payload, kind, now, lambda receiver: store.last_given(episode, receiver),
+                                lambda: store.receivers_of(episode))
+    held = None
+    if routing.held:
+        held = {"kind": kind, "receivers": [t.receiver for t in routing.held],
+                "routes": sorted({t.route for t in routing.held if t.route is not None}), "why": list(routing.trace)}
+    return rows, held
+
+
 class StoreJournal:
     """The Journal of acting rule types, kept in the state store (see ``ruletypes.base.Journal``)."""
 
@@ -126,6 +144,7 @@ class StoreJournal:
         self.store = store
         self.clock = clock
         self.on_notify = on_notify
+        self.router: Router | None = None  # routes (None: everything to the main notifier)
 
     def load(self, rule: Rule) -> dict[str, dict[str, Any]]:
         return self.store.remediations(rule.name)
@@ -133,6 +152,7 @@ class StoreJournal:
     def record(self, rule: Rule, group: str, record: Mapping[str, Any], step: Step | None) -> None:
         now = self.clock()
         notification = audit = None
+        rows: list[tuple[str, dict[str, Any]]] | None = None
         if step is not None:
             audit = (f"{step.kind}: {step.text}", dict(step.detail))
             # A question for a person (an approval) is asked even while the rule is silenced.
@@ -146,10 +166,11 @@ class StoreJournal:
                 if step.kind == "approval":
                     payload["approval"] = True  # the Slack notifier adds Approve and Decline
                 notification = (step.kind, str(record.get("episode", "")), payload)
+                rows, _ = route(self.router, self.store, payload, step.kind, notification[1], now)
             log(logger, logging.INFO, "remediation step", rule=rule.name, group=group, step=step.kind, text=step.text,
                 severity=step.severity.value, dry_run=step.dry_run or None, muted=muted or None)
         self.store.record_step(rule.name, group, record, now, notification, audit,
-                               approval=step is not None and step.kind == "approval")
+                               approval=step is not None and step.kind == "approval", receivers=rows)
         if notification is not None:
             self.on_notify()
 
@@ -197,6 +218,7 @@ class Engine:
         self.journal = StoreJournal(store, clock, self._note_recorded)
         self.explainer = Explainer(store, self._known_rules, self._acts, self._firing_word)
         self.baselines = StoreBaselines(store)
+        self._router: Router | None = None
         self._quiet_until: datetime | None = None  # read by the delivery thread: see quiet_until
         self._recorded = False  # notifications recorded since the engine was last quiet
         self.invalid_files: dict[str, str] = {}  # rule files that do not load -> the self alert's text
@@ -204,6 +226,16 @@ class Engine:
         self.socket: Any = None  # the Slack Socket Mode health, when buttons are on (for metrics and status)
         self.source_problems: dict[str, str] = {}  # sources that do not answer -> their last error
         self.set_rules(rules)
+
+    @property
+    def router(self) -> Router | None:
+        """The routes notifications are recorded for (None: everything to the main notifier)."""
+        return self._router
+
+    @router.setter
+    def router(self, router: Router | None) -> None:
+        self._router = router
+        self.journal.router = router
 
     def _note_recorded(self) -> None:
         self._recorded = True
@@ -568,10 +600,12 @@ class Engine:
         if notice is not None:
             notices.append(notice)
             rows.append((notice.group, notice.kind.value, notice.episode, self._route(render(rule, notice), notice.kind)))
+        routed_rows, held = self._routed(rows, now)
         next_run = self.next_run.get(rule.name, now)
         self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
-                                     states=states, notifications=rows, facts=facts,
-                                     audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions],
+                                     states=states, notifications=routed_rows, facts=facts,
+                                     audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions]
+                                     + held,
                                      recorded_at=now, explanations=explanations)
         for t in transitions:
             log(logger, logging.INFO, "transition", rule=rule.name, group=t.group or None, state=t.to, previous=t.from_,
@@ -584,6 +618,19 @@ class Engine:
         if rows:
             self._note_recorded()
         return Applied(rule.name, tuple(transitions), tuple(notices), error)
+
+    def _routed(self, rows: Sequence[tuple[str, str, str, Mapping[str, Any]]], now: datetime
+                ) -> tuple[list[tuple[str, str, str, Mapping[str, Any], str]], list[tuple[str, str, Mapping[str, Any]]]]:
+        """Each (group, kind, episode, payload) row once per receiver its routes give it (with the receiver),
+        and the audit rows of what muted routes held back."""
+        out: list[tuple[str, str, str, Mapping[str, Any], str]] = []
+        held: list[tuple[str, str, Mapping[str, Any]]] = []
+        for group, kind, episode, payload in rows:
+            routed, muted = route(self.router, self.store, dict(payload), kind, episode, now)
+            out += [(group, kind, episode, routed_payload, receiver) for receiver, routed_payload in routed]
+            if muted is not None:  # a muted route sends nothing; what it held back is recorded
+                held.append((group, "held back", muted))
+        return out, held
 
     def _resolution(self, rule: Rule, group: str, seen: Observation | None) -> Observation:
         """``group``'s value now with its resolution text, from the rule type (see ``RuleType.resolved_text``)."""

@@ -106,6 +106,12 @@ MIGRATIONS: tuple[str, ...] = (
         primary key (rule, item)
     )
     """,
+    # Receivers: each outbox entry is for one receiver ('' is the main notifier: Slack, else the console), with
+    # its own attempts, retries and sent mark, so one receiver down never holds back another.
+    """
+    alter table outbox add column receiver text not null default '';
+    create index outbox_receiver on outbox (receiver, sent_at, failed)
+    """,
 )
 
 # Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
@@ -217,6 +223,7 @@ class OutboxItem:
     payload: Mapping[str, Any]
     attempts: int
     message: str | None = None  # the message of its first attempt: a retry sends that message again, as it was
+    receiver: str = ""  # '' is the main notifier (Slack, else the console)
 
 
 class StateStore:
@@ -350,7 +357,8 @@ class StateStore:
 
     def record_evaluation(self, rule: str, *, ran_at: datetime, next_run: datetime, duration: float,
                           health: Health, states: Mapping[str, GroupState | None],
-                          notifications: Sequence[tuple[str, str, str, Mapping[str, Any]]],
+                          notifications: Sequence[tuple[str, str, str, Mapping[str, Any]]
+                                                  | tuple[str, str, str, Mapping[str, Any], str]],
                           facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = (),
                           recorded_at: datetime | None = None,
                           explanations: Mapping[str, Explanation | None] | None = None) -> None:
@@ -358,7 +366,7 @@ class StateStore:
 
         ``states`` maps groups to their new state (None deletes it);
         ``explanations`` maps groups to what explains them now (None: nothing);
-        ``notifications`` are (group, kind, episode, payload) rows for the outbox,
+        ``notifications`` are (group, kind, episode, payload[, receiver]) rows for the outbox,
         stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then.
         """
         with self.transaction() as db:
@@ -397,9 +405,10 @@ class StateStore:
                     (rule, group, explanation.phase.value, explanation.rule, explanation.group, explanation.episode,
                      to_text(explanation.since), to_text(explanation.resolved_at), explanation.evaluations))
             created = to_text(recorded_at or ran_at)
-            for group, kind, episode, payload in notifications:
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
-                              values (?, ?, ?, ?, ?, ?, ?)""", (created, rule, group, kind, episode, _json(payload), created))
+            for group, kind, episode, payload, *receiver in notifications:
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
+                              values (?, ?, ?, ?, ?, ?, ?, ?)""",
+                           (created, rule, group, kind, episode, _json(payload), created, receiver[0] if receiver else ""))
             for group, action, detail in audit:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
                            (to_text(ran_at), rule, group, action, _json(detail)))
@@ -446,12 +455,15 @@ class StateStore:
 
     def act(self, key: str, now: datetime, *, rule: str, group: str, action: str, detail: Mapping[str, Any],
             effect: Callable[[sqlite3.Connection], str], episode: str = "",
-            notification: tuple[str, Mapping[str, Any]] | None = None) -> str | None:
+            notification: tuple[str, Mapping[str, Any]] | None = None,
+            forward: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> str | None:
         """Apply one Slack action exactly once: its effect, its audit row and its notification, atomically.
 
         ``effect`` runs inside the transaction and returns the outcome text;
-        ``notification`` is (kind, payload) for the outbox. Returns the
-        outcome, or None when ``key`` was handled before (a redelivery).
+        ``notification`` is (kind, payload) for the outbox; ``forward`` are
+        (receiver, kind, payload) rows for other receivers (an acknowledgement
+        passed on to PagerDuty). Returns the outcome, or None when ``key`` was
+        handled before (a redelivery).
         """
         at = to_text(now)
         with self.transaction() as db:
@@ -465,6 +477,10 @@ class StateStore:
                 kind, payload = notification
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
                               values (?, ?, ?, ?, ?, ?, ?)""", (at, rule, group, kind, episode, _json(payload), at))
+            for receiver, kind, payload in forward:
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
+                              values (?, ?, ?, ?, ?, ?, ?, ?)""",
+                           (at, rule, group, kind, episode, _json(payload), at, receiver))
             return outcome
 
     # --- approvals (dms_remediate approve: true) ------------------------------------------
@@ -513,36 +529,49 @@ class StateStore:
 
     # --- outbox --------------------------------------------------------------------
 
-    def pending(self, now: datetime, limit: int = 100) -> list[OutboxItem]:
-        """Unsent notifications due for an attempt, oldest first."""
+    def pending(self, now: datetime, limit: int = 100, receiver: str = "") -> list[OutboxItem]:
+        """Unsent notifications for ``receiver`` due for an attempt, oldest first."""
         rows = self._query(
             # Moments are compared as moments: as text, "02:15:00Z" sorts after "02:15:00.500Z" (see times.to_text).
-            """select * from outbox where sent_at is null and failed = 0 and julianday(next_attempt) <= julianday(?)
-               order by id limit ?""",
-            (to_text(now), limit))
+            """select * from outbox where sent_at is null and failed = 0 and receiver = ?
+               and julianday(next_attempt) <= julianday(?) order by id limit ?""",
+            (receiver, to_text(now), limit))
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
                            episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"],
-                           message=r["message"]) for r in rows]
+                           message=r["message"], receiver=r["receiver"]) for r in rows]
 
     def earlier_unsent(self, item: OutboxItem) -> int:
-        """How many older notifications of the same episode are still waiting (order within a thread)."""
-        rows = self._query("select count(*) from outbox where episode = ? and id < ? and sent_at is null and failed = 0",
-                           (item.episode, item.id))
+        """How many older notifications of the same episode for the same receiver are still waiting (order)."""
+        rows = self._query("select count(*) from outbox where episode = ? and id < ? and sent_at is null and failed = 0 "
+                           "and receiver = ?", (item.episode, item.id, item.receiver))
         return int(rows[0][0])
 
-    def next_attempt_at(self, after: datetime | None = None) -> datetime | None:
-        """The earliest moment an unsent notification is due (only those due after ``after``, if given)."""
-        if after is None:
-            rows = self._query("select next_attempt from outbox where sent_at is null and failed = 0 "
-                               "order by julianday(next_attempt) limit 1")
-        else:
-            rows = self._query("select next_attempt from outbox where sent_at is null and failed = 0 "
-                               "and julianday(next_attempt) > julianday(?) order by julianday(next_attempt) limit 1",
-                               (to_text(after),))
+    def next_attempt_at(self, after: datetime | None = None, receiver: str | None = None) -> datetime | None:
+        """The earliest moment an unsent notification is due (only those due after ``after``, and only
+        ``receiver``'s, if given)."""
+        where, args = "sent_at is null and failed = 0", []
+        if after is not None:
+            where, args = where + " and julianday(next_attempt) > julianday(?)", [to_text(after)]
+        if receiver is not None:
+            where, args = where + " and receiver = ?", args + [receiver]
+        rows = self._query(f"select next_attempt from outbox where {where} order by julianday(next_attempt) limit 1", args)
         return from_text(rows[0][0]) if rows else None
 
-    def outbox_depth(self) -> int:
-        return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
+    def outbox_depth(self, receiver: str | None = None) -> int:
+        """Notifications waiting to be sent (to ``receiver`` only, if given)."""
+        if receiver is None:
+            return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
+        return int(self._query("select count(*) from outbox where sent_at is null and failed = 0 and receiver = ?",
+                               (receiver,))[0][0])
+
+    def last_given(self, episode: str, receiver: str) -> datetime | None:
+        """When ``receiver`` was last given a notification of ``episode`` (recorded, sent or not)."""
+        rows = self._query("select max(created) from outbox where episode = ? and receiver = ?", (episode, receiver))
+        return from_text(rows[0][0]) if rows and rows[0][0] else None
+
+    def receivers_of(self, episode: str) -> set[str]:
+        """The receivers given any notification of ``episode``."""
+        return {r[0] for r in self._query("select distinct receiver from outbox where episode = ?", (episode,))}
 
     def mark_attempt(self, items: Sequence[OutboxItem], message: str) -> None:
         """Count an attempt before it is made, and fix the entries' message at their first attempt.
@@ -566,9 +595,10 @@ class StateStore:
                 db.execute("insert or ignore into threads (episode, notifier, ref, created) values (?, ?, ?, ?)",
                            (item.episode, notifier, _json(ref), to_text(now)))
             for kind, payload in follow_ups:
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
-                              values (?, ?, ?, ?, ?, ?, ?)""",
-                           (to_text(now), item.rule, item.group, kind, item.episode, _json(payload), to_text(now)))
+                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
+                              values (?, ?, ?, ?, ?, ?, ?, ?)""",
+                           (to_text(now), item.rule, item.group, kind, item.episode, _json(payload), to_text(now),
+                            item.receiver))
 
     def mark_retry(self, item: OutboxItem, error: str, next_attempt: datetime) -> None:
         with self.transaction() as db:
@@ -595,7 +625,7 @@ class StateStore:
 
     def failed_notifications(self) -> list[dict[str, Any]]:
         """Notifications that failed for good and were not acknowledged (kept until pruned), newest first."""
-        rows = self._query("""select id, created, rule, grp, kind, attempts, last_error from outbox
+        rows = self._query("""select id, created, rule, grp, kind, attempts, last_error, receiver from outbox
                               where failed = 1 order by id desc limit 100""")
         return [dict(r) for r in rows]
 
@@ -624,11 +654,13 @@ class StateStore:
 
     def record_step(self, rule: str, task: str, record: Mapping[str, Any], now: datetime,
                     notification: tuple[str, str, Mapping[str, Any]] | None, audit: tuple[str, Mapping[str, Any]] | None,
-                    *, approval: bool = False) -> None:
+                    *, approval: bool = False, receivers: Sequence[tuple[str, Mapping[str, Any]]] | None = None) -> None:
         """Save a remediation record with the notification and audit row of its step, atomically.
 
         ``notification`` is (kind, episode, payload); ``audit`` is (action, detail);
-        ``approval`` opens an approval request for the record's episode.
+        ``approval`` opens an approval request for the record's episode;
+        ``receivers`` are (receiver, payload) rows of the notification (default:
+        the main notifier's only).
         """
         at = to_text(now)
         with self.transaction() as db:
@@ -636,8 +668,10 @@ class StateStore:
                        (rule, task, _json(record), at))
             if notification is not None:
                 kind, episode, payload = notification
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
-                              values (?, ?, ?, ?, ?, ?, ?)""", (at, rule, task, kind, episode, _json(payload), at))
+                for receiver, routed in receivers if receivers is not None else [("", payload)]:
+                    db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
+                                  values (?, ?, ?, ?, ?, ?, ?, ?)""",
+                               (at, rule, task, kind, episode, _json(routed), at, receiver))
             if audit is not None:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
                            (at, rule, task, audit[0], _json(audit[1])))

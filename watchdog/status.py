@@ -157,7 +157,8 @@ def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
         _print("failed notifications (not sent, never retried; hide them with `watchdog status --ack-failed`):")
         for f in doc["failed_notifications"]:
             target = f["rule"] + (f" [{f['grp']}]" if f["grp"] else "")
-            _print(f"  [{f['id']}] {f['kind']} {target} at {f['created']} after {f['attempts']} attempt(s): {f['last_error']}")
+            to = f" to {f['receiver']}" if f.get("receiver") else ""
+            _print(f"  [{f['id']}] {f['kind']}{to} {target} at {f['created']} after {f['attempts']} attempt(s): {f['last_error']}")
     if doc["outbox_pending"]:
         _print(f"outbox: {doc['outbox_pending']} notification(s) waiting")
     for problem in doc["invalid_files"]:

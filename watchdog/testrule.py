@@ -26,6 +26,7 @@ from watchdog import lifecycle, testrule_learned
 from watchdog.escape import terminal
 from watchdog.explained import current_notice, render_routed
 from watchdog.notify.render import render, render_step
+from watchdog.notify.routing import Router
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import RULE_TYPES
@@ -62,6 +63,7 @@ class Replay:
     note: str = ""
     breaching: int = 0  # ticks at which the condition held for at least one group
     left_out: int = 0  # the oldest ticks of the range beyond MAX_TICKS, not replayed
+    router: Router | None = field(default=None, repr=False)  # the config's routes: each notification's receivers
 
     @property
     def covered_start(self) -> datetime:
@@ -325,8 +327,14 @@ def per_tick_responses(rule: Rule, source: Any, ticks: Sequence[datetime]) -> tu
 def _keep(replay: Replay, at: datetime, group: str, kind: str, payload: dict[str, Any]) -> None:
     """Record a notification as it would be sent: its text and its Slack blocks."""
     replay.payloads.append(payload)
-    replay.notifications.append({"at": to_text(at), "group": group, "kind": kind, "text": payload["text"],
-                                 "blocks": message_blocks(payload)})
+    shown: dict[str, Any] = {"at": to_text(at), "group": group, "kind": kind, "text": payload["text"],
+                             "blocks": message_blocks(payload)}
+    if replay.router is not None:  # where it would go at that moment (time intervals included); nothing is sent
+        routing = replay.router.for_payload(payload, kind, at)
+        shown["receivers"] = list(routing.receivers)
+        if routing.held:
+            shown["held"] = [t.receiver for t in routing.held]
+    replay.notifications.append(shown)
 
 
 def _notify(replay: Replay, rule: Rule, notice: lifecycle.Notice) -> None:
@@ -546,14 +554,16 @@ def replay_present(rule: Rule, sources: Any, replay: Replay, upstream: Upstreams
 
 
 def replay(rule: Rule, sources: Any, start: datetime, end: datetime, *, force_per_tick: bool = False,
-           others: Sequence[Rule] = ()) -> Replay:
+           others: Sequence[Rule] = (), router: Router | None = None) -> Replay:
     """Replay ``rule`` over [start, end] against the real sources; raises the source's error when it cannot run at all.
 
     ``others`` are the other rules of the rules directory: the ones ``rule``
     depends on are replayed too, and its notifications routed as the daemon
-    routes them (an explained alert is shown as ``explained``).
+    routes them (an explained alert is shown as ``explained``). With
+    ``router`` each notification lists the receivers it would reach
+    (``receivers``, and ``held`` when a muted route holds it back).
     """
-    result = Replay(rule=rule.name, start=start, end=end)
+    result = Replay(rule=rule.name, start=start, end=end, router=router)
     upstream = upstreams_of(rule, others, sources, start, end, result) if others else None
     if rule.type in SEARCH_TYPES or testrule_learned.replayable(rule):
         result.ticks, result.left_out = ticks_for(rule.schedule, start, end)
@@ -637,7 +647,9 @@ def format_text(result: Replay, rule: Rule) -> str:
         lines.append(f"  {t['at']} {t['group'] or '(all)'}: {t['from']} -> {t['to']} value={t['value']} {t['severity']}")
     lines.append(f"notifications: {len(result.notifications)}{_left_out(len(result.notifications), SHOWN_NOTIFICATIONS)}")
     for n in result.notifications[-SHOWN_NOTIFICATIONS:]:
-        lines.append(f"  {n['at']} {n['kind']}: {n['text']}")
+        to = f" -> {', '.join(n['receivers']) or '(none)'}" if "receivers" in n else ""
+        held = f" (held back: {', '.join(n['held'])})" if n.get("held") else ""
+        lines.append(f"  {n['at']} {n['kind']}{to}{held}: {n['text']}")
     if result.notifications:
         first = result.notifications[0]
         lines.append(f"first notification as sent ({len(first['blocks'])} blocks):")

@@ -32,3 +32,26 @@ def build_router(config: Config) -> Router:
 
     types = {"slack": "slack", "console": "console", **{name: r.type for name, r in config.receivers.items()}}
     return Router(config.routes, config.time_intervals, types, "slack" if config.slack is not None else "console")
+
+
+def build_receivers(config: Config) -> dict[str, Notifier]:
+    """A notifier per receiver besides the main one (its outbox key: the receiver's name); ``console`` too when
+    Slack is the main notifier (a route may name it)."""
+    from watchdog.notify.email import EmailNotifier
+    from watchdog.notify.pagerduty import PagerDutyNotifier
+    from watchdog.notify.receivers import EmailReceiver, PagerDutyReceiver
+    from watchdog.notify.webhook import WebhookNotifier
+
+    out: dict[str, Notifier] = {}
+    for name, receiver in config.receivers.items():
+        if isinstance(receiver, PagerDutyReceiver):
+            out[name] = PagerDutyNotifier(receiver)
+        elif isinstance(receiver, EmailReceiver):
+            out[name] = EmailNotifier(receiver)
+        else:
+            out[name] = WebhookNotifier(receiver)
+    if config.slack is not None and any("console" in route.receivers for route in config.routes):
+        from watchdog.notify.console import ConsoleNotifier
+
+        out["console"] = ConsoleNotifier()
+    return out

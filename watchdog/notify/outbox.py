@@ -111,9 +111,10 @@ class Outbox:
     """
 
     def __init__(self, store: StateStore, notifier: Notifier, clock: Callable[[], datetime] = utcnow,
-                 quiet_until: Callable[[], datetime | None] | None = None):
+                 quiet_until: Callable[[], datetime | None] | None = None, receiver: str = ""):
         self.store = store
         self.notifier = notifier
+        self.receiver = receiver  # whose entries this outbox sends ('' : the main notifier's)
         self.clock = clock
         self.quiet_until = quiet_until or (lambda: None)
         self.wake_at: datetime | None = None
@@ -163,7 +164,7 @@ class Outbox:
         threads: dict[str, Mapping[str, Any] | None] = {}
         name = self.notifier.name
         grouping = self.notifier.groups and self.notifier.group_wait > timedelta(0)
-        for item in self.store.pending(now, limit=PASS_LIMIT):
+        for item in self.store.pending(now, limit=PASS_LIMIT, receiver=self.receiver):
             if item.episode not in threads:
                 threads[item.episode] = self.store.thread_ref(item.episode, name)
             thread = threads[item.episode] if self.notifier.threads else None
@@ -197,11 +198,13 @@ class Outbox:
         wait = self.notifier.group_wait
         quiet = self.quiet_until()
         ready: list[Message] = []
-        self.wake_at = self.store.next_attempt_at(after=now)
+        self.wake_at = self.store.next_attempt_at(after=now, receiver=self.receiver)
         for key, message in groups.items():
             if key[1].startswith("message ") and key in waiting:
                 continue
-            deadline = message.items[0].created + wait
+            # a route may set its own group wait (carried in the payload by routing)
+            routed = message.items[0].payload.get("group_wait")
+            deadline = message.items[0].created + (timedelta(seconds=float(routed)) if routed is not None else wait)
             attempted = any(i.attempts or i.message is not None for i in message.items)
             if not (final or deadline <= now or attempted or (quiet is not None and quiet >= deadline)):
                 self._earliest(deadline)
@@ -298,7 +301,7 @@ class Outbox:
         if result.refused:  # not these notifications' fault: they all stay, the receiver waits
             if self.refused is None:
                 log(logger, logging.ERROR, "receiver refuses the credentials; notifications kept", notifier=self.notifier.name,
-                    error=error, pending=self.store.outbox_depth(), retry_in=REFUSED_RETRY.total_seconds())
+                    error=error, pending=self.store.outbox_depth(self.receiver), retry_in=REFUSED_RETRY.total_seconds())
             for item in items:  # (still due: after a restart with credentials fixed they go at once)
                 self.store.mark_retry(item, error, now)
             self.refused = error
@@ -332,7 +335,7 @@ class Outbox:
         """
         while time.monotonic() < deadline:
             self.deliver_due(stop, until=deadline, final=True)
-            if self.store.outbox_depth() == 0:
+            if self.store.outbox_depth(self.receiver) == 0:
                 return True
             if self.wake_at is None:
                 return False
@@ -340,4 +343,4 @@ class Outbox:
             if time.monotonic() + wait >= deadline:
                 return False
             time.sleep(min(wait, 1.0))
-        return self.store.outbox_depth() == 0
+        return self.store.outbox_depth(self.receiver) == 0

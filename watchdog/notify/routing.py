@@ -17,7 +17,7 @@ returns a ``Routing`` with a trace in words, which ``watchdog routes``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,9 @@ PAGED_KINDS = frozenset({"firing", "severity", "resolved", "error", "recovered",
 # Kinds only the receiver that made them understands (the Slack notifier's own follow-ups).
 SLACK_ONLY_KINDS = frozenset({"update"})
 ACK_KIND = "acknowledged"  # an acknowledgement in Slack, passed on to the pagers that were triggered
+# What a receiver told about an episode is told later whatever the routes say now: what was opened is closed
+# (a PagerDuty incident resolved), and a severity change reaches whoever heard the first one.
+CONTINUED_KINDS = frozenset({"severity", "resolved", "recovered"})
 
 
 @dataclass(frozen=True)
@@ -222,3 +225,36 @@ class Router:
             else f"a {kind} notification"
         trace = routing.trace + ((f"not paged ({why}): {', '.join(dropped)}",) if dropped else ())
         return Routing(kept, routing.held, trace)
+
+    def rows(self, payload: Mapping[str, Any], kind: str, now: datetime,
+             last_sent: Callable[[str], datetime | None] = lambda receiver: None,
+             given: Callable[[], set[str]] = set,
+             ) -> tuple[list[tuple[str, dict[str, Any]]], Routing]:
+        """The outbox rows of one notification: (receiver key, payload) per receiver, and its routing.
+
+        The main notifier (``default``: slack, else console) is the key ``""``.
+        A route's ``group_wait`` travels in the row's payload; a repeat skips a
+        receiver whose route's ``repeat_every`` has not passed since
+        ``last_sent(receiver)`` (when it was last given this episode). A
+        severity change or an end also goes to every receiver ``given`` the
+        episode before (their keys), whatever the routes say now.
+        """
+        routing = self.for_payload(payload, kind, now)
+        if kind in CONTINUED_KINDS and not payload.get("dry_run"):
+            told = sorted(self.default if key == "" else key for key in given())
+            extra = tuple(Target(name) for name in told if name not in routing.receivers and name in self.receiver_types)
+            if extra:
+                routing = Routing(routing.targets + extra, tuple(t for t in routing.held if t.receiver not in told),
+                                  routing.trace + (f"told about this alert before -> {', '.join(t.receiver for t in extra)}",))
+        out: list[tuple[str, dict[str, Any]]] = []
+        for target in routing.targets:
+            key = "" if target.receiver == self.default else target.receiver
+            if kind == "repeat" and target.repeat_every is not None:
+                last = last_sent(key)
+                if last is not None and now - last < target.repeat_every:
+                    continue
+            row = dict(payload)
+            if target.group_wait is not None:
+                row["group_wait"] = target.group_wait.total_seconds()
+            out.append((key, row))
+        return out, routing

@@ -32,7 +32,7 @@ from watchdog.logfmt import log
 from watchdog.notify import actions as act
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.state import Ack, StateStore, delete_silence, insert_ack, insert_silence
-from watchdog.times import utcnow
+from watchdog.times import to_text, utcnow
 
 logger = logging.getLogger("watchdog.slack.actions")
 
@@ -83,6 +83,8 @@ class SlackActions:
         self.client.socket_mode_request_listeners.append(self._on_request)  # type: ignore[arg-type]
         self.store: StateStore | None = None
         self.lock = threading.Lock()  # one click at a time: decisions are "first click wins"
+        # PagerDuty receivers: an acknowledgement is passed on to those that were told about the episode.
+        self.pagers: frozenset[str] = frozenset()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._supervise, name="slack-socket-mode", daemon=True)
         self.group_cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -233,8 +235,13 @@ class SlackActions:
                 insert_ack(db, new_ack)
                 return "acknowledged"
 
+            told = self.store.receivers_of(click.value) & self.pagers
+            payload = {"rule": rule, "group": group, "kind": "acknowledged", "severity": state.severity.value,
+                       "by": click.user, "at": to_text(now)}
             if self.store.act(click.key, now, rule=rule, group=group, action="acknowledged",
-                              detail={"user": click.user, "episode": click.value}, effect=acknowledge) is None:
+                              detail={"user": click.user, "episode": click.value}, effect=acknowledge,
+                              episode=click.value,
+                              forward=[(pager, "acknowledged", payload) for pager in sorted(told)]) is None:
                 return
             note = (f"Acknowledged by {act.mention(click.user)} at {act.when(now)}: no repeats until it resolves "
                     f"or its severity rises above {state.severity.value}.")

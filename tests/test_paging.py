@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -178,7 +179,8 @@ def test_a_hanging_pager_delays_only_itself(tmp_path: Path, slack: SlackServer, 
                                             webhook: WebhookServer, smtp: SmtpServer) -> None:
     """Each receiver sends from its own thread: a PagerDuty that holds its answer holds nothing else back."""
     text = CONFIG.format(slack=slack.base_url, key=KEY, pd=pagerduty.url, hook=webhook.url, smtp=smtp.port)
-    config = write_project(tmp_path, text.replace("    active_time_intervals: [business-hours]\n", ""), {})
+    text = text.replace("    active_time_intervals: [business-hours]\n", "").replace("timeout: 5s", "timeout: 30s")
+    config = write_project(tmp_path, text, {})
     store = StateStore(config.state_path)
     source = ScriptedSource()
     rules = [scripted_rule("api-errors"), replace(scripted_rule("etl-load"), labels={"team": "data"})]
@@ -188,14 +190,15 @@ def test_a_hanging_pager_delays_only_itself(tmp_path: Path, slack: SlackServer, 
     receivers = Receivers(build_receivers(config), config.state_path)
     receivers.start()
     try:
-        pagerduty.delay = 3.0  # (within the 5 s timeout)
+        pagerduty.hold = threading.Event()  # PagerDuty takes the call and holds its answer
         source.values = {"api-errors": 5000, "etl-load": 50}  # a page, and a mail and a webhook
         clock.now += timedelta(minutes=1)
         tick(engine)
         receivers.wake()
         wait_for(lambda: pagerduty.received and webhook.received and smtp.messages, "every receiver's call", timeout=20)
-        assert store.outbox_depth("pager") == 1  # its answer is still held...
-        assert store.outbox_depth("ops-hook") == store.outbox_depth("data-mail") == 0  # ...and the others are done
+        wait_for(lambda: store.outbox_depth("ops-hook") == store.outbox_depth("data-mail") == 0, "the others done")
+        assert store.outbox_depth("pager") == 1  # its answer is still held
+        pagerduty.hold.set()
         wait_for(lambda: store.outbox_depth("pager") == 0, "the page's answer", timeout=20)
     finally:
         receivers.stop(time.monotonic() + 5)
@@ -232,3 +235,31 @@ def test_an_acknowledgement_in_slack_acknowledges_in_pagerduty(tmp_path: Path, s
         assert ack["dedup_key"] == trigger["dedup_key"] == dedup_key("r", "", episode, KEY)
     finally:
         stand.close()
+
+
+def test_a_notification_refused_for_good_is_a_problem_until_acknowledged(
+        tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer, webhook: WebhookServer, smtp: SmtpServer) -> None:
+    config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
+    store = StateStore(config.state_path)
+    clock = Clock(utcnow() - timedelta(minutes=2))
+    engine = Engine([scripted_rule("api-errors")], store, OneSource(source := ScriptedSource()), rule_types=TYPES,
+                    clock=clock)
+    engine.router = build_router(config)
+    receivers = Receivers({"pager": build_receivers(config)["pager"]}, config.state_path)
+    receivers.start()
+    try:
+        pagerduty.script = [(400, {})]
+        source.values = {"api-errors": 5000}
+        clock.now += timedelta(minutes=1)
+        tick(engine)
+        receivers.wake()
+        problem = wait_for(lambda: receivers.problems()["receiver pager"], "the receiver's problem")
+        assert problem.startswith("receiver pager refused 1 notification for good, the latest: PagerDuty trigger: HTTP 400")
+        assert KEY not in problem
+        store.acknowledge_failed()
+        receivers.wake()
+        wait_for(lambda: receivers.problems()["receiver pager"] is None, "the problem to clear")
+    finally:
+        receivers.stop(time.monotonic() + 2)
+        receivers.join(time.monotonic() + 3)
+        store.close()

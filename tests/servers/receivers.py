@@ -41,7 +41,8 @@ class RecordingServer:
         self.received: list[Received] = []
         self.script: list[tuple[int, dict[str, str]]] = []  # answers for the next requests, in order
         self.down = False
-        self.delay = 0.0  # seconds each answer is held (a slow or hanging receiver)
+        self.delay = 0.0  # seconds each answer is held (a slow receiver)
+        self.hold: threading.Event | None = None  # while set to an unset event, answers wait for it (at most 30 s)
         self.lock = threading.Lock()
         owner = self
 
@@ -56,6 +57,9 @@ class RecordingServer:
                 status, headers, answer = owner.answer(self.path, dict(self.headers.items()), raw)
                 if owner.delay:
                     time.sleep(owner.delay)
+                hold = owner.hold
+                if hold is not None:
+                    hold.wait(30)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 for key, value in headers.items():
@@ -100,6 +104,9 @@ class RecordingServer:
             self.script.clear()
             self.down = False
             self.delay = 0.0
+            if self.hold is not None:
+                self.hold.set()
+            self.hold = None
 
     def close(self) -> None:
         self.server.shutdown()

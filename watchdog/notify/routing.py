@@ -240,7 +240,8 @@ class Router:
         episode before (their keys), whatever the routes say now.
         """
         routing = self.for_payload(payload, kind, now)
-        if kind in CONTINUED_KINDS and not payload.get("dry_run"):
+        others = any(name != self.default for name in self.receiver_types if name not in ("slack", "console"))
+        if kind in CONTINUED_KINDS and not payload.get("dry_run") and others:
             told = sorted(self.default if key == "" else key for key in given())
             extra = tuple(Target(name) for name in told if name not in routing.receivers and name in self.receiver_types)
             if extra:

@@ -263,3 +263,21 @@ def test_a_notification_refused_for_good_is_a_problem_until_acknowledged(
         receivers.stop(time.monotonic() + 2)
         receivers.join(time.monotonic() + 3)
         store.close()
+
+
+def test_a_routes_group_wait_and_repeat_every(tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer,
+                                              webhook: WebhookServer, smtp: SmtpServer) -> None:
+    text = CONFIG.format(slack=slack.base_url, key=KEY, pd=pagerduty.url, hook=webhook.url, smtp=smtp.port)
+    config = write_project(tmp_path, text.replace("    active_time_intervals: [business-hours]\n",
+                                                  "    group_wait: 30s\n    repeat_every: 12h\n"), {})
+    paging = Paging(config, MONDAY)
+    paging.source.values = {"etl-load": 50}  # the rule repeats every 4h, the route's receivers every 12h
+    paging.step()
+    assert smtp.messages == [] and webhook.received == []  # held for the route's group wait
+    paging.step(31)
+    assert [m["Subject"] for m in smtp.messages] == ["[WARNING] FIRING: etl-load"]
+    for _ in range(3):  # repeats at 4h and 8h: not to this route's receivers; at 12h: yes
+        paging.step(4 * 3600)
+        paging.step(31)
+    assert [m["Subject"] for m in smtp.messages] == ["[WARNING] FIRING: etl-load", "[WARNING] STILL FIRING: etl-load"]
+    assert len(webhook.received) == 2

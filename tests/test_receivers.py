@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.servers.receivers import PagerDutyServer, SmtpServer, WebhookServer
+from tests.servers.receivers import PagerDutyServer, SmtpServer, WebhookServer, self_signed
 from watchdog.notify.base import Notification
 from watchdog.notify.email import EmailNotifier, render, thread_id
 from watchdog.notify.pagerduty import PagerDutyNotifier, dedup_key, event
@@ -209,3 +211,17 @@ def test_data_is_never_markup_or_a_header(text: str, group: str) -> None:
                                "MIME-Version"}
     html = msg.get_body(("html",)).get_content()
     assert "<script" not in html.lower() and "<img" not in html.lower()
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "tls"])
+def test_starttls_and_tls_verify_the_server(tmp_path: Path, implicit: bool) -> None:
+    cert, key = self_signed(str(tmp_path))
+    server = SmtpServer("watchdog", "smtp-password-for-tests", cert=(cert, key), implicit_tls=implicit)
+    try:
+        verified = EmailNotifier(mail_receiver(server.port, starttls=not implicit, tls=implicit, ca_certs=cert))
+        assert verified.send(note(), None).ok and len(server.messages) == 1
+        unverified = EmailNotifier(mail_receiver(server.port, starttls=not implicit, tls=implicit))  # system CAs only
+        answer = unverified.send(note(), None)
+        assert not answer.ok and "CERTIFICATE_VERIFY_FAILED" in (answer.error or "") and len(server.messages) == 1
+    finally:
+        server.close()

@@ -142,6 +142,7 @@ def test_dry_runs_warnings_steps_and_explained_alerts_never_page() -> None:
     assert r.for_payload(firing, "resolved", now).receivers == ("pager", "slack")
     assert r.for_payload(firing, "acknowledged", now).receivers == ("pager",)
     assert r.for_payload(firing, "update", now).receivers == ("slack",)
+    assert r.for_payload({**firing, "routed": False}, "firing", now).receivers == ("slack",)
 
 
 def test_time_interval_fields() -> None:

@@ -151,6 +151,17 @@ class WebhookServer(RecordingServer):
     """A webhook receiver: any JSON body is accepted (200)."""
 
 
+def self_signed(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, made by openssl in ``directory``."""
+    import os
+    import subprocess
+
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 def _free_port() -> int:
     import socket
 
@@ -162,7 +173,10 @@ def _free_port() -> int:
 class SmtpServer:
     """A local SMTP server (aiosmtpd) keeping every message; optional AUTH (PLAIN/LOGIN over plain text)."""
 
-    def __init__(self, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, username: str | None = None, password: str | None = None, *,
+                 cert: tuple[str, str] | None = None, implicit_tls: bool = False) -> None:
+        """``cert`` (certificate, key): STARTTLS is offered and required, or with ``implicit_tls`` TLS from the
+        first byte (SMTPS)."""
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult
 
@@ -191,6 +205,12 @@ class SmtpServer:
         kwargs: dict[str, Any] = {}
         if username is not None:
             kwargs = {"authenticator": authenticator, "auth_require_tls": False}
+        if cert is not None:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*cert)
+            kwargs.update({"ssl_context": context} if implicit_tls else {"tls_context": context, "require_starttls": True})
         self.port = _free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()

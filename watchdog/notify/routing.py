@@ -208,10 +208,13 @@ class Router:
 
         PagerDuty is told only about what pages (``PAGED_KINDS``), never about
         a dry run or a notification marked ``page: false`` (an alert explained
-        by another); a Slack-only follow-up goes to Slack alone.
+        by another); one marked ``routed: false`` goes to the main notifier
+        only; a Slack-only follow-up goes to Slack alone.
         """
         if kind in SLACK_ONLY_KINDS:
             return Routing((Target("slack"),), (), ("a Slack follow-up -> slack",))
+        if payload.get("routed") is False:
+            return Routing((Target(self.default),), (), (f"not routed -> {self.default} (the main notifier only)",))
         routing = self.route(AlertFacts.of(payload), now)
         quiet = bool(payload.get("dry_run")) or payload.get("page") is False or kind not in PAGED_KINDS
         if kind == ACK_KIND:

@@ -286,8 +286,9 @@ def _cmd_test_rule(args: argparse.Namespace) -> int:
     try:
         from watchdog.notify import build_router
 
-        result = replay(rule, sources, start, end, force_per_tick=args.per_tick, others=others,
-                        router=build_router(config))
+        # with routes, each notification says where it would go (without, everything goes to Slack or the console)
+        router = build_router(config) if config.routes or config.receivers else None
+        result = replay(rule, sources, start, end, force_per_tick=args.per_tick, others=others, router=router)
     except Exception as exc:
         print(f"watchdog test-rule: {rule.source}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -339,9 +339,10 @@ class StateStore:
                 resolved_at=from_text(row["resolved_at"]), evaluations=row["evaluations"])
         return out
 
-    def unsent(self, episode: str) -> int:
-        """How many notifications of ``episode`` are still waiting to be sent."""
-        rows = self._query("select count(*) from outbox where episode = ? and sent_at is null and failed = 0", (episode,))
+    def unsent(self, episode: str, receiver: str = "") -> int:
+        """How many notifications of ``episode`` are still waiting to be sent to ``receiver``."""
+        rows = self._query("select count(*) from outbox where episode = ? and sent_at is null and failed = 0 "
+                           "and receiver = ?", (episode, receiver))
         return int(rows[0][0])
 
     def groups(self, rule: str | Collection[str] | None = None) -> dict[str, dict[str, GroupState]]:

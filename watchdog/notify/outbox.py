@@ -186,7 +186,7 @@ class Outbox:
                 continue
             linked = item.payload.get("link_episode")
             if isinstance(linked, str) and linked:  # a link to another alert's thread (see ``dependencies``)
-                if self.notifier.threads and self.store.unsent(linked):
+                if self.notifier.threads and self.store.unsent(linked, self.receiver):
                     # That thread's first message is not out yet: there is nothing to link to. (Once it is, the
                     # delivery's next pass sends this one.)
                     held.add(item.episode)

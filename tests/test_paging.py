@@ -281,3 +281,28 @@ def test_a_routes_group_wait_and_repeat_every(tmp_path: Path, slack: SlackServer
         paging.step(31)
     assert [m["Subject"] for m in smtp.messages] == ["[WARNING] FIRING: etl-load", "[WARNING] STILL FIRING: etl-load"]
     assert len(webhook.received) == 2
+
+
+def test_refused_credentials_keep_the_notification_and_are_a_problem(
+        tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer, webhook: WebhookServer, smtp: SmtpServer) -> None:
+    config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
+    store = StateStore(config.state_path)
+    clock = Clock(utcnow() - timedelta(minutes=2))
+    engine = Engine([scripted_rule("api-errors")], store, OneSource(source := ScriptedSource()), rule_types=TYPES,
+                    clock=clock)
+    engine.router = build_router(config)
+    receivers = Receivers({"pager": build_receivers(config)["pager"]}, config.state_path)
+    receivers.start()
+    try:
+        pagerduty.script = [(403, {})]
+        source.values = {"api-errors": 5000}
+        clock.now += timedelta(minutes=1)
+        tick(engine)
+        receivers.wake()
+        problem = wait_for(lambda: receivers.problems()["receiver pager"], "the receiver's problem")
+        assert problem.startswith("PagerDuty trigger: HTTP 403") and "every one is kept in the outbox" in problem
+        assert store.outbox_depth("pager") == 1 and store.failed_notifications() == []
+    finally:
+        receivers.stop(time.monotonic() + 1)
+        receivers.join(time.monotonic() + 2)
+        store.close()

@@ -1,7 +1,7 @@
 """Idle cost: the real daemon process with many rules at ``every: 1m`` and nothing firing.
 
 Run: .venv/bin/python -m bench.idle [--counts 100,500,2000] [--kinds freshness,learned,search] [--seconds 120]
-                                    [--before /path/to/other/checkout]
+                                    [--before /path/to/other/checkout] [--receivers]
 
 For each kind and count, starts ``watchdog run`` with that many rules (freshness
 checks on a local PostgreSQL answering ``now()``; ``learned``: freshness table
@@ -11,7 +11,10 @@ loading, the first jittered round), then measures the daemon's CPU over
 ``--seconds`` and its RSS at the end. With ``--before``, the same workload
 runs right before with the daemon of that checkout (a ``git worktree`` of an
 older commit), so the two are measured side by side under the same load; the
-machine's load average is reported with each run.
+machine's load average is reported with each run. With ``--receivers``, each
+workload runs twice, side by side: as is, and with a PagerDuty, a webhook and
+an email receiver and two routes (nothing fires, so nothing is sent: the idle
+cost of routing and of the receivers' delivery threads).
 """
 
 from __future__ import annotations
@@ -32,14 +35,27 @@ from bench.soak import cpu_seconds, rss_kib
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write(root: Path, kind: str, count: int, pg_dsn: str, search_url: str) -> Path:
+RECEIVERS = """\
+receivers:
+  pager: {type: pagerduty, routing_key: bench-routing-key-0001, url: "http://127.0.0.1:9/v2/enqueue"}
+  hook: {type: webhook, url: "http://127.0.0.1:9/hook", secret: bench-webhook-secret}
+  mail: {type: email, smtp: {host: 127.0.0.1, port: 9, starttls: false}, from: w@example.com, to: [d@example.com]}
+routes:
+  - {match: {severity: critical}, receivers: [pager, console], continue: true}
+  - {match: {labels.team: data}, receivers: [hook, mail, console], active_time_intervals: [work]}
+time_intervals:
+  work: {weekdays: ["monday:friday"], times: ["09:00-18:00"], location: Europe/Berlin}
+"""
+
+
+def write(root: Path, kind: str, count: int, pg_dsn: str, search_url: str, receivers: bool = False) -> Path:
     """A config and ``count`` rules of ``kind`` under ``root``; returns the config's path."""
     rules = root / "rules"
     rules.mkdir(parents=True)
     (root / "watchdog.yaml").write_text(
         f"rules_dir: rules\nstate_path: state.db\nworkers: 4\nsources:\n"
         f"  warehouse: {{type: postgres, dsn: \"{pg_dsn}\"}}\n"
-        f"  logs: {{type: search, hosts: ['{search_url}'], timeout: 50s}}\n")
+        f"  logs: {{type: search, hosts: ['{search_url}'], timeout: 50s}}\n" + (RECEIVERS if receivers else ""))
     for i in range(count):
         if kind == "freshness":
             body = ("type: freshness\nsource: warehouse\nchecks:\n  - {name: c, sql: \"select now()\"}\n"
@@ -94,6 +110,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--warmup", type=float, default=75)
     parser.add_argument("--before", type=Path, help="another checkout, measured right before this one")
+    parser.add_argument("--receivers", action="store_true",
+                        help="each workload also with three receivers and routes, side by side")
     args = parser.parse_args()
     from tests.servers.postgres import LocalPostgres
     from tests.servers.search import start_search
@@ -113,9 +131,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for kind in args.kinds.split(","):
                 for count in (int(c) for c in args.counts.split(",")):
-                    variants = ([("before", args.before)] if args.before else []) + [("after", ROOT)]
-                    for label, checkout in variants:
-                        config = write(Path(tmp) / f"{kind}-{count}-{label}", kind, count, pg.dsn, server.url)
+                    variants = ([("before", args.before, False)] if args.before else []) + [("after", ROOT, False)]
+                    if args.receivers:
+                        variants.append(("routed", ROOT, True))
+                    for label, checkout, routed in variants:
+                        config = write(Path(tmp) / f"{kind}-{count}-{label}", kind, count, pg.dsn, server.url, routed)
                         row = {"kind": kind, "rules": count, "variant": label,
                                **measure(checkout, config, args.warmup, args.seconds)}
                         results.append(row)

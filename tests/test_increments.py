@@ -30,24 +30,32 @@ from watchdog.times import from_text
 T0 = datetime(2026, 11, 28, 6, 0, 7, 250000, tzinfo=UTC)  # off the grid on purpose
 
 
-def make_rule(name: str, window_s: int, every_s: int, grouped: bool) -> Rule:
+def make_rule(name: str, window_s: int, every_s: int, grouped: bool, ratio: bool = False) -> Rule:
     options = SearchOptions.from_mapping({"source": "logs", "index": "x", "window": f"{window_s}s",
                                           "threshold": {"above": 1}, "max_groups": 100,
-                                          **({"group_by": "g"} if grouped else {})})
-    return Rule(name=name, type="threshold", path="", options=options, schedule=Schedule(every=timedelta(seconds=every_s)))
+                                          **({"group_by": "g"} if grouped else {}),
+                                          **({"numerator": "level:error"} if ratio else {})})
+    return Rule(name=name, type="ratio" if ratio else "threshold", path="", options=options,
+                schedule=Schedule(every=timedelta(seconds=every_s)))
 
 
 def answer(plan: increments.Plan, grouped: bool, events: list[tuple[datetime, datetime, str]],
            now: datetime) -> dict[str, object]:
-    """What a search server answers to ``increments.body(plan)`` at ``now``: only events searchable by then."""
+    """What a search server answers to ``increments.body(plan)`` at ``now``: only events searchable by then.
+
+    Group "a" events are errors (a ratio's numerator, ``level:error``).
+    """
     pieces = {increments._key(lo): (lo, hi) for lo, hi in plan.edges()}
     if plan.head is not None:
         pieces["head"] = plan.head
     seen = [(at, g) for at, arrives, g in events if arrives <= now]
 
+    def piece(lo: datetime, hi: datetime, group: str | None) -> dict[str, object]:
+        mine = [g for at, g in seen if lo <= at < hi and group in (None, g)]
+        return {"doc_count": len(mine), "numerator": {"doc_count": mine.count("a")}}
+
     def slices(group: str | None) -> dict[str, object]:
-        return {"buckets": {key: {"doc_count": sum(1 for at, g in seen if lo <= at < hi and group in (None, g))}
-                            for key, (lo, hi) in pieces.items()}}
+        return {"buckets": {key: piece(lo, hi, group) for key, (lo, hi) in pieces.items()}}
 
     if not grouped:
         return {"aggregations": {"slices": slices(None)}}
@@ -57,13 +65,14 @@ def answer(plan: increments.Plan, grouped: bool, events: list[tuple[datetime, da
 
 @settings(max_examples=100, deadline=None)
 @given(window_s=st.sampled_from([60, 300, 3600]), every_s=st.sampled_from([10, 60]), settle_s=st.sampled_from([0, 30, 120]),
-       grouped=st.booleans(),
+       grouped=st.booleans(), ratio=st.booleans(),
        stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abc")), min_size=20, max_size=100),
        steps=st.lists(st.one_of(st.integers(0, 20), st.just(400)), min_size=5, max_size=30))
 def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int, settle_s: int, grouped: bool,
-                                                     stream: list[tuple[int, float, str]], steps: list[int]) -> None:
+                                                     ratio: bool, stream: list[tuple[int, float, str]],
+                                                     steps: list[int]) -> None:
     increments.forget()
-    rule = make_rule("r", window_s, every_s, grouped)
+    rule = make_rule("r", window_s, every_s, grouped, ratio)
     settle = timedelta(seconds=settle_s)
     # An event at T0 + s (plus a fraction, off the grid) becomes searchable up to ``settle`` later.
     events = [(T0 + timedelta(seconds=s + late / 3), T0 + timedelta(seconds=s + late / 3) + settle * late, g)
@@ -77,14 +86,19 @@ def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int
         facts = {increments.FACT: state.stamp()}
         got = increments.response(state, rule.options)
         start = now - timedelta(seconds=window_s)
-        full: dict[str, int] = {}
+        full: dict[str, tuple[int, int]] = {}
         for at, arrives, g in events:
             if start <= at < now and arrives <= now:
-                full[g if grouped else ""] = full.get(g if grouped else "", 0) + 1
+                events_, errors = full.get(g if grouped else "", (0, 0))
+                full[g if grouped else ""] = (events_ + 1, errors + (g == "a"))
         if grouped:
-            assert {b["key"]: b["doc_count"] for b in got["aggregations"]["groups"]["buckets"]} == full
+            buckets = got["aggregations"]["groups"]["buckets"]
+            assert {b["key"]: (b["doc_count"], b["numerator"]["doc_count"] if ratio else full[b["key"]][1])
+                    for b in buckets} == full
         else:
-            assert got["hits"]["total"]["value"] == full.get("", 0)
+            assert got["hits"]["total"]["value"] == full.get("", (0, 0))[0]
+            if ratio:
+                assert got["aggregations"]["numerator"]["doc_count"] == full.get("", (0, 0))[1]
         assert len(state.counts) <= window_s // increments.grid(rule).total_seconds() + 1  # bounded by the window
 
 

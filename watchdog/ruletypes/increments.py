@@ -1,8 +1,9 @@
 """Incremental windows: a count rule searches only what changed since its last evaluation.
 
 A ``threshold`` rule counting events (grouped or not; not a grouped flatline,
-which looks back for quiet groups) on an interval schedule keeps, in memory,
-its counts per group in buckets on a grid of its schedule's interval (coarser
+which looks back for quiet groups) or a ``ratio`` rule (its numerator and
+denominator counted alike) on an interval schedule keeps, in memory, its
+counts per group in buckets on a grid of its schedule's interval (coarser
 when the window would hold more than MAX_BUCKETS). Each evaluation searches
 only the buckets since its previous one plus the settle horizon (``settle:``,
 default 2m), and the window's first, partial grid step (its start is rarely on
@@ -52,8 +53,9 @@ class Buckets:
     window: timedelta
     end: datetime
     token: str = field(default_factory=lambda: secrets.token_hex(6))
-    counts: dict[datetime, dict[str, int]] = field(default_factory=dict)
-    head: dict[str, int] = field(default_factory=dict)  # the window's first, partial, grid step (read every time)
+    # Per bucket and group, the counters: "" the events, and a ratio's "numerator" and "denominator".
+    counts: dict[datetime, dict[str, dict[str, int]]] = field(default_factory=dict)
+    head: dict[str, dict[str, int]] = field(default_factory=dict)  # the window's first, partial, grid step
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its field values
     dropped: int = 0  # groups dropped over the cap since the last rebuild
 
@@ -125,7 +127,7 @@ def grid(rule: Rule) -> timedelta | None:
 
     options = rule.options
     every = rule.schedule.every
-    if (rule.type != "threshold" or every is None or options.metric is not None or options.fraction is not None
+    if (rule.type not in ("threshold", "ratio") or every is None or options.metric is not None
             or options.baseline is not None or looks_back(options)):
         return None
     seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
@@ -163,7 +165,12 @@ def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
     filters = {_key(lo): time_range(options, lo, hi) for lo, hi in plan.edges()}
     if plan.head is not None:
         filters["head"] = time_range(options, *plan.head)
-    return {"filters": {"filters": filters}}
+    agg: dict[str, Any] = {"filters": {"filters": filters}}
+    if options.fraction is not None:  # a ratio counts its numerator (and denominator) in each piece too
+        from watchdog.ruletypes.ratio import split_aggs
+
+        agg["aggs"] = split_aggs(options)
+    return agg
 
 
 def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
@@ -198,10 +205,12 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
             count = int(part.get("doc_count", 0))
             if not count:
                 continue
+            counters = {"": count, **{name: int(sub.get("doc_count", 0)) for name, sub in part.items()
+                                      if name in ("numerator", "denominator") and isinstance(sub, Mapping)}}
             if key == "head":
-                state.head[label] = count
+                state.head[label] = counters
             elif (lo := from_text(key)) is not None:
-                state.counts.setdefault(lo, {})[label] = count
+                state.counts.setdefault(lo, {})[label] = counters
     state.end = plan.end
     _cap(state, options.max_groups * GROUP_CAP)
     with _lock:
@@ -212,11 +221,13 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
     return state
 
 
-def _totals(state: Buckets) -> dict[str, int]:
-    totals: dict[str, int] = dict(state.head)
-    for groups in state.counts.values():
-        for label, count in groups.items():
-            totals[label] = totals.get(label, 0) + count
+def _totals(state: Buckets) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for groups in (state.head, *state.counts.values()):
+        for label, counters in groups.items():
+            total = totals.setdefault(label, {})
+            for name, count in counters.items():
+                total[name] = total.get(name, 0) + count
     return totals
 
 
@@ -227,7 +238,7 @@ def _cap(state: Buckets, cap: int) -> None:
     state.parts = {label: parts for label, parts in state.parts.items() if label in live or label == ""}
     if len(totals) <= cap:
         return
-    keep = set(sorted(totals, key=lambda label: (-totals[label], label))[:cap])
+    keep = set(sorted(totals, key=lambda label: (-totals[label][""], label))[:cap])
     state.dropped += len(totals) - len(keep)
     for groups in (*state.counts.values(), state.head):
         for label in [g for g in groups if g not in keep]:
@@ -236,16 +247,25 @@ def _cap(state: Buckets, cap: int) -> None:
 
 
 def response(state: Buckets, options: Any) -> dict[str, Any]:
-    """The window's counts as a full search's response (what ``count_readings`` reads)."""
+    """The window's counts as a full search's response (what the rule type's ``readings`` reads)."""
     totals = _totals(state)
+
+    def subs(total: Mapping[str, int]) -> dict[str, Any]:
+        if options.fraction is None:
+            return {}
+        names = ["numerator"] + (["denominator"] if options.fraction.denominator.clauses() else [])
+        return {name: {"doc_count": total.get(name, 0)} for name in names}
+
     if not options.group_by:
-        return {"hits": {"total": {"value": totals.get("", 0)}}, "aggregations": {}}
-    ordered = sorted(totals, key=lambda label: (-totals[label], label))[:options.max_groups]
+        whole = totals.get("", {})
+        return {"hits": {"total": {"value": whole.get("", 0)}}, "aggregations": subs(whole)}
+    ordered = sorted(totals, key=lambda label: (-totals[label][""], label))[:options.max_groups]
     buckets = []
     for label in ordered:
         parts = state.parts.get(label, (label,))
-        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": totals[label]})
-    return {"hits": {"total": {"value": sum(totals.values())}}, "aggregations": {"groups": {"buckets": buckets}}}
+        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": totals[label][""],
+                        **subs(totals[label])})
+    return {"hits": {"total": {"value": sum(t[""] for t in totals.values())}}, "aggregations": {"groups": {"buckets": buckets}}}
 
 
 def forget(keys: Sequence[tuple[str, str]] | None = None) -> None:

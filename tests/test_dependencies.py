@@ -276,3 +276,25 @@ def test_any_pattern_and_group_match_or_not_never_raise(pattern: str, group: str
     assert not ref.matches("other", group)
     if not any(c in pattern for c in "*?[") and pattern:
         assert ref.matches("dms-tasks", pattern)
+
+
+def test_explained_notifications_never_reach_a_pager() -> None:
+    """What the engine records for explained alerts (and links) is routed past PagerDuty, whatever the routes say."""
+    from watchdog.notify.render import render_explained, render_link
+    from watchdog.notify.routing import Router, parse_route
+    from watchdog.rule import Rule
+
+    rule = Rule(name="warehouse-freshness", type="freshness", path="", options=None, severity=Severity.CRITICAL)
+    router = Router([parse_route(1, {"match": {"severity": "critical"}, "receivers": ["pager", "slack"]})], {},
+                    {"slack": "slack", "console": "console", "pager": "pagerduty"}, "slack")
+    critical = Notice(kind=Kind.FIRING, group="fact_orders", at=T0, severity=Severity.CRITICAL, value=1.0,
+                      summary="stale", episode="dep-1", since=T0)
+    resolved = Notice(kind=Kind.RESOLVED, group="fact_orders", at=T0, severity=Severity.CRITICAL, value=1.0,
+                      summary="fresh", episode="dep-1", since=T0)
+    for kind, payload in (("explained", render_explained(rule, "explained", [critical], "dms-tasks", "up-1", None)),
+                          ("explained_resolved", render_explained(rule, "explained_resolved", [resolved], "dms-tasks",
+                                                                  "up-1", None)),
+                          ("link", render_link(rule, critical, "dms-tasks", "up-1"))):
+        assert router.for_payload(payload, kind, T0).receivers == ("slack",), kind
+    assert router.for_payload({"rule": rule.name, "severity": "critical", "labels": {}}, "firing", T0).receivers == \
+        ("pager", "slack")  # (the same alert announced alone pages)

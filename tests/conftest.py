@@ -22,6 +22,22 @@ from tests.servers.slack_api import SlackServer
 from watchdog.logfmt import LogfmtFormatter
 
 
+@pytest.fixture(autouse=True)
+def private_default_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every default path a test (or a daemon it starts) could reach points into a temporary directory.
+
+    The state directory (``$STATE_DIRECTORY``, else /var/lib/watchdog), the home directory (~/.aws and the
+    like) and AWS's shared files: a test never reads or writes the machine's own, and another process using
+    them on a shared machine never changes a test's outcome.
+    """
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws-config"))
+    monkeypatch.delenv("WATCHDOG_CONFIG", raising=False)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[LocalPostgres]:
     pg = LocalPostgres.create()

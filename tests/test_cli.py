@@ -363,3 +363,32 @@ def test_status_text_names_watchdogs_own_alerts_and_rules_not_yet_run(tmp_path: 
     assert f"{SELF_RULE}: watchdog's own alerts\n" in out and "(removed)" not in out
     assert "fresh (freshness): last run never, next when the daemon runs" in out
     assert "rules/tabbed.yaml:3: a tab in the indentation" in out and ": :" not in out
+
+
+def test_status_and_silence_work_from_a_shell_without_the_services_variables(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "fresh.yaml").write_text(textwrap.dedent(FRESH_RULE))
+    (tmp_path / "watchdog.yaml").write_text(textwrap.dedent("""\
+        rules_dir: rules
+        state_path: state.db
+        sources:
+          warehouse: {type: postgres, dsn: "${WAREHOUSE_DSN}", password_file: "${SECRETS}/pg"}
+          logs: {type: search, hosts: ["${SEARCH_URL}"], api_key: "${SEARCH_KEY}"}
+        slack: {token: "${SLACK_BOT_TOKEN}", channel: "#alerts"}
+        self_monitoring: {heartbeat_url: "${HEARTBEAT_URL}"}
+        """))
+    shell = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_DSN", "SEARCH_URL", "SEARCH_KEY",
+                                                              "SLACK_BOT_TOKEN", "HEARTBEAT_URL", "SECRETS")}
+    config = str(tmp_path / "watchdog.yaml")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*WATCHDOG, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=shell)
+
+    status = run("status", "-c", config, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    assert [r["name"] for r in json.loads(status.stdout)["rules"]] == ["fresh"]
+    silenced = run("silence", "fresh:ga", "--for", "1h", "--reason", "vendor outage", "-c", config)
+    assert silenced.returncode == 0, silenced.stderr
+    assert run("unsilence", "1", "-c", config).returncode == 0
+    validated = run("validate", "-c", config)  # (the daemon and validate still need every variable)
+    assert validated.returncode != 0 and "SLACK_BOT_TOKEN" in validated.stdout + validated.stderr

@@ -221,6 +221,11 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str
     return found
 
 
+def _reaches_out(path: str) -> bool:
+    """Whether a config key path is part of what connects to the world (a source, Slack, the heartbeat URL)."""
+    return path.startswith(("sources.", "slack.", "slack[")) or path in ("slack", "self_monitoring.heartbeat_url")
+
+
 def _drop_secret_files(data: Any) -> None:
     """Remove every ``X_file`` key, unread (for commands that need no secret)."""
     if isinstance(data, dict):
@@ -390,9 +395,12 @@ def _routing_problems(doc: yamlfile.Document) -> list[Problem]:
 def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
     """Load the config file at ``path``.
 
-    With ``secrets=False`` (``status``, ``silence``: commands that never
-    reach a source or Slack) no ``*_file`` secret is read, so they work for a
-    user who may read the state but not the credentials.
+    With ``secrets=False`` (``status``, ``silence``, ``unsilence``: commands
+    that only read or write the state and never reach a source or Slack) no
+    ``*_file`` secret is read, and an environment variable that is not set in
+    what reaches out (the sources, ``slack``, the heartbeat URL) is no error:
+    they work from a plain shell, for a user who may read the state but not
+    the credentials, without the service's EnvironmentFile.
 
     Raises InvalidFileError listing every problem (file, line, key path).
     """
@@ -409,7 +417,10 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     if not isinstance(doc.data, dict):
         raise InvalidFileError([Problem.whole_file(doc.filename, "the config file must be a mapping of keys")])
     problems = interpolate(doc, environ)
-    problems += schema.problems(doc, "config.schema.json", skip=[p.path for p in problems])  # unset ${VAR}: said once
+    unresolved = [p for p in problems if not secrets and _reaches_out(p.path)]
+    problems = [p for p in problems if p not in unresolved]  # (their values stay as written, never used)
+    problems += schema.problems(doc, "config.schema.json",
+                                skip=[p.path for p in problems + unresolved])  # unset ${VAR}: said once
     base_dir = os.path.dirname(os.path.abspath(path))
     warnings: list[str] = []
     if not problems:
@@ -423,7 +434,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     elif not problems:
         _drop_secret_files(doc.data)
     if not problems:
-        problems += _check_dsns(doc) + _check_rule_dirs(doc, base_dir)
+        problems += (_check_dsns(doc) if secrets else []) + _check_rule_dirs(doc, base_dir)
         problems += [Problem.at(doc, ("rule_refresh_sql", i), problem)
                      for i, entry in enumerate(doc.data.get("rule_refresh_sql") or ())
                      if (problem := refresh_entry_problem(entry)) is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from watchdog.engine import Engine
 from watchdog.notify.digest import MAX_ENTRIES, MAX_LINES_PER_RULE, digest
 from watchdog.notify.outbox import Outbox
 from watchdog.notify.slack import SlackNotifier
-from watchdog.notify.slack_blocks import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, digest_blocks
+from watchdog.notify.slack_blocks import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, digest_blocks, digest_layout
 from watchdog.rule import NotifyTarget, Severity
 from watchdog.state import StateStore
 
@@ -37,8 +38,9 @@ def setup(tmp_path: Path, slack: SlackServer, rules, *, webhook: bool = False, q
     clock = Clock(T0)
     store = StateStore(str(tmp_path / "state.db"))
     source = ScriptedSource()
-    config = SlackConfig(webhook_url=slack.webhook_url, group_wait=WAIT, **kw) if webhook else \
-        SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url, group_wait=WAIT, **kw)
+    kw = {"group_wait": WAIT, **kw}
+    config = SlackConfig(webhook_url=slack.webhook_url, **kw) if webhook else \
+        SlackConfig(token="xoxb-test", channel="#alerts", base_url=slack.base_url, **kw)
     engine = Engine(rules, store, OneSource(source), clock=clock, rule_types=TYPES)
     outbox = Outbox(store, SlackNotifier(config), clock=clock, quiet_until=engine.quiet_until if quiet else None)
     return clock, store, source, engine, outbox
@@ -198,3 +200,49 @@ def test_any_digest_fits_slack_and_counts_every_notification(items: list[dict]) 
     assert all(len(b["text"]["text"]) <= MAX_SECTION for b in blocks)
     body = "\n".join(b["text"]["text"] for b in blocks[1:])
     assert "<" not in body.replace("<https://dash/x|dashboards>", "")  # data never becomes markup
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(payloads, min_size=2, max_size=MAX_ENTRIES), st.booleans())
+def test_every_firing_alert_of_any_digest_has_its_menu_in_the_digest_or_its_thread(items: list[dict], live: bool) -> None:
+    items = [{**p, "episode": f"{i:032x}", "details": {**p["details"], "samples": [{"message": p["body"][:50]}]}}
+             for i, p in enumerate(items)]
+    result = digest(items)
+    blocks, leftover = digest_layout(result, menus=live)
+    assert len(blocks) <= MAX_BLOCKS and all(len(b["text"]["text"]) <= MAX_SECTION for b in blocks)
+    inline = [b["accessory"]["options"][0]["value"].split(" ")[1] for b in blocks if "accessory" in b]
+    listed = {e["episode"] for r in result["rules"] for e in r["entries"] if e["episode"]}
+    assert (set(inline) | {e["episode"] for e in leftover}) == (listed if live else set())
+    assert len(inline) + len(leftover) == len(listed if live else ())  # each once
+    assert all(p["kind"] == "firing" and not p["dry_run"] for p in items if p["episode"] in listed)
+    shows_samples = any(b["text"]["text"].startswith("```") for b in blocks if "text" in b and b["type"] == "section")
+    assert shows_samples == (len(items) <= 10 and any(e for r in result["rules"] for e in r["entries"]))
+
+
+def test_remediation_steps_in_a_digest_are_steps_not_alerts() -> None:
+    steps = [{"rule": "heal", "group": f"task-{i}", "kind": kind, "severity": "warning", "body": "restarted",
+              "step": True} for i, kind in enumerate(["firing", "action", "action"])]
+    result = digest(steps)
+    assert result["title"] == "3 remediation steps" and "alerts firing" not in result["text"]
+    assert result["rules"][0]["severities"] == {"step": 3}
+    mixed = digest([*steps, {"rule": "app", "group": "", "kind": "firing", "severity": "critical", "body": "x"}])
+    assert mixed["title"] == "1 alert firing: 1 critical; 3 remediation steps"
+
+
+def test_a_digest_of_six_alerts_shows_their_example_events() -> None:
+    alerts = [{"rule": f"r{i}", "group": "", "kind": "firing", "severity": "warning", "body": "errors",
+               "episode": f"{i:032x}", "details": {"samples": [{"message": f"NullPointerException in handler {i}"}]}}
+              for i in range(6)]
+    text = json.dumps(digest_blocks(digest(alerts)))
+    assert all(f"NullPointerException in handler {i}" in text for i in range(6))
+
+
+def test_group_wait_zero_sends_each_alert_on_its_own(tmp_path: Path, slack: SlackServer) -> None:
+    clock, store, source, engine, outbox = setup(tmp_path, slack, [rule("a"), rule("b")], group_wait=timedelta(0))
+    source.values = {"a": 20, "b": 30}
+    clock.now += timedelta(minutes=1)
+    tick(engine)  # both in the same evaluation
+    assert outbox.deliver_due() == 2
+    assert len(slack.calls("chat.postMessage")) == 2
+    assert all("alerts firing" not in p.body["text"] for p in slack.calls("chat.postMessage"))
+    store.close()

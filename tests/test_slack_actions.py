@@ -431,3 +431,48 @@ def test_a_long_socket_mode_outage_is_one_of_watchdogs_own_alerts(tmp_path: Path
     assert not engine.store.groups(SELF_RULE)
     kinds = [r["kind"] for r in engine.store.db.execute("select kind from outbox where rule = ? order by id", (SELF_RULE,))]
     assert kinds == ["firing", "resolved"]
+
+
+def menus_in(slack: SlackServer) -> dict[str, tuple[str, str | None]]:
+    """Every alert menu Slack shows: episode -> (ts of the message holding it, the thread it is a reply in)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for (_, ts), body in slack.messages.items():
+        for block in body.get("blocks") or []:
+            menu = block.get("accessory") or {}
+            if menu.get("action_id") == actions.MENU:
+                values = [o["value"] for o in menu["options"]]
+                episode = values[0].split(" ", 1)[1]
+                assert [v.split(" ", 1)[0] for v in values] == [actions.ACK, actions.SILENCE_1H, actions.SILENCE_4H,
+                                                                actions.SILENCE_RESOLVED]
+                assert episode not in found
+                found[episode] = (ts, body.get("thread_ts"))
+    return found
+
+
+@pytest.mark.parametrize("burst", [2, 30])
+def test_every_alert_of_a_burst_can_be_acknowledged_and_silenced_from_its_digest_alone(stand: Stand, burst: int) -> None:
+    names = [f"b{i:02d}" for i in range(burst)]
+    stand.engine.set_rules([scripted_rule(n, repeat_every=timedelta(minutes=30)) for n in names])
+    stand.source.values = {n: 50 for n in names}
+    stand.clock.now += timedelta(minutes=1)
+    evaluate_now(stand.engine)  # one burst: every rule fires in the same evaluation
+    stand.clock.now += timedelta(seconds=5)  # (the group wait)
+    stand.outbox.deliver_due()  # the digest, and the menus that did not fit in it: replies in its thread
+    (digest_ts, digest), = [(ts, b) for (_, ts), b in stand.slack.messages.items() if "thread_ts" not in b]
+    assert len(digest["blocks"]) <= 50 and f"{burst} alerts firing" in digest["text"]
+    episodes = {n: stand.store.groups(n)[n][""].episode for n in names}
+    menus = menus_in(stand.slack)
+    assert set(menus) == set(episodes.values())  # every alert of the burst, each with its own menu
+    assert all(thread in (None, digest_ts) for _, thread in menus.values())
+    acked, silenced = names[0], names[-1]
+    for name, action in ((acked, actions.ACK), (silenced, actions.SILENCE_1H)):
+        ts, thread = menus[episodes[name]]
+        envelope = stand.sockets.click(user="U0ONCALL", action_id=actions.MENU, value="", channel=CHANNEL, message_ts=ts,
+                                       thread_ts=thread, selected=f"{action} {episodes[name]}")
+        stand.sockets.wait_ack(envelope)
+    wait_for(lambda: len([r for r in stand.replies() if "by <@U0ONCALL>" in r]) == 2, "both replies")
+    assert {n for n in names if stand.store.acks(n)} == {acked}  # on that alert alone
+    assert [(s.rule, s.group) for s in stand.store.silences(stand.clock.now)] == [(silenced, "")]
+    assert all(p.body.get("thread_ts") == digest_ts for p in stand.slack.calls("chat.postMessage")
+               if "by <@U0ONCALL>" in p.body["text"])  # said in the digest's thread
+    assert stand.slack.messages[(CHANNEL, digest_ts)]["blocks"] == digest["blocks"]  # the digest stays as it is

@@ -85,19 +85,27 @@ class SocketModeServer:
 
     def click(self, *, user: str, action_id: str, value: str, channel: str = "C0ALERTS", message_ts: str = "1.000001",
               action_ts: str | None = None, envelope_id: str | None = None, retry_attempt: int = 0,
-              thread_ts: str | None = None) -> str:
-        """Deliver a button click as Slack does (``interactive`` envelope, ``block_actions`` payload)."""
+              selected: str | None = None, thread_ts: str | None = None) -> str:
+        """Deliver a button click as Slack does (``interactive`` envelope, ``block_actions`` payload); with
+        ``selected``, the choice of an option in an overflow menu (``action_id`` is the menu's); ``thread_ts`` for a
+        message that is a reply in a thread."""
         action_ts = action_ts or f"{time.time():.6f}"
+        action: dict[str, Any] = {"type": "button", "action_id": action_id, "block_id": "actions", "value": value,
+                                  "action_ts": action_ts}
+        if selected is not None:
+            action = {"type": "overflow", "action_id": action_id, "block_id": "menu", "action_ts": action_ts,
+                      "selected_option": {"text": {"type": "plain_text", "text": "chosen"}, "value": selected}}
+        container = {"type": "message", "channel_id": channel, "message_ts": message_ts,
+                     **({"thread_ts": thread_ts} if thread_ts else {})}
         payload = {
             "type": "block_actions",
             "user": {"id": user, "username": user.lower(), "team_id": "T000"},
             "team": {"id": "T000"},
-            "container": {"type": "message", "channel_id": channel, "message_ts": message_ts},
+            "container": container,
             "channel": {"id": channel},
             "message": {"ts": message_ts, **({"thread_ts": thread_ts} if thread_ts else {})},
             "trigger_id": f"trigger-{action_ts}",
-            "actions": [{"type": "button", "action_id": action_id, "block_id": "actions", "value": value,
-                         "action_ts": action_ts}],
+            "actions": [action],
         }
         envelope: dict[str, Any] = {"type": "interactive", "payload": payload, "accepts_response_payload": False,
                                     "retry_attempt": retry_attempt, "retry_reason": "timeout" if retry_attempt else ""}

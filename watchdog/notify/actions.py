@@ -24,6 +24,7 @@ SILENCE_RESOLVED = "watchdog:silence:resolved"
 UNSILENCE = "watchdog:unsilence"
 APPROVE = "watchdog:approve"
 DECLINE = "watchdog:decline"
+MENU = "watchdog:menu"  # one alert's overflow menu in a digest: the option's value is "ACTION EPISODE"
 
 SILENCE_FOR: Mapping[str, timedelta] = {SILENCE_1H: timedelta(hours=1), SILENCE_4H: timedelta(hours=4)}
 # "Until resolved" is a silence of the current episode; it still ends after this long, like any silence.
@@ -50,7 +51,7 @@ class Click:
     channel: str
     message_ts: str
     action_ts: str
-    thread_ts: str | None = None  # the thread the clicked message is a reply in (an approval question), if any
+    thread_ts: str | None = None  # the thread the clicked message is a reply in (an approval question, a digest's menus)
 
     @property
     def key(self) -> str:
@@ -78,9 +79,15 @@ def parse_click(payload: Any) -> Click | None:
     if not isinstance(actions, list) or not actions or not isinstance(actions[0], Mapping):
         return None
     action = actions[0].get("action_id")
+    raw = actions[0].get("value")
+    if action == MENU:  # a digest alert's menu: the option chosen names the action and the alert
+        chosen = _get(actions[0], "selected_option", "value")
+        action, _, raw = chosen.partition(" ") if isinstance(chosen, str) else ("", "", None)
+        if action not in ALERT_ACTIONS:
+            return None
     if action not in ACTIONS:
         return None
-    value = _text(actions[0].get("value"), SILENCE_ID if action == UNSILENCE else EPISODE)
+    value = _text(raw, SILENCE_ID if action == UNSILENCE else EPISODE)
     user = _text(_get(payload, "user", "id"), USER_ID)
     channel = _text(_get(payload, "container", "channel_id") or _get(payload, "channel", "id"), CHANNEL_ID)
     message_ts = _text(_get(payload, "container", "message_ts") or _get(payload, "message", "ts"), TS)
@@ -137,6 +144,17 @@ def alert_buttons(episode: str, *, acknowledged: bool = False) -> dict[str, Any]
     buttons += [_button("Silence 1h", SILENCE_1H, episode), _button("Silence 4h", SILENCE_4H, episode),
                 _button("Silence until resolved", SILENCE_RESOLVED, episode)]
     return {"type": "actions", "block_id": "watchdog-actions", "elements": buttons}
+
+
+ALERT_MENU_OPTIONS = (("Acknowledge", ACK), ("Silence 1h", SILENCE_1H), ("Silence 4h", SILENCE_4H),
+                      ("Silence until resolved", SILENCE_RESOLVED))
+
+
+def alert_menu(episode: str) -> dict[str, Any]:
+    """One alert's overflow menu (a line of a digest): the alert buttons' actions, for that alert alone."""
+    return {"type": "overflow", "action_id": MENU,
+            "options": [{"text": {"type": "plain_text", "text": text}, "value": f"{action} {episode}"}
+                        for text, action in ALERT_MENU_OPTIONS]}
 
 
 def unsilence_button(silence_id: int) -> dict[str, Any]:

@@ -63,7 +63,7 @@ MAX_BACKOFF = timedelta(minutes=10)
 REFUSED_RETRY = timedelta(minutes=5)  # how often a receiver that refuses the credentials is tried again
 PASS_LIMIT = 1000  # due notifications read per pass
 MAX_PASSES = 50  # passes of one delivery (each sends what the previous made sendable: replies in new threads)
-FOLLOW_UP_KINDS = frozenset({"update"})  # outbox entries that change a message already posted
+FOLLOW_UP_KINDS = frozenset({"update", "menus"})  # follow-ups of a message already posted: each a call of its own
 
 
 def backoff(attempts: int, retry_after: float | None) -> timedelta:
@@ -206,7 +206,8 @@ class Outbox:
             routed = message.items[0].payload.get("group_wait")
             deadline = message.items[0].created + (timedelta(seconds=float(routed)) if routed is not None else wait)
             attempted = any(i.attempts or i.message is not None for i in message.items)
-            if not (final or deadline <= now or attempted or (quiet is not None and quiet >= deadline)):
+            follow_up = message.items[0].kind in FOLLOW_UP_KINDS  # (part of a message already out: nothing to wait for)
+            if not (final or deadline <= now or attempted or follow_up or (quiet is not None and quiet >= deadline)):
                 self._earliest(deadline)
                 continue
             resume = self._resume_at(message, now)

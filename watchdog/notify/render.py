@@ -63,7 +63,7 @@ def render_step(rule: Rule, group: str, kind: str, text: str, severity: str, at:
         "body_mrkdwn": mrkdwn(text), "text_mrkdwn": mrkdwn(f"[{shown}] {title}: {text}"),
         "description": rule.description, "runbook_url": rule.runbook_url, "labels": dict(rule.labels),
         "at": to_text(at), "since": to_text(since), "details": dict(detail), "dry_run": dry_run,
-        "channel": rule.notify.channel, "mention": rule.notify.mention,
+        "channel": rule.notify.channel, "mention": rule.notify.mention, "step": True,
     }
 
 

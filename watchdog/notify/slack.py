@@ -39,7 +39,7 @@ from watchdog.logfmt import log
 from watchdog.notify import actions
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import pages
-from watchdog.notify.slack_blocks import digest_blocks, fallback_text, message_blocks, mrkdwn_body, resolved_first_message
+from watchdog.notify.slack_blocks import digest_layout, fallback_text, menu_blocks, message_blocks, mrkdwn_body, resolved_first_message
 from watchdog.redact import cut_body, redact, redact_all
 
 if TYPE_CHECKING:
@@ -91,6 +91,17 @@ def find_held(messages: Any, wanted: Sequence[int]) -> dict[int, tuple[str, int]
             if i in wanted_ids:
                 found.setdefault(i, (ts, len(carried)))
     return found
+
+
+MENUS_PER_REPLY = 45  # alerts (one section each) per reply of a digest whose menus did not all fit in it
+
+
+def _menu_replies(menus: list[dict[str, str]]) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    """Follow-up entries posting the left-over menus of a digest in its thread, MENUS_PER_REPLY at a time."""
+    return tuple(("menus", {"kind": "menus", "entries": menus[i:i + MENUS_PER_REPLY],
+                            "text": f"Acknowledge or silence each alert of the digest above ({len(menus)} more)",
+                            "title": "More alerts of this digest"})
+                 for i in range(0, len(menus), MENUS_PER_REPLY))
 
 
 def _classify(status: int | None, error: str, headers: Mapping[str, Any] | None) -> Delivery:
@@ -232,7 +243,14 @@ class SlackNotifier(Notifier):
         payload = note.payload
         # The last sink before Slack: no secret in any text (error messages quote connection strings).
         text = redact(fallback_text(payload, None if thread else self._mention(payload)))
-        blocks = redact_all(digest_blocks(payload) if note.kind == "digest" else message_blocks(payload)) + self._buttons(note)
+        menus: list[dict[str, str]] = []  # digest alerts whose menus did not fit: replies in its thread
+        if note.kind == "digest":
+            layout, menus = digest_layout(payload, menus=self._menus_live())
+            blocks = redact_all(layout) + self._digest_note(payload)
+        elif note.kind == "menus":
+            blocks = redact_all(menu_blocks(payload.get("entries") or []))
+        else:
+            blocks = redact_all(message_blocks(payload)) + self._buttons(note)
         try:
             if self.webhook is not None:
                 if note.kind == "update":  # (left from a token configuration: a webhook cannot rewrite)
@@ -254,7 +272,8 @@ class SlackNotifier(Notifier):
             self._pace(self.destination(payload))
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False,
                                                   metadata=self._metadata(note))
-            return Delivery.sent({"channel": answer["channel"], "ts": answer["ts"], "first": first})
+            return Delivery.sent({"channel": answer["channel"], "ts": answer["ts"], "first": first},
+                                 follow_ups=_menu_replies(menus))
         except SlackApiError as exc:
             response = exc.response
             method = "chat.update" if note.kind == "update" else "chat.postMessage"
@@ -263,6 +282,18 @@ class SlackNotifier(Notifier):
                 else str(response.data), response.headers))
         except (SlackClientError, OSError, TimeoutError) as exc:
             return Delivery.retry(f"cannot reach Slack: {type(exc).__name__}: {cut_body(str(exc))}")
+
+    def _menus_live(self) -> bool:
+        """Whether a digest's alerts get their Acknowledge and Silence menus (Socket Mode is on and connected)."""
+        return self.socket is not None and self.client is not None and self.socket.connected
+
+    def _digest_note(self, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Under a digest with firing alerts while Socket Mode is down: why there are no menus."""
+        if self.socket is None or self.client is None or self.socket.connected:
+            return []
+        if any(e.get("episode") for r in payload.get("rules") or () for e in r.get("entries") or ()):
+            return [actions.unavailable_note()]
+        return []
 
     def _buttons(self, note: Notification) -> list[dict[str, Any]]:
         """Acknowledge and silence on a firing alert, approve and decline on a remediation waiting for it."""

@@ -8,10 +8,11 @@ Limits (Slack's documentation): at most 50 blocks; a header's text at most
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from watchdog.escape import cut_mrkdwn, mrkdwn, mrkdwn_code, mrkdwn_link, plain_text
+from watchdog.notify.actions import alert_menu
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -125,31 +126,88 @@ def _sections(lines: list[str], room: int) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in sections]
 
 
-def digest_blocks(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The blocks of a digest (see ``notify.digest``): per rule, its count and one line per notification."""
+def _entry_line(entry: Mapping[str, Any]) -> str:
+    icon = KIND_EMOJI.get(entry["kind"]) or SEVERITY_EMOJI.get(entry["severity"], "")
+    where = f" {mrkdwn(str(entry['group']))}:" if entry.get("group") else ":"
+    ended = entry["kind"] in ("resolved", "recovered")
+    since = f" (since {mrkdwn(str(entry['since']))})" if entry.get("since") and not ended else ""
+    link = mrkdwn_link(str(entry["dashboard_url"]), "dashboards") if entry.get("dashboard_url") else ""
+    link = f" {link}" if 0 < len(link) <= MAX_LINK else ""  # a link too long is left out, never cut
+    return (f"{icon} [{mrkdwn(str(entry['shown']))}] {mrkdwn(str(entry['label']))}{where} "
+            f"{mrkdwn(str(entry['summary']))}{since}{link}")
+
+
+def _samples_block(samples: list[Any]) -> dict[str, Any]:
+    lines = "\n".join(json.dumps(s, default=str, sort_keys=True, ensure_ascii=False) for s in samples)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn_code(lines, MAX_SECTION), "verbatim": True}}
+
+
+def menu_section(line: str, episode: str) -> dict[str, Any]:
+    """One alert's line with its own menu: Acknowledge and Silence, acting on that alert alone."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": cut_mrkdwn(line, MAX_SECTION) or " "},
+            "accessory": alert_menu(episode)}
+
+
+def digest_layout(payload: Mapping[str, Any], *, menus: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The blocks of a digest (see ``notify.digest``), and the menus that did not fit.
+
+    Per rule: its count and one line per notification; with ``menus`` each
+    firing alert's line carries its Acknowledge and Silence menu, while
+    Slack's 50-block limit allows; the alerts left over are returned as
+    ``{"line", "episode"}`` (for replies in the digest's thread). A digest of
+    few notifications (``payload["samples"]``) shows their example events.
+    """
     emoji = SEVERITY_EMOJI.get(str(payload.get("severity")), "") if payload.get("shown") not in ("OK", "DRY RUN") \
         else KIND_EMOJI["resolved"] if payload.get("shown") == "OK" else ""
     header = plain_text(f"{emoji} [{payload.get('shown')}] {payload.get('title', '')}".strip())
-    lines: list[str] = []
+    # (line, episode for a menu, example events)
+    rows: list[tuple[str, str, list[Any]]] = []
     for block in payload.get("rules") or ():
         counts = ", ".join(f"{n} {k}" for k, n in (block.get("severities") or {}).items())
         runbook = f" · {mrkdwn_link(str(block['runbook_url']), 'Runbook')}" if block.get("runbook_url") else ""
-        lines.append(f"*{mrkdwn(str(block['rule']))}* ({block['count']}: {mrkdwn(counts)}){runbook}")
+        rows.append((f"*{mrkdwn(str(block['rule']))}* ({block['count']}: {mrkdwn(counts)}){runbook}", "", []))
         for entry in block.get("entries") or ():
-            icon = KIND_EMOJI.get(entry["kind"]) or SEVERITY_EMOJI.get(entry["severity"], "")
-            where = f" {mrkdwn(str(entry['group']))}:" if entry.get("group") else ":"
-            ended = entry["kind"] in ("resolved", "recovered")
-            since = f" (since {mrkdwn(str(entry['since']))})" if entry.get("since") and not ended else ""
-            link = mrkdwn_link(str(entry["dashboard_url"]), "dashboards") if entry.get("dashboard_url") else ""
-            link = f" {link}" if 0 < len(link) <= MAX_LINK else ""  # a link too long is left out, never cut
-            lines.append(f"{icon} [{mrkdwn(str(entry['shown']))}] {mrkdwn(str(entry['label']))}{where} "
-                         f"{mrkdwn(str(entry['summary']))}{since}{link}")
+            samples = list(entry.get("samples") or []) if payload.get("samples") else []
+            rows.append((_entry_line(entry), str(entry.get("episode") or "") if menus else "", samples))
         if block.get("more"):
-            lines.append(f"… and {block['more']} more of {mrkdwn(str(block['rule']))}")
+            rows.append((f"… and {block['more']} more of {mrkdwn(str(block['rule']))}", "", []))
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": cut_mrkdwn(header, MAX_HEADER) or " ",
                                                                   "emoji": True}}]
-    blocks.extend(_sections(lines, MAX_BLOCKS - 1))
-    return blocks[:MAX_BLOCKS]
+    if not any(episode or samples for _, episode, samples in rows):
+        blocks.extend(_sections([line for line, _, _ in rows], MAX_BLOCKS - 1))
+        return blocks[:MAX_BLOCKS], []
+    leftover: list[dict[str, str]] = []
+    packed: list[str] = []
+    for index, (line, episode, samples) in enumerate(rows):
+        needed = 1 + bool(packed) + bool(samples)
+        if len(blocks) + needed > MAX_BLOCKS - 1:  # (one block kept for what is left)
+            rest = packed + [r[0] for r in rows[index:]]
+            leftover += [{"line": r[0], "episode": r[1]} for r in rows[index:] if r[1]]
+            blocks.extend(_sections(rest, MAX_BLOCKS - len(blocks)))
+            return blocks[:MAX_BLOCKS], leftover
+        if not (episode or samples):
+            packed.append(line)
+            continue
+        if packed:
+            blocks.extend(_sections(packed, 1))
+            packed = []
+        blocks.append(menu_section(line, episode) if episode
+                      else {"type": "section", "text": {"type": "mrkdwn", "text": cut_mrkdwn(line, MAX_SECTION) or " "}})
+        if samples:
+            blocks.append(_samples_block(samples))
+    if packed:
+        blocks.extend(_sections(packed, MAX_BLOCKS - len(blocks)))
+    return blocks[:MAX_BLOCKS], leftover
+
+
+def digest_blocks(payload: Mapping[str, Any], *, menus: bool = False) -> list[dict[str, Any]]:
+    """The blocks of a digest (see ``digest_layout``)."""
+    return digest_layout(payload, menus=menus)[0]
+
+
+def menu_blocks(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A reply in a digest's thread: the alerts whose menus did not fit in the digest, one section each."""
+    return [menu_section(str(e.get("line") or ""), str(e.get("episode") or "")) for e in entries][:MAX_BLOCKS]
 
 
 def resolved_first_message(payload: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -324,8 +324,8 @@ class SlackActions:
     def _reply(self, click: act.Click, text: str, extra: list[dict[str, Any]] | None = None) -> None:
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}, *(extra or [])]
         try:
-            self.web.chat_postMessage(channel=click.channel, thread_ts=click.message_ts, text=text, blocks=blocks,
-                                      unfurl_links=False)
+            self.web.chat_postMessage(channel=click.channel, thread_ts=click.thread_ts or click.message_ts, text=text,
+                                      blocks=blocks, unfurl_links=False)
         except (SlackApiError, SlackClientError, OSError) as exc:
             log(logger, logging.WARNING, "cannot post to the alert's thread", error=_short_error(exc))
 
@@ -334,8 +334,8 @@ class SlackActions:
         assert self.store is not None
         ref = self.store.thread_ref(click.value, "slack") or {}
         first = ref.get("first")
-        if not isinstance(first, dict):
-            return
+        if not isinstance(first, dict) or first.get("kind") == "digest" or click.thread_ts:
+            return  # (a digest lists other alerts too: it stays as it is; the reply in its thread says who acted)
         blocks = act.replace_actions(message_blocks(first), [
             {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]},
             act.alert_buttons(click.value, acknowledged=acknowledged)])

@@ -314,3 +314,27 @@ def test_each_notification_shows_its_receivers_and_nothing_is_paged(tmp_path: Pa
                    "--end", "2026-11-27T06:00:00Z")
     assert "2026-11-27T02:13:00Z firing -> console (held back: pager): [WARNING] FIRING: burst" in text.stdout
     assert pagerduty.received == []  # a dry run never pages
+
+
+DROPS_OUT = "type: threshold\nquery: 'level:error'\nwindow: 2m\nthreshold: {above: 5}\ngroup_by: team\nschedule: {every: 1m}\n"
+RATIO = ("type: ratio\nnumerator: 'level:error'\nwindow: 5m\ngroup_by: team\nmin_denominator: 5\n"
+         "threshold: {above: 0.5}\nschedule: {every: 1m}\n")
+
+
+def test_resolutions_state_the_value_now_zero_when_the_group_dropped_out(tmp_path: Path, bursts: CountingProxy) -> None:
+    root = project(tmp_path, bursts.url, {"drops": DROPS_OUT, "ratio": RATIO})
+    result = run_cli(root, str(root / "rules" / "drops.yaml"), "--start", "2026-11-27T02:00:00Z",
+                     "--end", "2026-11-27T02:40:00Z", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    (resolved,) = [t for t in doc["transitions"] if t["to"] == "resolved"]
+    assert resolved["value"] == 0  # team-a has no error left in the window: it dropped out of the search
+    (note,) = [n for n in doc["notifications"] if n["kind"] == "resolved"]
+    assert note["text"].startswith("[OK] RESOLVED: drops [team-a]: events 0 for team=team-a in the last 2m (above 5) now")
+    text = run_cli(root, str(root / "rules" / "ratio.yaml"), "--start", "2026-11-27T02:00:00Z",
+                   "--end", "2026-11-27T02:40:00Z")
+    assert text.returncode == 0, text.stderr
+    lines = [line for line in text.stdout.splitlines() if " -> " in line and "value=" in line]
+    values = [line.split("value=")[1].split(" ")[0] for line in lines]
+    assert any(values) and all(len(v.replace(".", "").lstrip("0")) <= 4 for v in values), lines  # rounded as in Slack
+    assert "RESOLVED: ratio [team-a]:  (" not in text.stdout  # never an empty resolution

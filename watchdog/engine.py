@@ -38,7 +38,7 @@ from watchdog.ruletypes.base import (
     RuleView,
     SourceUnavailable,
     Step,
-    default_resolved_text,
+    resolution,
 )
 from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
@@ -633,17 +633,7 @@ class Engine:
         return out, held
 
     def _resolution(self, rule: Rule, group: str, seen: Observation | None) -> Observation:
-        """``group``'s value now with its resolution text, from the rule type (see ``RuleType.resolved_text``)."""
-        rule_type = self.rule_types.get(rule.type)
-        text = seen.summary if seen is not None else ""
-        if rule_type is not None:
-            try:
-                text = rule_type.resolved_text(rule, group, seen)
-            except Exception as exc:  # a rule type's bug must not lose the resolution
-                log(logger, logging.ERROR, "resolved text failed", rule=rule.name, group=group or None, error=repr(exc))
-                text = default_resolved_text(group, seen)
-        return Observation(group=group, value=seen.value if seen is not None else None, summary=text,
-                           details=seen.details if seen is not None else {})
+        return resolution(self.rule_types.get(rule.type), rule, group, seen)
 
     def _route(self, payload: dict[str, Any], kind: lifecycle.Kind) -> dict[str, Any]:
         """watchdog's own problems (a rule that keeps failing) go to the ops channel when there is one."""

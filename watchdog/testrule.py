@@ -25,13 +25,13 @@ from watchdog import dependencies as deps
 from watchdog import lifecycle, testrule_learned
 from watchdog.escape import terminal
 from watchdog.explained import current_notice, render_routed
-from watchdog.notify.render import render, render_step
+from watchdog.notify.render import format_value, render, render_step
 from watchdog.notify.routing import Router
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import RULE_TYPES
 from watchdog.ruletypes import search as searching
-from watchdog.ruletypes.base import EvalContext, Evaluation, Step
+from watchdog.ruletypes.base import EvalContext, Evaluation, Step, resolution
 from watchdog.ruletypes.learned import MemoryBaselines
 from watchdog.ruletypes.ratio import counts as ratio_counts
 from watchdog.ruletypes.ratio import split_aggs
@@ -345,13 +345,17 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
              upstream: Upstreams | None = None) -> None:
     policy = lifecycle.Policy.of(rule)
     findings = {f.group: f for f in evaluation.findings}
+    present = {o.group: o for o in evaluation.present}
     quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
     routed: list[deps.Routed] = []
     for group in sorted(set(states) | set(findings)):
         if group not in findings and group in evaluation.kept:
             continue
         before = states.get(group)
-        moved = lifecycle.step(policy, group, before, findings.get(group), now, silenced=quiet)
+        now_value = None  # what a resolution states, as the daemon states it: the value now
+        if group not in findings and before is not None:
+            now_value = resolution(RULE_TYPES.get(rule.type), rule, group, present.get(group))
+        moved = lifecycle.step(policy, group, before, findings.get(group), now, silenced=quiet, present=now_value)
         if moved.state is None:
             states.pop(group, None)
         else:
@@ -644,7 +648,8 @@ def format_text(result: Replay, rule: Rule) -> str:
         lines.append(f"  {line}")
     lines.append(f"transitions: {len(result.transitions)}")
     for t in result.transitions:
-        lines.append(f"  {t['at']} {t['group'] or '(all)'}: {t['from']} -> {t['to']} value={t['value']} {t['severity']}")
+        lines.append(f"  {t['at']} {t['group'] or '(all)'}: {t['from']} -> {t['to']} value={format_value(t['value'])} "
+                     f"{t['severity']}")
     lines.append(f"notifications: {len(result.notifications)}{_left_out(len(result.notifications), SHOWN_NOTIFICATIONS)}")
     for n in result.notifications[-SHOWN_NOTIFICATIONS:]:
         to = f" -> {', '.join(n['receivers']) or '(none)'}" if "receivers" in n else ""

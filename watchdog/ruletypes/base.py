@@ -6,17 +6,21 @@ source's answers into findings. It knows nothing of schedules, state or Slack.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from watchdog.logfmt import log
 from watchdog.rule import Rule, Severity
 from watchdog.sqlcheck import RefreshGrant
 
 if TYPE_CHECKING:
     from watchdog.ruletypes.learned import Baselines
+
+logger = logging.getLogger("watchdog.ruletypes")
 
 Path = tuple[str | int, ...]
 
@@ -171,6 +175,23 @@ def default_resolved_text(group: str, present: Observation | None) -> str:
         return present.summary
     where = f"{group}: " if group else ""
     return f"{where}the condition no longer holds (the source reports no current value)"
+
+
+def resolution(rule_type: type[RuleType] | None, rule: Rule, group: str, seen: Observation | None) -> Observation:
+    """``group``'s value now with its resolution text, from the rule type (see ``RuleType.resolved_text``).
+
+    What a resolution states, for the daemon and for ``test-rule`` alike; ``seen`` is the group's
+    observation in the evaluation that no longer finds it (None: the source gave none).
+    """
+    text = seen.summary if seen is not None else ""
+    if rule_type is not None:
+        try:
+            text = rule_type.resolved_text(rule, group, seen)
+        except Exception as exc:  # a rule type's bug must not lose the resolution
+            log(logger, logging.ERROR, "resolved text failed", rule=rule.name, group=group or None, error=repr(exc))
+            text = default_resolved_text(group, seen)
+    return Observation(group=group, value=seen.value if seen is not None else None, summary=text,
+                       details=seen.details if seen is not None else {})
 
 
 class RuleType(ABC):

@@ -10,11 +10,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from watchdog.cli import main
 from watchdog.config import load_config
 from watchdog.schema import load_schema
 from watchdog.loader import load_rules
+from watchdog.lucene import query_error
 from watchdog.problems import InvalidFileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -343,3 +346,74 @@ def test_a_refresh_command_must_be_one_the_config_lists(project: Path, capsys) -
     assert validate(capsys)[0] == 0
     write_rule(project, "fix.yaml", rule.format(command="[systemctl, stop, postgresql.service]"))  # same program: not enough
     assert only_error(capsys)["path"] == "refresh.command"
+
+
+# --- validate says what the daemon will refuse --------------------------------------------------------------
+
+SEARCH_RULE = "name: {name}\ntype: threshold\nsource: logs\nindex: app\nquery: {query}\nwindow: 5m\nthreshold: {{above: 5}}\n"
+
+
+def _validate(root: Path, *paths: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["validate", "-c", str(root / "watchdog.yaml"), "--format", "json", *paths])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _search_project(root: Path, extra: str = "") -> None:
+    (root / "rules").mkdir()
+    (root / "watchdog.yaml").write_text('rules_dir: rules\nstate_path: state.db\nsources:\n'
+                                        '  logs: {type: search, hosts: ["http://127.0.0.1:1"]}\n' + extra)
+
+
+def test_validate_of_a_single_file_refuses_a_name_the_rules_directory_uses(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _search_project(tmp_path)
+    (tmp_path / "rules" / "app.yaml").write_text(SEARCH_RULE.format(name="app-errors", query="level:error"))
+    (tmp_path / "new.yaml").write_text(SEARCH_RULE.format(name="app-errors", query="level:warn"))
+    code, doc = _validate(tmp_path, str(tmp_path / "new.yaml"), capsys=capsys)
+    assert code == 1
+    (error,) = doc["errors"]
+    assert (error["line"], error["path"]) == (1, "name") and "already used by" in error["message"]
+    assert "rules/app.yaml" in error["message"]
+    assert _validate(tmp_path, str(tmp_path / "rules" / "app.yaml"), capsys=capsys)[0] == 0  # itself is no duplicate
+
+
+@pytest.mark.parametrize(("query", "column"), [('"level:(error"', 21), ("'foo:bar)'", 16)])
+def test_a_lucene_syntax_error_is_named_with_file_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  query: str, column: int) -> None:
+    _search_project(tmp_path)
+    (tmp_path / "rules" / "app.yaml").write_text(SEARCH_RULE.format(name="app-errors", query=query))
+    code, doc = _validate(tmp_path, capsys=capsys)
+    assert code == 1
+    (error,) = doc["errors"]
+    assert error["file"].endswith("rules/app.yaml") and (error["line"], error["column"]) == (5, column)
+    assert error["path"] == "query" and error["message"].startswith("not a valid Lucene query")
+
+
+def test_ratio_selectors_are_parsed_too_and_good_queries_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _search_project(tmp_path)
+    (tmp_path / "rules" / "ok.yaml").write_text(SEARCH_RULE.format(
+        name="ok", query="'level:error AND NOT status:[400 TO 499] AND host:*.example.com'"))
+    (tmp_path / "rules" / "ratio.yaml").write_text(
+        "name: r\ntype: ratio\nsource: logs\nindex: app\nnumerator: {query: 'level:(error'}\nwindow: 5m\n"
+        "threshold: {above: 0.5}\n")
+    code, doc = _validate(tmp_path, capsys=capsys)
+    assert code == 1 and [(e["file"].rsplit("/", 1)[1], e["path"]) for e in doc["errors"]] == [("ratio.yaml", "numerator.query")]
+
+
+def test_lag_without_a_cloudwatch_endpoint_beside_a_dms_endpoint_is_a_warning(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "watchdog.yaml").write_text("rules_dir: rules\nstate_path: state.db\nsources:\n"
+                                            "  aws: {type: dms, region: us-east-1, endpoint_url: 'http://127.0.0.1:1'}\n")
+    (tmp_path / "rules" / "lag.yaml").write_text("name: lag\ntype: dms_task\nsource: aws\nlag: {warn_after: 5m}\n")
+    code, doc = _validate(tmp_path, capsys=capsys)
+    assert code == 0 and doc["valid"]
+    (warning,) = doc["warnings"]
+    assert "rules/lag.yaml: lag:" in warning and "cloudwatch_endpoint_url" in warning
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_any_query_string_parses_or_says_why(query: str) -> None:
+    error = query_error(query)
+    assert error is None or (isinstance(error[1], str) and error[1] and (error[0] is None or 0 <= error[0] <= len(query)))

@@ -176,7 +176,7 @@ def load_config_or_exit(args: argparse.Namespace, *, secrets: bool = True) -> Co
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from watchdog.loader import load_rules
+    from watchdog.loader import load_rules, rule_warnings
 
     path, named = _config_path(args)
     problems: list[Problem] = []
@@ -195,12 +195,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"watchdog validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     # Rules named on the command line may depend on the other rules of the rules directory.
-    known = [r.name for r in load_rules([config.rules_dir], config).rules] \
+    directory = load_rules([config.rules_dir], config).rules \
         if args.paths and config is not None and os.path.isdir(config.rules_dir) else []
-    result = load_rules(paths, config, known=known) if paths else None
+    taken = {r.name: r.path for r in directory}  # (a name used there is refused by the daemon)
+    result = load_rules(paths, config, known=list(taken), taken=taken, check_queries=True) if paths else None
     if result is not None:
         problems += result.problems
     warnings = list(config.warnings) if config else []
+    warnings += rule_warnings(result.rules, config) if result is not None else []
     if config is not None and result is not None:  # the one contact with a source: what its role may do
         from watchdog.rolecheck import check_sources
 

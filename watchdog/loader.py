@@ -19,6 +19,7 @@ from watchdog import schema, templates, yamlfile
 from watchdog.config import Config, RuleDefaults, parse_schedule
 from watchdog.durations import parse_duration
 from watchdog.interpolation import interpolate
+from watchdog.lucene import query_problems
 from watchdog.problems import Problem, display_path
 from watchdog.rule import NotifyTarget, Rule, Severity
 from watchdog.ruletypes import COMMON_MESSAGE_FIELDS, RULE_TYPES
@@ -265,7 +266,8 @@ def _mtime(path: str) -> int:
 
 
 def load_rules(paths: Iterable[str], config: Config | None = None,
-               environ: Mapping[str, str] | None = None, known: Iterable[str] = ()) -> LoadResult:
+               environ: Mapping[str, str] | None = None, known: Iterable[str] = (), *,
+               taken: Mapping[str, str] | None = None, check_queries: bool = False) -> LoadResult:
     """Load every rule file under ``paths``.
 
     ``config`` (when given) supplies defaults and lets source names be
@@ -275,7 +277,10 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
     rejected: a copied example never turns off the rule it was copied from.
     ``known`` names rules that exist besides the ones loaded here (the rest
     of the rules directory, or the rules a daemon keeps running), which
-    ``depends_on`` may name.
+    ``depends_on`` may name. ``taken`` maps the names of the rules directory
+    to their files (``watchdog validate`` of single files: a name already
+    used there is refused as the daemon would refuse it); ``check_queries``
+    parses Lucene query strings (``lucene``), as ``validate`` does.
     """
     environ = os.environ if environ is None else environ
     defaults = config.defaults if config is not None else RuleDefaults()
@@ -294,6 +299,19 @@ def load_rules(paths: Iterable[str], config: Config | None = None,
         doc, rule, problems = _load_file(path, defaults, config, environ)
         if rule is None or doc is None:
             result.problems.extend(problems)
+            result.failed.add(path)
+            continue
+        if check_queries:
+            bad = query_problems(doc)
+            if bad:
+                result.problems.extend(bad)
+                result.failed.add(path)
+                continue
+        other = (taken or {}).get(rule.name)
+        if other is not None and os.path.abspath(other) != os.path.abspath(path):
+            result.problems.append(Problem.at(doc, ("name",), f"rule name '{rule.name}' is already used by "
+                                                              f"{display_path(other)} in the rules directory; the "
+                                                              "daemon runs only one of them: give this rule another name"))
             result.failed.add(path)
             continue
         if rule.name in by_name:
@@ -359,3 +377,24 @@ def _check_dependencies(by_name: Mapping[str, tuple[Rule, yamlfile.Document]], k
     for name in bad:
         result.failed.add(by_name[name][0].path)
     return bad
+
+
+def rule_warnings(rules: Iterable[Rule], config: Config | None) -> list[str]:
+    """What ``validate`` warns about in valid rules: settings that will likely fail at run time, though valid.
+
+    A ``dms_task`` rule with ``lag:`` on a source whose DMS ``endpoint_url`` is overridden but whose
+    ``cloudwatch_endpoint_url`` is not: CloudWatch is then asked at AWS's own address for the region.
+    """
+    if config is None:
+        return []
+    warnings: list[str] = []
+    for rule in rules:
+        source = config.sources.get(rule.source or "")
+        if rule.type == "dms_task" and getattr(rule.options, "lag", None) is not None \
+                and getattr(source, "endpoint_url", None) and not getattr(source, "cloudwatch_endpoint_url", None):
+            warnings.append(f"{display_path(rule.path)}: lag: source '{rule.source}' overrides the DMS endpoint_url but "
+                            "sets no cloudwatch_endpoint_url, so CDC latency is read from AWS's own CloudWatch for "
+                            "the region, which a private or local DMS usually cannot answer; set "
+                            f"sources.{rule.source}.cloudwatch_endpoint_url")
+    return warnings
+

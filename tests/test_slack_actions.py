@@ -476,3 +476,29 @@ def test_every_alert_of_a_burst_can_be_acknowledged_and_silenced_from_its_digest
     assert all(p.body.get("thread_ts") == digest_ts for p in stand.slack.calls("chat.postMessage")
                if "by <@U0ONCALL>" in p.body["text"])  # said in the digest's thread
     assert stand.slack.messages[(CHANNEL, digest_ts)]["blocks"] == digest["blocks"]  # the digest stays as it is
+
+
+def test_a_connection_cut_without_a_word_is_noticed_and_replaced(tmp_path: Path, slack: SlackServer,
+                                                                 socket_server: SocketModeServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchdog.notify import socket_mode
+
+    # The defaults notice a dead connection well within a minute (no pong for DEAD_SECONDS, seen at the next ping
+    # and the next look of the supervisor); the test runs the same mechanism twenty times faster.
+    assert socket_mode.DEAD_SECONDS + socket_mode.PING_SECONDS + socket_mode.SUPERVISE_SECONDS < 60
+    monkeypatch.setattr(socket_mode, "PING_SECONDS", 0.5)
+    monkeypatch.setattr(socket_mode, "DEAD_SECONDS", 1.5)
+    stand = Stand(tmp_path, slack, socket_server)
+    try:
+        stand.source.values = {"r": 50}
+        stand.step()
+        socket_server.drop_silently()  # a NAT timeout: no close frame, no FIN, nothing passes any more
+        started = time.monotonic()
+        socket_server.wait_connected(timeout=30, count=2)  # a new connection, replacing the dead one
+        assert time.monotonic() - started < 30
+        wait_for(lambda: stand.health.connected, "the health to say connected again", timeout=30)
+        assert stand.health.reconnects >= 2
+        stand.click(actions.ACK, stand.episode())  # buttons work again, through the new connection
+        wait_for(lambda: any("Acknowledged by <@U0ONCALL>" in r for r in stand.replies()), "the acknowledgement")
+    finally:
+        stand.close()

@@ -4,13 +4,17 @@ The local Slack API server answers ``apps.connections.open`` with this
 server's URL, so slack-sdk's own Socket Mode client connects here. Tests send
 envelopes as Slack would (``click`` builds a ``block_actions`` one) and read
 the client's acknowledgements; ``drop`` closes every connection, as Slack
-does when it refreshes a connection or the network fails.
+does when it refreshes a connection, and ``drop_silently`` cuts every
+connection without a word (no close frame, no FIN: a NAT timeout, a lost
+route): the client reaches the server through a small TCP relay that then
+swallows every byte both ways while keeping both sockets open.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -29,9 +33,16 @@ class SocketModeServer:
         self._ids = itertools.count(1)
         self.server = serve(self._handle, "127.0.0.1", 0)
         self.port = self.server.socket.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}/link"
+        self.relay = Relay(self.port)
+        self.url = f"ws://127.0.0.1:{self.relay.port}/link"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def drop_silently(self) -> None:
+        """Cut every current connection without closing it: from now on nothing passes, both ways."""
+        self.relay.blackhole()
+        with self.lock:
+            self.connections.clear()  # (the server's side is as good as gone; new connections pass again)
 
     def _handle(self, conn: ServerConnection) -> None:
         if self.refuse:
@@ -137,5 +148,58 @@ class SocketModeServer:
             self.refuse = False
 
     def close(self) -> None:
+        self.relay.close()
         self.drop()
         self.server.shutdown()
+
+
+class Relay:
+    """A TCP relay on a free loopback port to ``target``; ``blackhole`` makes its current links swallow everything."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.links: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            link: dict[str, Any] = {"dead": False, "sockets": (client, upstream)}
+            with self.lock:
+                self.links.append(link)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(link, source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(link: dict[str, Any], source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if not link["dead"]:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        if not link["dead"]:  # (a dead link says nothing, not even that it ended)
+            for sock in link["sockets"]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def blackhole(self) -> None:
+        with self.lock:
+            for link in self.links:
+                link["dead"] = True
+            self.links = []
+
+    def close(self) -> None:
+        self.listener.close()

@@ -40,7 +40,10 @@ NAME = "slack-socket-mode"  # its row in the notifier status (``watchdog status`
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 SUPERVISE_SECONDS = 5.0  # how often the supervisor looks at the connection
-PING_SECONDS = 30.0  # keep-alive pings: rare, since idle cost matters on a small VM
+PING_SECONDS = 10.0  # keep-alive pings (one small frame each): they are how a silently dead connection shows
+# No pong for this long: the connection is dead (a NAT timeout, a lost route: no close frame ever comes) and is
+# replaced. Noticed within DEAD_SECONDS + PING_SECONDS + SUPERVISE_SECONDS (45 s), well inside a minute.
+DEAD_SECONDS = 3 * PING_SECONDS
 GROUP_CACHE_SECONDS = 300.0
 TIMEOUT_SECONDS = 10
 CLOSE_SECONDS = 1.0
@@ -88,6 +91,7 @@ class SlackActions:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._supervise, name="slack-socket-mode", daemon=True)
         self.group_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self.connected_at = time.time()  # (wall clock, as slack-sdk stamps its pings) the current connection's start
 
     # --- the connection -------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class SlackActions:
     def _supervise(self) -> None:
         backoff = BACKOFF_FIRST
         while not self.stop.is_set():
-            if self.client.is_connected():
+            if self.client.is_connected() and not self._dead():
                 if not self.health.connected:
                     self._record_health(True, None)
                 backoff = BACKOFF_FIRST
@@ -139,8 +143,10 @@ class SlackActions:
             if self.health.connected or self.health.since is None:
                 self._record_health(False, "connecting")
             try:
+                self.connected_at = time.time()
                 self.client.connect_to_new_endpoint(force=True)
                 if self.client.is_connected():
+                    self.connected_at = time.time()
                     self._record_health(True, None)
                     backoff = BACKOFF_FIRST
                     continue
@@ -152,6 +158,18 @@ class SlackActions:
             self._record_health(False, error)
             self.stop.wait(backoff * (0.5 + random.random() / 2))
             backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _dead(self) -> bool:
+        """Whether the open connection stopped answering pings for DEAD_SECONDS (then it is said and replaced)."""
+        session = getattr(self.client, "current_session", None)
+        last = getattr(session, "last_ping_pong_time", None)  # (wall clock: when the last answered ping was sent)
+        since = max(last if isinstance(last, float) else 0.0, self.connected_at)
+        if time.time() - since <= DEAD_SECONDS:
+            return False
+        log(logger, logging.WARNING, "Socket Mode connection answers no pings; replacing it",
+            seconds=round(time.time() - since))
+        self._record_health(False, "the connection stopped answering (no pong)")
+        return True
 
     def _on_request(self, client: SocketModeClient, request: SocketModeRequest) -> None:
         # Slack wants an acknowledgement within 3 s, before any work.

@@ -246,3 +246,17 @@ def test_group_wait_zero_sends_each_alert_on_its_own(tmp_path: Path, slack: Slac
     assert len(slack.calls("chat.postMessage")) == 2
     assert all("alerts firing" not in p.body["text"] for p in slack.calls("chat.postMessage"))
     store.close()
+
+
+def test_a_routes_group_wait_of_zero_sends_each_alert_on_its_own_too(tmp_path: Path, slack: SlackServer) -> None:
+    from watchdog.lifecycle import Health
+
+    clock, store, source, engine, outbox = setup(tmp_path, slack, [rule("a")])
+    for name in ("x", "y"):  # two alerts of one evaluation, routed with group_wait: 0s
+        store.record_evaluation(name, ran_at=clock.now, next_run=clock.now + timedelta(minutes=1), duration=0.0,
+                                health=Health(), states={}, notifications=[
+                                    ("", "firing", f"episode-{name}", {"rule": name, "kind": "firing", "title": name,
+                                                                       "text": f"FIRING: {name}", "group_wait": 0.0})])
+    assert outbox.deliver_due() == 2
+    assert [p.body["text"] for p in slack.calls("chat.postMessage")] == ["FIRING: x", "FIRING: y"]
+    store.close()

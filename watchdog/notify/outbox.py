@@ -173,7 +173,10 @@ class Outbox:
                 key = (destination, f"message {item.message}")
             else:
                 key = (destination, str(thread["ts"]) if thread and "ts" in thread else "")
-                if not grouping or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS \
+                routed_wait = item.payload.get("group_wait")  # (a route's own group wait; 0s: no grouping either)
+                groups_here = grouping if not isinstance(routed_wait, (int, float)) else \
+                    self.notifier.groups and routed_wait > 0
+                if not groups_here or item.payload.get("approval") or item.kind in FOLLOW_UP_KINDS \
                         or item.kind in EXPLAINED_KINDS:
                     # (an approval keeps its own buttons; a follow-up is a call of its own; the explained alerts of an
                     # evaluation are one reply already, and leave the upstream's own resolution its rewrite)

@@ -160,6 +160,7 @@ def storage_notice(config: Config, error: str | None, since: datetime | None, no
     payload = render(self_rule(config.self_monitoring.channel),
                      Notice(kind=kind, group=STORAGE_GROUP, at=now, severity=severity, value=None, summary=text,
                             episode=episode, since=since))
+    payload["actions"] = False  # (not in the state: nothing a button could acknowledge or silence)
     return Notification(id=0, rule=SELF_RULE, group=STORAGE_GROUP, kind=kind.value, episode=episode, payload=payload)
 
 
@@ -174,6 +175,7 @@ def refusal_notice(config: Config, name: str, error: str | None, since: datetime
     payload = render(self_rule(config.self_monitoring.channel),
                      Notice(kind=kind, group=group, at=now, severity=Severity.CRITICAL, value=None, summary=text,
                             episode=episode, since=since if error is None else None))
+    payload["actions"] = False
     return Notification(id=0, rule=SELF_RULE, group=group, kind=kind.value, episode=episode, payload=payload)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from watchdog.rule import Rule
 from watchdog.ruletypes.base import EvalContext
-from watchdog.times import from_text, to_text
+from watchdog.times import to_text
 
 MAX_BUCKETS = 720  # per rule: a window longer than this many grid steps is searched whole each time
 GROUP_CAP = 4  # groups kept per rule, in multiples of its max_groups
@@ -94,15 +94,6 @@ class Plan:
         """The time ranges searched (the head piece may lie in an earlier dated index than the rest)."""
         return ([self.head] if self.head is not None else []) + [(self.lo, self.end)]
 
-    def edges(self) -> list[tuple[datetime, datetime]]:
-        """The buckets searched again, as [start, end) ranges (the last may end at ``end``, before its grid step)."""
-        out = []
-        lo = self.lo
-        while lo < self.end:
-            out.append((lo, min(lo + self.grid, self.end)))
-            lo += self.grid
-        return out
-
 
 def floor_grid(moment: datetime, step: timedelta) -> datetime:
     return EPOCH + step * ((moment - EPOCH) // step)
@@ -154,18 +145,14 @@ def plan(rule: Rule, ctx: EvalContext, settle: timedelta) -> Plan | None:
     return Plan(key, step, options.window, lo, end, full=False)
 
 
-def _key(moment: datetime) -> str:
-    return to_text(moment) or ""
-
-
 def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
-    """A ``filters`` aggregation: the window's head piece and one bucket per grid step searched again."""
-    from watchdog.ruletypes.search import time_range
+    """A date histogram at the grid's step over what the search reads: the head piece and the buckets searched again.
 
-    filters = {_key(lo): time_range(options, lo, hi) for lo, hi in plan.edges()}
-    if plan.head is not None:
-        filters["head"] = time_range(options, *plan.head)
-    agg: dict[str, Any] = {"filters": {"filters": filters}}
+    The search's query reads only those ranges, so the histogram's first bucket (before ``cut``) holds the head
+    piece alone and each later one a grid step (the last cut at ``end``); one aggregation, however many steps.
+    """
+    agg: dict[str, Any] = {"date_histogram": {"field": options.timestamp_field,
+                                              "fixed_interval": f"{int(plan.grid.total_seconds())}s", "min_doc_count": 1}}
     if options.fraction is not None:  # a ratio counts its numerator (and denominator) in each piece too
         from watchdog.ruletypes.ratio import split_aggs
 
@@ -201,15 +188,16 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
         sides = [("", (), aggs.get("slices", {}))]
     for label, parts, slices in sides:
         state.parts[label] = parts
-        for key, part in (slices.get("buckets") or {}).items():
+        for part in slices.get("buckets") or ():
             count = int(part.get("doc_count", 0))
             if not count:
                 continue
             counters = {"": count, **{name: int(sub.get("doc_count", 0)) for name, sub in part.items()
                                       if name in ("numerator", "denominator") and isinstance(sub, Mapping)}}
-            if key == "head":
+            lo = EPOCH + timedelta(milliseconds=int(part["key"]))
+            if lo < plan.cut:  # the step the window's start cuts: only its head piece was read
                 state.head[label] = counters
-            elif (lo := from_text(key)) is not None:
+            else:
                 state.counts.setdefault(lo, {})[label] = counters
     state.end = plan.end
     _cap(state, options.max_groups * GROUP_CAP)

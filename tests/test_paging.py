@@ -306,3 +306,25 @@ def test_refused_credentials_keep_the_notification_and_are_a_problem(
         receivers.stop(time.monotonic() + 1)
         receivers.join(time.monotonic() + 2)
         store.close()
+
+
+def test_receiver_secrets_never_leave(tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer,
+                                      webhook: WebhookServer, smtp: SmtpServer, log_lines: list[str]) -> None:
+    """The routing key, the webhook's secret and the SMTP password: in no log line, no state row, no error."""
+    from watchdog.redact import redact
+
+    config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
+    secrets = [KEY, "webhook-secret-for-tests", "smtp-password-for-tests"]
+    assert all(redact(f"x {s} y") == "x *** y" for s in secrets)
+    paging = Paging(config, MONDAY)
+    pagerduty.script = [(400, {})]
+    pagerduty.echo = True  # its error quotes the event, routing key included
+    webhook.script = [(500, {})]
+    paging.source.values = {"api-errors": 5000, "etl-load": 50}
+    paging.step()
+    (failed,) = paging.store.failed_notifications()
+    assert "routing_key" in failed["last_error"] and KEY not in failed["last_error"]
+    paging.store.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    assert log_lines and not any(s in line for s in secrets for line in log_lines)
+    assert not any(s.encode() in stored for s in secrets)

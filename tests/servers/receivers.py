@@ -43,6 +43,7 @@ class RecordingServer:
         self.down = False
         self.delay = 0.0  # seconds each answer is held (a slow receiver)
         self.hold: threading.Event | None = None  # while set to an unset event, answers wait for it (at most 30 s)
+        self.echo = False  # error answers quote the request (as some proxies do): what watchdog logs must redact it
         self.lock = threading.Lock()
         owner = self
 
@@ -92,6 +93,8 @@ class RecordingServer:
         body: dict[str, Any] = {"status": "success" if status < 300 else "error"}
         if status >= 300:
             body["message"] = self.validate(raw) or f"scripted {status}"
+            if self.echo:
+                body["request"] = raw.decode("utf-8", "replace")
         return status, extra, body
 
     def accepted(self) -> list[Received]:
@@ -103,6 +106,7 @@ class RecordingServer:
             self.received.clear()
             self.script.clear()
             self.down = False
+            self.echo = False
             self.delay = 0.0
             if self.hold is not None:
                 self.hold.set()

@@ -286,3 +286,18 @@ def test_every_moment_of_a_week_is_inside_exactly_one_of_two_complementary_inter
     while moment < datetime(2026, 3, 31, tzinfo=UTC):
         assert work.contains(moment) != any(i.contains(moment) for i in rest)
         moment += timedelta(minutes=15)
+
+
+def test_the_readme_example_validates_and_routes_as_it_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Paging and routing"):]
+    start = section.index("```yaml\n") + 8
+    example = section[start:section.index("```", start)]
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "watchdog.yaml").write_text("rules_dir: rules\nstate_path: state.db\n"
+                                            "slack: {token: xoxb-readme-example, channel: '#alerts'}\n" + example)
+    config = load_config(str(tmp_path / "watchdog.yaml"), {}, secrets=False)
+    assert set(config.receivers) == {"pager", "ops-hook", "data-mail"}
+    assert main(["routes", "-c", str(tmp_path / "watchdog.yaml"), "--rule", "app-error-rate", "--severity", "critical"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pager, slack\n  route 1 (match severity=critical): matched -> pager, slack")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +20,8 @@ from tests.servers.receivers import PagerDutyServer, SmtpServer, WebhookServer
 from tests.servers.search import CountingProxy, start_search
 from tests.servers.slack_api import SlackServer
 from watchdog.logfmt import LogfmtFormatter
+from watchdog.state import StateStore
+from watchdog.state_db import PostgresDatabase
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +54,32 @@ def pg_db(postgres: LocalPostgres) -> Iterator[str]:
     postgres.psql(f"create database {name}")
     yield postgres.dsn_for(name)
     postgres.psql(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def state_db(postgres: LocalPostgres) -> Iterator[str]:
+    """One database for the state-store tests on PostgreSQL (each store gets a schema of its own); yields its DSN."""
+    postgres.psql("create database state_tests")
+    yield postgres.dsn_for("state_tests")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], StateStore]]:
+    """Makes empty state stores, on SQLite (a file each) and on PostgreSQL (a schema each): the store's tests run on both."""
+    stores: list[StateStore] = []
+
+    def make() -> StateStore:
+        if request.param == "postgres":
+            dsn = request.getfixturevalue("state_db")
+            store = StateStore(db=PostgresDatabase(dsn, f"s_{uuid.uuid4().hex[:12]}"))
+        else:
+            store = StateStore(str(tmp_path_factory.mktemp("state") / "state.db"))
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
 
 
 @pytest.fixture(scope="session")

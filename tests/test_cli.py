@@ -240,7 +240,7 @@ def test_bare_command_lists_the_commands() -> None:
 def test_every_argument_has_help_and_every_command_examples() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"run", "validate", "test-rule", "status", "silence", "unsilence", "routes"}
+    assert set(subparsers.choices) == {"run", "validate", "test-rule", "status", "silence", "unsilence", "routes", "state"}
     for name, sub in subparsers.choices.items():
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"

@@ -55,6 +55,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("silence", "mute a rule's notifications, or one group's (state is still tracked)"),
     ("unsilence", "remove a silence (its ID is shown by `watchdog status`)"),
     ("routes", "show which receivers an alert would reach, and why (the config's routes)"),
+    ("state", "state migrate --from PATH: copy a SQLite state into the configured PostgreSQL state"),
 )
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -71,6 +72,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                   "watchdog unsilence 3"),
     "routes": ("watchdog routes -c watchdog.yaml --rule app-error-rate --severity critical",
                "watchdog routes --rule warehouse-freshness --label team=data --at 2026-11-28T03:00:00Z --format json"),
+    "state": ("watchdog state migrate --from /var/lib/watchdog/state.db   # the daemon stopped; the new state empty",),
 }
 
 
@@ -150,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar="T", help="the moment, for time intervals: ISO 8601 or relative (-2h); default: now")
     p.add_argument("--format", choices=("text", "json"), default="text", help=_FORMAT_HELP)
     p.set_defaults(handler=_cmd_routes)
+
+    p = command("state")
+    p.add_argument("action", choices=("migrate",), help="migrate: copy a SQLite state into the configured state")
+    p.add_argument("--from", dest="source", required=True, metavar="PATH",
+                   help="the SQLite state to copy, e.g. /var/lib/watchdog/state.db (stop the daemon first)")
+    p.set_defaults(handler=_cmd_state)
     return parser
 
 
@@ -392,6 +400,11 @@ def _cmd_routes(args: argparse.Namespace) -> int:
     for line in routing.trace:
         print(terminal(f"  {line}"))
     return EXIT_OK
+
+def _cmd_state(args: argparse.Namespace) -> int:
+    from watchdog.migrate import migrate
+
+    return migrate(load_config_or_exit(args, secrets=False), args.source)
 
 
 def _attach_relative_times(argv: Sequence[str]) -> list[str]:

@@ -7,9 +7,10 @@ InvalidFileError with every problem found; nothing half-loads.
 from __future__ import annotations
 
 import os
+import socket
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -124,6 +125,35 @@ class SelfMonitoring:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where the state lives: SQLite at ``path`` (one instance), or a PostgreSQL ``schema`` several instances share."""
+
+    type: str = "sqlite"
+    path: str = ""  # sqlite: the file (Config.state_path)
+    dsn: str = field(default="", repr=False)  # postgres: may hold a password
+    schema: str = "watchdog"
+
+    @property
+    def shared(self) -> bool:
+        """Whether other instances may share this state (so a lease decides who leads)."""
+        return self.type == "postgres"
+
+    @property
+    def where(self) -> str:
+        """The state in words, for messages (never the DSN: it may hold a password)."""
+        return self.path if self.type == "sqlite" else f"PostgreSQL schema {self.schema}"
+
+
+DEFAULT_LEASE = timedelta(seconds=15)
+
+
+@dataclass(frozen=True)
+class HaConfig:
+    lease: timedelta = DEFAULT_LEASE
+    instance: str = ""  # "" until load_config names it <hostname>:<pid>
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     rules_dir: str
@@ -147,6 +177,12 @@ class Config:
     time_intervals: Mapping[str, TimeInterval] = field(default_factory=dict)
     # Things that work but should be fixed (a secret file others may read); shown by validate, logged by run.
     warnings: tuple[str, ...] = ()
+    state: StateConfig = StateConfig()  # type sqlite: path is state_path
+    ha: HaConfig = HaConfig()
+
+    def __post_init__(self) -> None:
+        if self.state.type == "sqlite" and self.state.path != self.state_path:
+            object.__setattr__(self, "state", replace(self.state, path=self.state_path))
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> str:
@@ -188,8 +224,8 @@ def _check_named_files(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
 
 
 def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str],
-                       read: list[str] | None = None) -> list[Problem]:
-    """Replace every ``X_file: path`` with ``X: <contents>`` (after validation).
+                       read: list[str] | None = None, root: tuple[str, ...] = ()) -> list[Problem]:
+    """Replace every ``X_file: path`` with ``X: <contents>`` (after validation), under the key path ``root``.
 
     A secret file that its group or others may read adds a warning naming it
     to ``warnings``; every value read is appended to ``read`` (all are secrets).
@@ -217,7 +253,10 @@ def _read_secret_files(doc: yamlfile.Document, base_dir: str, warnings: list[str
             else:
                 walk(value[key], path + (key,))
 
-    walk(doc.data, ())
+    start: Any = doc.data
+    for key in root:
+        start = start.get(key) if isinstance(start, dict) else None
+    walk(start, root)
     return found
 
 
@@ -256,6 +295,8 @@ def _secrets(config: Config) -> list[str | None]:
     values.append(config.self_monitoring.heartbeat_url)
     for receiver in config.receivers.values():
         values += receiver_secrets(receiver)
+    if config.state.dsn:
+        values += [config.state.dsn, _dsn_password(config.state.dsn)]
     for source in config.sources.values():
         if isinstance(source, SearchSource):
             values += [source.password, source.api_key]
@@ -281,7 +322,9 @@ def _check_rule_dirs(doc: yamlfile.Document, base_dir: str) -> list[Problem]:
 def _check_dsns(doc: yamlfile.Document) -> list[Problem]:
     """A Problem for each postgres ``dsn`` that libpq cannot parse; never quoting it (it may hold a password)."""
     found: list[Problem] = []
-    for name, raw in (doc.data.get("sources") or {}).items():
+    named: list[tuple[tuple[str, ...], Any]] = [(("sources", name), raw) for name, raw in (doc.data.get("sources") or {}).items()]
+    named.append((("state",), doc.data.get("state")))
+    for keys, raw in named:
         if not (isinstance(raw, dict) and raw.get("type") == "postgres" and isinstance(raw.get("dsn"), str) and raw["dsn"]):
             continue
         try:
@@ -289,7 +332,7 @@ def _check_dsns(doc: yamlfile.Document) -> list[Problem]:
 
             psycopg2.extensions.parse_dsn(raw["dsn"])
         except Exception:  # libpq's message quotes the text around the mistake, password included
-            found.append(Problem.at(doc, ("sources", name, "dsn"),
+            found.append(Problem.at(doc, (*keys, "dsn"),
                                     "not a valid libpq connection string (key=value pairs such as 'host=db dbname=w', "
                                     "or a postgresql:// URI); the value is not shown, as it may hold a password"))
     return found
@@ -431,7 +474,8 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     if not problems and secrets:
         problems += _read_secret_files(doc, base_dir, warnings, read)
         problems += _check_named_files(doc, base_dir)
-    elif not problems:
+    elif not problems:  # the state's DSN is needed to read the state (status, silence), the other secrets are not
+        problems += _read_secret_files(doc, base_dir, warnings, root=("state",))
         _drop_secret_files(doc.data)
     if not problems:
         problems += (_check_dsns(doc) if secrets else []) + _check_rule_dirs(doc, base_dir)
@@ -483,6 +527,10 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
         routes=tuple(parse_route(n, raw) for n, raw in enumerate(data.get("routes", ()), start=1)),
         time_intervals={name: parse_interval(name, raw) for name, raw in data.get("time_intervals", {}).items()},
         warnings=tuple(warnings),
+        state=StateConfig(type=data.get("state", {}).get("type", "sqlite"), dsn=data.get("state", {}).get("dsn", ""),
+                          schema=data.get("state", {}).get("schema", "watchdog")),
+        ha=HaConfig(lease=parse_duration(data.get("ha", {}).get("lease", "15s")),
+                    instance=data.get("ha", {}).get("instance") or f"{socket.gethostname()}:{os.getpid()}"),
     )
     redact.register(_secrets(config) + list(read))
     return config

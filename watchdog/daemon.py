@@ -11,7 +11,6 @@ import logging
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from watchdog import logfmt, rolecheck, systemd
 from watchdog.config import Config
+from watchdog.durations import format_duration
 from watchdog.engine import SELF_RULE, Engine, self_rule
+from watchdog.lease import Change, Fence, LeaseKeeper
 from watchdog.lifecycle import Kind, Notice
 from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
@@ -35,7 +36,8 @@ from watchdog.problems import Problem
 from watchdog.rule import Rule, Severity
 from watchdog.sources import Sources
 from watchdog.state import StateStore
-from watchdog.storage import Opened, open_state, storage_fault, write_marker
+from watchdog.state_db import Deposed, StoreError
+from watchdog.storage import Opened, open_configured, open_store, storage_fault, write_marker
 from watchdog.storage import describe as describe_storage_error
 from watchdog.times import to_text, utcnow
 
@@ -57,6 +59,7 @@ STORAGE_RETRY_SECONDS = 10.0  # how often a state database that cannot be opened
 STORAGE_GROUP = "state database"
 SOCKET_ALERT_AFTER = timedelta(minutes=5)  # a Socket Mode outage this long is alerted (reconnects are routine)
 SOCKET_GROUP = "Slack Socket Mode"
+LEASE_GROUP = "leader lease"  # watchdog's own alert when the lease flaps (several instances)
 LOOP_STALLED_SECONDS = 120.0  # a loop that has not turned for this long is stalled
 
 
@@ -149,12 +152,12 @@ def storage_notice(config: Config, error: str | None, since: datetime | None, no
     it cannot go through the outbox the database holds."""
     if error is not None:
         kind, severity = Kind.FIRING, Severity.CRITICAL
-        text = (f"the state database {config.state_path} cannot be written: {error}. watchdog keeps "
+        text = (f"the state database {config.state.where} cannot be written: {error}. watchdog keeps "
                 "evaluating, holds the latest result of each rule in memory and retries at every loop turn; "
                 "notifications wait until it can write again")
     else:
         kind, severity = Kind.RESOLVED, Severity.CRITICAL
-        text = (f"the state database {config.state_path} can be written again (it could not since "
+        text = (f"the state database {config.state.where} can be written again (it could not since "
                 f"{to_text(since)}); the held results are written and waiting notifications go out")
     episode = f"storage-{to_text(since)}"
     payload = render(self_rule(config.self_monitoring.channel),
@@ -162,6 +165,22 @@ def storage_notice(config: Config, error: str | None, since: datetime | None, no
                             episode=episode, since=since))
     payload["actions"] = False  # (not in the state: nothing a button could acknowledge or silence)
     return Notification(id=0, rule=SELF_RULE, group=STORAGE_GROUP, kind=kind.value, episode=episode, payload=payload)
+
+
+def no_leader_notice(config: Config, instance: str, error: str | None, since: datetime, now: datetime) -> Notification:
+    """The alert (``error``) or its resolution (None) saying ``instance`` has seen no leader since ``since``: it cannot
+    reach the shared state, so it can neither lead nor know who does (sent directly: no outbox without the state)."""
+    if error is not None:
+        kind = Kind.FIRING
+        text = (f"instance {instance} has seen no leader since {to_text(since)}: it cannot reach the state database "
+                f"{config.state.where} ({error}). If no other instance can either, nothing is evaluated or delivered")
+    else:
+        kind, text = Kind.RESOLVED, f"instance {instance} reaches the state database again and sees a leader"
+    episode = f"no-leader-{instance}-{to_text(since)}"
+    payload = render(self_rule(config.self_monitoring.channel),
+                     Notice(kind=kind, group=LEASE_GROUP, at=now, severity=Severity.CRITICAL, value=None, summary=text,
+                            episode=episode, since=since if error is None else None))
+    return Notification(id=0, rule=SELF_RULE, group=LEASE_GROUP, kind=kind.value, episode=episode, payload=payload)
 
 
 def refusal_notice(config: Config, name: str, error: str | None, since: datetime, now: datetime) -> Notification:
@@ -189,14 +208,17 @@ def refusal_text(name: str, error: str) -> str:
 class Delivery(threading.Thread):
     """Sends from the outbox in its own thread (and its own database connection)."""
 
-    def __init__(self, config: Config, stop: threading.Event, socket: SocketHealth | None = None):
+    def __init__(self, config: Config, stop: threading.Event, socket: SocketHealth | None = None,
+                 fence: Fence | None = None):
         super().__init__(name="delivery", daemon=True)
         self.config = config
+        self.fence = fence  # several instances: only the leader delivers
         self.stop = stop
         self.socket = socket
         self.wake = threading.Event()
         self.quiet_until: Callable[[], datetime | None] | None = None  # the engine's (see Outbox)
         self.deadline = 0.0  # monotonic: set with ``stop``, when the last flush must end
+        self.failing = ""  # the last storage error, logged once
         # Messages about the state database itself, which cannot go through the outbox it holds.
         self.direct: queue.Queue[Notification] = queue.Queue(maxsize=100)
         # The receiver's refusal of watchdog's credentials while it lasts (read by the loop for the self-alert),
@@ -210,6 +232,12 @@ class Delivery(threading.Thread):
         """Tell the ops channel, directly, that the state database cannot be written (or can be again)."""
         with contextlib.suppress(queue.Full):
             self.direct.put_nowait(storage_notice(self.config, error, since, utcnow()))
+        self.wake.set()
+
+    def no_leader(self, instance: str, error: str | None, since: datetime) -> None:
+        """Tell the ops channel, directly, that this instance sees no leader (or, ``error`` None, that it does again)."""
+        with contextlib.suppress(queue.Full):
+            self.direct.put_nowait(no_leader_notice(self.config, instance, error, since, utcnow()))
         self.wake.set()
 
     def _send_direct(self, notifier: Notifier) -> None:
@@ -231,37 +259,85 @@ class Delivery(threading.Thread):
             self.console.send(refusal_notice(self.config, notifier.name, refused, self.refused_since, now), None)
         self.on_refused()
 
+    def leading(self) -> bool:
+        return self.fence is None or self.fence.leading()
+
+    def _retry_seconds(self) -> float:
+        # A shared state is retried within the lease (a lost session is opened again at once); a full disk slower.
+        return self.config.ha.lease.total_seconds() / 3 if self.config.state.shared else STORAGE_RETRY_SECONDS
+
+    def _open(self, notifier: Notifier) -> Outbox | None:
+        """The outbox on this thread's own connection; None (logged once) while the state cannot be opened."""
+        try:
+            store = open_store(self.config.state, self.fence, timeout=_statement_timeout(self.config))
+        except (StoreError, OSError) as exc:
+            if self.failing != str(exc):
+                self.failing = str(exc)
+                log(logger, logging.ERROR, "outbox cannot be opened; retrying", error=self.failing)
+            return None
+        return Outbox(store, notifier, quiet_until=self.quiet_until, may_act=self.leading)
+
     def run(self) -> None:
         notifier = build_notifier(self.config, self.socket)
-        store = StateStore(self.config.state_path)
-        outbox = Outbox(store, notifier, quiet_until=self.quiet_until)
-        failing = ""
+        outbox: Outbox | None = None
+        self.failing = ""
         try:
             while not self.stop.is_set():
                 self.wake.clear()
-                self._send_direct(notifier)
+                self._send_direct(notifier)  # (these need no state: they say it cannot be reached)
+                if not self.leading():  # a standby: the leader delivers; woken when this instance leads
+                    self.wake.wait(max(0.5, self.config.ha.lease.total_seconds() / 3))
+                    continue
+                outbox = outbox or self._open(notifier)
+                if outbox is None:
+                    self.wake.wait(self._retry_seconds())
+                    continue
                 try:
                     outbox.deliver_due(self.stop)
                     due = outbox.wake_at
-                    failing = ""
+                    self.failing = ""
                     self._follow_refusal(notifier, outbox.refused)
-                except sqlite3.Error as exc:  # a full disk: retry, never end the thread (the engine alerts)
-                    if failing != str(exc):
-                        failing = str(exc)
-                        log(logger, logging.ERROR, "outbox cannot be read or written; retrying", error=failing)
-                    due = utcnow() + timedelta(seconds=STORAGE_RETRY_SECONDS)
+                except Deposed:  # deposed mid-pass: the new leader resumes the outbox where it is
+                    continue
+                except StoreError as exc:  # a full disk: retry, never end the thread (the engine alerts)
+                    if self.failing != str(exc):
+                        self.failing = str(exc)
+                        log(logger, logging.ERROR, "outbox cannot be read or written; retrying", error=self.failing)
+                    due = utcnow() + timedelta(seconds=self._retry_seconds())
                 wait = 3600.0 if due is None else max(0.01, (due - utcnow()).total_seconds())
                 self.wake.wait(wait)
             self._send_direct(notifier)
             try:
-                if not outbox.flush(self.deadline):
+                if outbox is None or not self.leading():
+                    pass
+                elif not outbox.flush(self.deadline):
                     log(logger, logging.WARNING, "notifications kept in the outbox for the next start",
-                        pending=store.outbox_depth())
-            except sqlite3.Error as exc:
+                        pending=outbox.store.outbox_depth())
+            except StoreError as exc:
                 log(logger, logging.ERROR, "outbox cannot be read or written; notifications kept for the next start",
                     error=str(exc))
         finally:
-            store.close()
+            if outbox is not None:
+                outbox.store.close()
+
+
+def _statement_timeout(config: Config) -> float:
+    """How long a statement on a PostgreSQL state may take: a third of the lease, so a database that stops
+    answering is noticed while the lease still holds."""
+    return max(1.0, config.ha.lease.total_seconds() / 3)
+
+
+def _lead_once(config: Config, fence: Fence) -> str | None:
+    """``run --once`` on a shared state: take the lease for the round (None), or why not (another instance leads)."""
+    keeper = LeaseKeeper(open_store(config.state, timeout=_statement_timeout(config)), fence,
+                         config.ha.lease.total_seconds())
+    try:
+        change = keeper.attempt()
+    except StoreError as exc:
+        return f"cannot take the leader lease: {exc}"
+    finally:
+        keeper.store.close()
+    return None if change.leading else f"{change.leader} leads (epoch {change.epoch}); run --once would speak for it"
 
 
 ROLE_CHECK_SECONDS = 15.0  # how long `run --once` waits for the role check before it goes on
@@ -275,10 +351,18 @@ def run(config: Config, *, once: bool = False) -> int:
     if not os.path.isdir(config.rules_dir):
         log(logger, logging.ERROR, "rules directory not found", rules_dir=config.rules_dir)
         return 2
-    opened = open_state_until_it_opens(config, once=once)
+    # Several instances share a PostgreSQL state: a lease says which one acts (see ``lease``).
+    fence = Fence(config.ha.instance) if config.state.shared else None
+    opened = open_state_until_it_opens(config, once=once, fence=fence)
     if opened is None:
         return 2
     store = opened.store
+    if once and fence is not None:
+        refused = _lead_once(config, fence)
+        if refused is not None:
+            log(logger, logging.ERROR, "not running once", instance=fence.instance, reason=refused)
+            store.close()
+            return 2
     files = RuleFiles(config)
     rules = files.load()
     # What the warehouse role may do: logged as a warning with the fix, never delaying the daemon's start.
@@ -290,11 +374,11 @@ def run(config: Config, *, once: bool = False) -> int:
     if not once and config.slack is not None and config.slack.app_token and config.slack.token:
         from watchdog.notify.socket_mode import SlackActions, SocketHealth
 
-        slack_actions = SlackActions(config.slack, config.state_path, SocketHealth())
+        slack_actions = SlackActions(config.slack, config.state, SocketHealth())
         slack_actions.pagers = frozenset(name for name, r in config.receivers.items() if r.type == "pagerduty")
     delivery = Delivery(config, threading.Event(),  # halted after the last evaluations are recorded
-                        slack_actions.health if slack_actions is not None else None)
-    receivers = Receivers(build_receivers(config), config.state_path)
+                        slack_actions.health if slack_actions is not None else None, fence)
+    receivers = Receivers(build_receivers(config), config.state, fence=fence)
 
     def wake() -> None:
         delivery.wake.set()
@@ -310,23 +394,36 @@ def run(config: Config, *, once: bool = False) -> int:
     engine.report_invalid_files(files.problems)
     for note in opened.notes:  # a state file moved aside, or history lost: said once, in the ops channel
         engine.report_problem(STORAGE_GROUP, note)
-    log(logger, logging.INFO, "started", rules=len(engine.rules), state=config.state_path, once=once or None)
+    log(logger, logging.INFO, "started", rules=len(engine.rules), state=config.state.where, once=once or None,
+        instance=fence.instance if fence is not None else None)
     try:
         if once:
             engine.run_all_once(config.rule_timeout.total_seconds() + 5)
             deadline = time.monotonic() + FLUSH_SECONDS
             receivers.stop(deadline)  # each receiver sends in its own thread, beside the main notifier
             receivers.start()
-            outbox = Outbox(store, build_notifier(config), quiet_until=engine.quiet_until)
+            outbox = Outbox(store, build_notifier(config), quiet_until=engine.quiet_until,
+                            may_act=fence.leading if fence is not None else lambda: True)
             outbox.flush(deadline)
             receivers.join(deadline + 0.5)
             if store.outbox_depth():
                 log(logger, logging.WARNING, "notifications left in the outbox", pending=store.outbox_depth())
+            if fence is not None:
+                store.release_lease(fence.instance, fence.epoch)
             return 0
         if slack_actions is not None:
             engine.socket = slack_actions.health
             slack_actions.start()
-        loop = Loop(config, engine, files, store, delivery)
+        keeper = None
+        if fence is not None:
+
+            def woken(change: Change) -> None:
+                engine.wake.set()
+                wake()
+
+            keeper = LeaseKeeper(open_store(config.state, timeout=_statement_timeout(config)), fence,
+                                 config.ha.lease.total_seconds(), on_change=woken)
+        loop = Loop(config, engine, files, store, delivery, keeper)
         loop.receivers = receivers
         return loop.run()
     finally:
@@ -336,30 +433,32 @@ def run(config: Config, *, once: bool = False) -> int:
         store.close()
 
 
-def open_state_until_it_opens(config: Config, *, once: bool = False) -> Opened | None:
+def open_state_until_it_opens(config: Config, *, once: bool = False, fence: Fence | None = None) -> Opened | None:
     """The state store, checked (see ``storage.open_state``).
 
     When the storage itself fails (a full disk keeps SQLite from creating its
     WAL, an I/O error), the daemon says so and tries again every
     STORAGE_RETRY_SECONDS instead of exiting: systemd would only restart it
-    into the same failure. ``run --once`` and a file that cannot be opened at
-    all for another reason (a directory, no permission) exit with None.
+    into the same failure; so does a PostgreSQL state that does not answer
+    (the other instance may lead meanwhile). ``run --once`` and a file that
+    cannot be opened at all for another reason (a directory, no permission)
+    exit with None.
     """
     said = ""
     notifier = systemd.Notifier()
     since: datetime | None = None  # when it first failed
     while True:
         try:
-            opened = open_state(config.state_path, utcnow())
-        except (sqlite3.Error, OSError) as exc:
-            error = describe_storage_error(exc) if isinstance(exc, sqlite3.Error) else str(exc)
-            full = storage_fault(exc)
+            opened = open_configured(config.state, utcnow(), fence, timeout=_statement_timeout(config))
+        except (StoreError, OSError) as exc:
+            error = describe_storage_error(exc) if isinstance(exc, StoreError) else str(exc)
+            full = storage_fault(exc) or (config.state.shared and isinstance(exc, StoreError))
             if once or not full:
-                log(logger, logging.ERROR, "cannot open the state database", path=config.state_path, error=error)
+                log(logger, logging.ERROR, "cannot open the state database", path=config.state.where, error=error)
                 return None
             if error != said:
                 said = error
-                log(logger, logging.ERROR, "cannot open the state database; retrying", path=config.state_path,
+                log(logger, logging.ERROR, "cannot open the state database; retrying", path=config.state.where,
                     error=error, every=STORAGE_RETRY_SECONDS)
                 notifier.status(f"cannot open the state database: {error}; retrying")
                 if since is None:  # said where alerts go, directly: there is no outbox without the database
@@ -386,8 +485,13 @@ def _tell(config: Config, note: Notification) -> None:
 class Loop:
     """The scheduler loop of ``watchdog run``: sleeps until something is due, never polls while idle."""
 
-    def __init__(self, config: Config, engine: Engine, files: RuleFiles, store: StateStore, delivery: Delivery):
+    def __init__(self, config: Config, engine: Engine, files: RuleFiles, store: StateStore, delivery: Delivery,
+                 keeper: LeaseKeeper | None = None):
         self.config = config
+        self.keeper = keeper  # several instances: the lease, and whether this one leads
+        self.was_leading = keeper is None
+        self.alone_since: datetime | None = None  # told the ops channel: this instance sees no leader
+        self.unreadable = ""  # the last error reading the state, logged once
         self.engine = engine
         self.files = files
         self.store = store
@@ -433,20 +537,58 @@ class Loop:
         if healthy:
             self.unhealthy = ""
 
+    def leading(self) -> bool:
+        return self.keeper is None or self.keeper.fence.leading()
+
+    def follow_lease(self) -> None:
+        """Start or stop acting as the lease says; report a flapping lease (as the leader)."""
+        leading = self.leading()
+        if leading != self.was_leading:
+            self.was_leading = leading
+            if leading:
+                self.engine.load_from_store()
+                self.delivery.wake.set()
+            else:
+                self.engine.stand_by()
+            self.systemd.status(self.status_text())
+        if self.keeper is not None:
+            alone = not leading and self.keeper.without_leader() > 2 * self.config.ha.lease.total_seconds()
+            if alone and self.alone_since is None:
+                self.alone_since = utcnow() - timedelta(seconds=self.keeper.without_leader())
+                log(logger, logging.ERROR, "no leader seen", instance=self.keeper.fence.instance, error=self.keeper.error)
+                self.delivery.no_leader(self.keeper.fence.instance, self.keeper.error or "no answer", self.alone_since)
+            elif not alone and self.alone_since is not None and self.keeper.error is None:
+                self.delivery.no_leader(self.keeper.fence.instance, None, self.alone_since)
+                self.alone_since = None
+        if leading and self.keeper is not None:
+            flapping = self.keeper.flapping()
+            if flapping != (LEASE_GROUP in self.engine.own_problems):
+                self.engine.report_problem(LEASE_GROUP, (
+                    f"the leader changed {len(self.keeper.takeovers)} times within "
+                    f"{format_duration(self.config.ha.lease * 20)}: instances lose the lease (the database slow or "
+                    "unreachable, a process freezing, two instances with one name); alerts may be late meanwhile")
+                    if flapping else None)
+
     def write_marker(self) -> None:
         """Leave the lost-history marker beside the database (see ``storage``); a failure is the engine's to report."""
+        if self.config.state.type != "sqlite":
+            return
         try:
             write_marker(self.config.state_path, self.store, utcnow())
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             log(logger, logging.DEBUG, "marker not written", error=str(exc))
 
     def status_text(self) -> str:
+        if not self.leading():
+            assert self.keeper is not None
+            leader = self.keeper.view.holder if self.keeper.view is not None else "none seen yet"
+            return f"{len(self.engine.rules)} rules; standing by (leader: {leader})"
         if self.engine.storage_error is not None:
             return f"{len(self.engine.rules)} rules; state database cannot be written: {self.engine.storage_error}"
         try:
             firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
             return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             return f"{len(self.engine.rules)} rules; state database cannot be read: {exc}"
 
     def check_notifiers(self) -> None:
@@ -497,19 +639,34 @@ class Loop:
 
             try:
                 metrics = MetricsServer(self.config.metrics_listen, self.engine, self.store.outbox_depth,
-                                        self.health, notifiers=self.store.notifier_status)
+                                        self.health, notifiers=self.store.notifier_status, leader=self.leading)
             except (OSError, ValueError) as exc:  # alerting matters more than its metrics: run without them
                 log(logger, logging.ERROR, "cannot serve metrics", listen=self.config.metrics_listen, error=str(exc))
         self.delivery.start()
         self.receivers.start()
+        if self.keeper is not None:
+            self.keeper.start()
         self.systemd.ready(self.status_text())
         last_check = last_status = time.monotonic()
         last_prune = utcnow() - PRUNE_EVERY
         self.write_marker()  # (what this start found, before anything else can be lost)
         while not self.stop.is_set():
-            applied = self.engine.run_pending()
-            if any("firing" in (t.from_, t.to) for a in applied for t in a.transitions) and self.engine.storage_error is None:
-                self.write_marker()  # at once: history lost before the next periodic write is still noticed
+            try:
+                self.follow_lease()
+                if self.leading():
+                    applied = self.engine.run_pending()
+                    if (any("firing" in (t.from_, t.to) for a in applied for t in a.transitions)
+                            and self.engine.storage_error is None):
+                        self.write_marker()  # at once: history lost before the next periodic write is still noticed
+                else:  # a standby evaluates nothing; evaluations of a lost lease finish and are dropped (Deposed)
+                    self.engine.collect()
+                self.unreadable = ""
+            except StoreError as exc:  # the state cannot be read (a database restarting): the next turn tries again
+                if self.unreadable != str(exc):
+                    self.unreadable = str(exc)
+                    log(logger, logging.ERROR, "state database cannot be read; retrying", error=str(exc))
+                self.was_leading = False if self.keeper is not None else self.was_leading  # reload once it reads
+                self.engine.wake.wait(1.0)
             self.last_turn = time.monotonic()
             self.ping()
             settling = self.files.seconds_until_stable()
@@ -527,11 +684,13 @@ class Loop:
                 self.systemd.status(self.status_text())
                 if self.engine.storage_error is None:
                     self.write_marker()
-            if utcnow() - last_prune >= PRUNE_EVERY:
+            if utcnow() - last_prune >= PRUNE_EVERY and self.leading():
                 last_prune = utcnow()
-                with contextlib.suppress(sqlite3.Error):  # a full disk: pruned next hour (the engine alerts)
+                with contextlib.suppress(StoreError):  # a full disk: pruned next hour (the engine alerts)
                     self.store.prune(last_prune)
-            waits = [self.engine.seconds_until_next(), RELOAD_CHECK_SECONDS]
+            waits = [self.engine.seconds_until_next() if self.leading() else RELOAD_CHECK_SECONDS, RELOAD_CHECK_SECONDS]
+            if self.keeper is not None and self.leading():  # stop acting the moment the lease runs out locally
+                waits.append(max(0.0, self.keeper.fence.until - time.monotonic()))
             settling = self.files.seconds_until_stable()
             if settling is not None:  # a rule file is being written: look again once it may have settled
                 waits.append(settling)
@@ -562,6 +721,10 @@ class Loop:
         # outbox and goes out after the restart.
         self.delivery.join(max(0.0, started + STOP_SECONDS + 0.5 - time.monotonic()))
         self.receivers.join(started + STOP_SECONDS + 0.5)
+        if self.keeper is not None:  # hand the lease over now: the standby takes it at its next attempt
+            self.keeper.stop.set()
+            self.keeper.join(2.0)
+            self.keeper.store.close()
         if metrics is not None:
             metrics.close()
         log(logger, logging.INFO, "stopped", pending=self.store.outbox_depth())

@@ -8,7 +8,6 @@ transaction as the new state. The engine never talks to Slack.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import defaultdict, deque
@@ -42,6 +41,7 @@ from watchdog.ruletypes.base import (
 )
 from watchdog.runner import Batch, Finished, RuleTimeout, Runner
 from watchdog.state import StateStore
+from watchdog.state_db import Deposed, StoreError
 from watchdog.storage import describe as describe_storage_error
 from watchdog.times import from_text, to_text, utcnow
 from watchdog.timetable import Timetable
@@ -297,6 +297,27 @@ class Engine:
         rule_type = self.rule_types.get(rule.type)
         return rule_type.firing_word if rule_type is not None else "firing"
 
+    def load_from_store(self) -> None:
+        """Start leading (another instance may have led until now): read the state again.
+
+        Schedules come from the rule records the previous leader wrote, results
+        held while deposed are dropped (the other leader wrote its own), and
+        watchdog's own problems are reported again. Any in-memory copy of the
+        store's state (rule records, groups) must be (re)loaded here: while this
+        instance stood by, the leader changed the store under it.
+        """
+        self.held.clear()
+        self.storage_error = self.storage_since = None
+        rules = list(self.rules.values())
+        self.rules, self.next_run, self.deferred = {}, Timetable(), {}
+        self.set_rules(rules)
+        self.last_completed = None
+        self._report_self()
+
+    def stand_by(self) -> None:
+        """Stop leading: nothing is expected of this instance until it leads again (it stays healthy)."""
+        self.expected_by = None
+
     def _planned(self, rule: Rule, now: datetime, plan: Callable[[], datetime]) -> datetime:
         """``plan()``, or a retry in a minute when it fails: a schedule that cannot be computed never stops the loop."""
         try:
@@ -330,7 +351,9 @@ class Engine:
         applied = self._apply(replace(rule, keep_firing_for=timedelta(0)), Evaluation(present=gone), now, now, 0.0)
         try:
             self.store.forget_rule(rule.name)
-        except sqlite3.Error as exc:  # its rows stay until a later removal succeeds; status still shows them
+        except Deposed:  # the leader removes it
+            pass
+        except StoreError as exc:  # its rows stay until a later removal succeeds; status still shows them
             self._storage_failed(exc)
         log(logger, logging.INFO, "rule removed", rule=rule.name, resolved=len(applied.transitions))
 
@@ -494,7 +517,10 @@ class Engine:
         """
         try:
             applied = self._record(rule, result, ran_at, now, duration)
-        except sqlite3.Error as exc:
+        except Deposed as exc:  # another instance leads now: it evaluates again; this result is not ours to write
+            log(logger, logging.INFO, "evaluation not recorded: no longer the leader", rule=rule.name, error=str(exc))
+            return Applied(rule.name, (), (), None)
+        except StoreError as exc:
             self.held.pop(rule.name, None)
             self.held[rule.name] = (rule, result, ran_at, duration)
             self._storage_failed(exc)
@@ -509,7 +535,10 @@ class Engine:
         for name, (rule, result, ran_at, duration) in list(self.held.items()):
             try:
                 self._record(rule, result, ran_at, self.clock(), duration)
-            except sqlite3.Error as exc:
+            except Deposed:  # the leader now writes its own results
+                self.held.clear()
+                return
+            except StoreError as exc:
                 self._storage_failed(exc)
                 return
             del self.held[name]
@@ -519,7 +548,7 @@ class Engine:
         self.on_storage(None, self.storage_since)
         self.storage_since = None
 
-    def _storage_failed(self, exc: sqlite3.Error) -> None:
+    def _storage_failed(self, exc: StoreError) -> None:
         error = describe_storage_error(exc)
         if self.storage_error is None:
             self.storage_since = self.clock()
@@ -714,7 +743,9 @@ class Engine:
                     self.next_run[name] = schedule.clamp(rule.schedule, self.next_run[name] + jump, now)
             try:
                 self.store.shift_retries(jump, now)
-            except sqlite3.Error as exc:
+            except Deposed:
+                pass
+            except StoreError as exc:
                 self._storage_failed(exc)
             self.on_notify()
         return jump

@@ -36,10 +36,12 @@ SEND_TIMEOUT_SECONDS = 2.0
 
 class EngineCollector:
     def __init__(self, engine: Any, outbox_depth: Callable[[], int],
-                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None):
+                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                 leader: Callable[[], bool] = lambda: True):
         self.engine = engine
         self.outbox_depth = outbox_depth
         self.notifiers = notifiers or (lambda: {})
+        self.leader = leader
 
     def collect(self) -> Iterator[Any]:
         stats = self.engine.stats
@@ -47,6 +49,8 @@ class EngineCollector:
         yield CounterMetricFamily("watchdog_evaluation_errors", "Rule evaluations that failed", value=stats.errors)
         yield CounterMetricFamily("watchdog_notifications", "Notifications recorded in the outbox", value=stats.notifications)
         yield GaugeMetricFamily("watchdog_rules", "Rules loaded and enabled", value=len(self.engine.rules))
+        yield GaugeMetricFamily("watchdog_leader", "1 while this instance leads (evaluates, delivers, remediates); "
+                                "0 while it stands by", value=int(self.leader()))
         yield GaugeMetricFamily("watchdog_outbox_pending", "Notifications waiting to be delivered", value=self.outbox_depth())
         up = GaugeMetricFamily("watchdog_notifier_up", "Whether the notifier's last attempt succeeded", labels=["notifier"])
         refused = GaugeMetricFamily("watchdog_notifier_credentials_refused",
@@ -82,13 +86,15 @@ class MetricsServer:
 
     def __init__(self, listen: str, engine: Any, outbox_depth: Callable[[], int], health: Callable[[], tuple[bool, str]],
                  *, connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
-                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None):
+                 notifiers: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                 leader: Callable[[], bool] = lambda: True):
         """Start serving; raises ValueError for an address that does not parse, OSError when it cannot be bound.
 
-        ``notifiers`` gives each notifier's last outcome (``StateStore.notifier_status``)."""
+        ``notifiers`` gives each notifier's last outcome (``StateStore.notifier_status``); ``leader`` whether this
+        instance leads (``watchdog_leader``; always, for one instance)."""
         address = parse_listen(listen)
         self.registry = CollectorRegistry()
-        self.registry.register(EngineCollector(engine, outbox_depth, notifiers))
+        self.registry.register(EngineCollector(engine, outbox_depth, notifiers, leader))
         self.health = health
         self.connection_timeout = connection_timeout
         self.listener = socket.socket(address.family, socket.SOCK_STREAM)

@@ -11,21 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
-import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from watchdog.baseline import Baseline
 from watchdog.dependencies import Explanation, Phase
-from watchdog.escape import storable
 from watchdog.lifecycle import GroupState, Health, State
-from watchdog.redact import redact
 from watchdog.rule import Severity
+from watchdog.state_db import Database, Row, SqliteDatabase
 from watchdog.times import from_text, to_text
+
+if TYPE_CHECKING:
+    from watchdog.lease import Fence
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -112,10 +112,22 @@ MIGRATIONS: tuple[str, ...] = (
     alter table outbox add column receiver text not null default '';
     create index outbox_receiver on outbox (receiver, sent_at, failed)
     """,
+    # High availability (several instances on one PostgreSQL state): the leader lease and its fencing epoch
+    # (expires_at on the database's clock, seconds since the epoch), and the instances seen, for status.
+    """
+    create table ha_lease (name text primary key, holder text not null, epoch bigint not null,
+                           expires_at double precision not null);
+    create table ha_instances (instance text primary key, started double precision not null,
+                               last_seen double precision not null, is_leader integer not null default 0)
+    """,
 )
 
 # Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
 _IN_CHUNK = 500
+
+# A state copied to another database leaves these behind: they belong to the database (its schema version) or to
+# the instances running on it (the lease).
+_NOT_COPIED = frozenset({"schema_version", "ha_lease", "ha_instances"})
 
 # Sent notifications, threads and audit rows older than this are pruned.
 RETENTION = timedelta(days=30)
@@ -123,30 +135,6 @@ RETENTION = timedelta(days=30)
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
-
-
-def _text(value: Any) -> Any:
-    return redact(storable(value)) if isinstance(value, str) else value
-
-
-def _bindable(args: Any) -> Any:
-    """Statement parameters with every string made storable (``escape.storable``) and redacted (``redact``)."""
-    if isinstance(args, Mapping):
-        return {k: _text(v) for k, v in args.items()}
-    return tuple(_text(v) for v in args)
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose parameters pass through ``escape.storable`` and ``redact.redact``.
-
-    Data (group values, error texts) may hold lone surrogates, which SQLite's
-    UTF-8 cannot, and error texts may quote credentials; this is the one
-    place text enters the database, so any string can be stored and no
-    secret is.
-    """
-
-    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        return super().execute(sql, _bindable(parameters))
 
 
 # The state holds alert texts and remediation records: only its owner may read it.
@@ -213,6 +201,26 @@ class Ack:
 
 
 @dataclass(frozen=True)
+class LeaseView:
+    """The lease as one attempt left it: who holds it, at which epoch, and for how long yet (database clock)."""
+
+    holder: str
+    epoch: int
+    remaining: float  # seconds; negative: expired
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance that shares this state, as it last reported itself."""
+
+    instance: str
+    leading: bool
+    started: datetime
+    last_seen: datetime
+    seen_ago: float  # seconds before the database's clock now
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     created: datetime
@@ -227,27 +235,42 @@ class OutboxItem:
 
 
 class StateStore:
-    """One SQLite database. Use one instance per thread (each has its own connection)."""
+    """The state: SQLite at ``path`` (the default), or the ``db`` given (``open_store``: PostgreSQL).
 
-    def __init__(self, path: str):
-        self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        if path != ":memory:":
-            _create_private(path)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection)
-        self.db.row_factory = sqlite3.Row
-        self.lock = threading.RLock()
-        self.db.execute("pragma journal_mode=wal")
-        self.db.execute("pragma synchronous=normal")  # WAL + normal survives process crashes
-        self.db.execute("pragma foreign_keys=on")
-        self._migrate()
+    One instance may be shared by threads (its database serializes them).
+    ``fence``, when set, makes every write of the leader's (evaluations,
+    outbox claims and marks, journal steps) check in its own transaction that
+    this instance still holds the lease: a deposed leader's write raises
+    ``Deposed`` and changes nothing.
+    """
+
+    def __init__(self, path: str | None = None, *, db: Database | None = None, fence: Fence | None = None):
+        if db is None:
+            if path is None:
+                raise ValueError("StateStore needs a path or a database")
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+            if path != ":memory:":
+                _create_private(path)
+            db = SqliteDatabase(path)
+        self.db: Database = db
+        self.path = db.where
+        self.lock = db.lock
+        self.fence = fence
+        try:
+            self._migrate()
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
 
     def quick_check(self) -> str | None:
-        """None when SQLite's ``quick_check`` finds the file sound, else its first complaint."""
+        """None when the database finds itself sound (SQLite's ``quick_check``; a server checks its own), else its
+        first complaint."""
+        if self.db.dialect != "sqlite":
+            return None
         rows = self._query("pragma quick_check(1)")
         answer = str(rows[0][0]) if rows else "no answer"
         return None if answer == "ok" else answer
@@ -258,22 +281,25 @@ class StateStore:
         return from_text(rows[0][0]) if rows and rows[0][0] else None
 
     def _migrate(self) -> None:
-        with self.transaction():
-            version = self.db.execute("pragma user_version").fetchone()[0]
+        with self.transaction() as db:
+            if db.dialect == "postgres":  # two instances starting at once: one migrates, the other waits for it
+                db.execute("select set_config('lock_timeout', '60s', true), set_config('statement_timeout', '120s', true)")
+                db.execute("select pg_advisory_xact_lock(7286541901)")
+            version = db.schema_version()
             if version > len(MIGRATIONS):
                 raise RuntimeError(f"{self.path} was written by a newer watchdog (schema {version})")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"pragma user_version = {number}")
+                        db.execute(db.ddl(statement))
+                db.set_schema_version(number)
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """Rows of one read; serialized with writes, since worker threads share this connection."""
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
-    def _rows(self, table: str, rule: str | Collection[str] | None) -> list[sqlite3.Row]:
+    def _rows(self, table: str, rule: str | Collection[str] | None) -> list[Row]:
         """The rows of ``table`` (``rules`` or ``groups``) of one rule, of the named rules, or of all (None).
 
         A dispatch reads only its batch's rules, so its cost does not grow with the rule set.
@@ -281,22 +307,96 @@ class StateStore:
         if rule is None:
             return self._query(f"select * from {table}")
         names = [rule] if isinstance(rule, str) else sorted(set(rule))
-        rows: list[sqlite3.Row] = []
+        rows: list[Row] = []
         for start in range(0, len(names), _IN_CHUNK):
             chunk = names[start:start + _IN_CHUNK]
             rows.extend(self._query(f"select * from {table} where rule in ({', '.join('?' * len(chunk))})", chunk))
         return rows
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.db.execute("begin immediate")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("rollback")
-                raise
-            self.db.execute("commit")
+    def transaction(self) -> Iterator[Database]:
+        """A transaction (SQLite: ``begin immediate``); for writes anyone may make (silences, Slack actions)."""
+        with self.db.transaction() as db:
+            yield db
+
+    @contextmanager
+    def leader_transaction(self) -> Iterator[Database]:
+        """A transaction that first checks the fence (see the class); raises Deposed when it no longer holds."""
+        with self.db.transaction() as db:
+            if self.fence is not None:
+                self.fence.check(db)
+            yield db
+
+    # --- the leader lease (see ``lease``) ---------------------------------------------------
+
+    def claim_lease(self, instance: str, epoch: int, lease_seconds: float) -> LeaseView:
+        """Renew the lease (``instance`` holds it at ``epoch``), or take it over when it has expired (or was held by
+        an earlier process of the same name, when ``epoch`` is 0), incrementing the epoch; note the instance seen.
+        Returns the lease as it stands afterwards."""
+        clock = self.db.clock_sql
+        with self.transaction() as db:
+            held = epoch > 0 and db.execute(
+                f"update ha_lease set expires_at = {clock} + ? where name = 'leader' and holder = ? and epoch = ?",
+                (lease_seconds, instance, epoch)).rowcount == 1
+            if not held:
+                taken = db.execute(
+                    f"""update ha_lease set holder = ?, epoch = epoch + 1, expires_at = {clock} + ?
+                        where name = 'leader' and (expires_at < {clock} or (holder = ? and ? = 0))""",
+                    (instance, lease_seconds, instance, epoch)).rowcount
+                if not taken:
+                    db.execute(f"insert into ha_lease (name, holder, epoch, expires_at) values ('leader', ?, 1, {clock} + ?) "
+                               "on conflict do nothing", (instance, lease_seconds))
+            row = db.execute(f"select holder, epoch, expires_at - {clock} from ha_lease where name = 'leader'").fetchone()
+            view = LeaseView(holder=str(row[0]), epoch=int(row[1]), remaining=float(row[2]))
+            db.execute(f"""insert into ha_instances (instance, started, last_seen, is_leader) values (?, {clock}, {clock}, ?)
+                           on conflict (instance) do update set last_seen = excluded.last_seen, is_leader = excluded.is_leader""",
+                       (instance, int(view.holder == instance)))
+            return view
+
+    def release_lease(self, instance: str, epoch: int) -> None:
+        """End ``instance``'s lease now (a clean stop): the next attempt of another instance takes it over."""
+        with self.transaction() as db:
+            db.execute(f"update ha_lease set expires_at = {self.db.clock_sql} - 1 where name = 'leader' and holder = ? "
+                       "and epoch = ?", (instance, epoch))
+            db.execute("update ha_instances set is_leader = 0 where instance = ?", (instance,))
+
+    def lease(self) -> LeaseView | None:
+        """The lease as it stands (None: no instance ever took it)."""
+        rows = self._query(f"select holder, epoch, expires_at - {self.db.clock_sql} from ha_lease where name = 'leader'")
+        return LeaseView(holder=str(rows[0][0]), epoch=int(rows[0][1]), remaining=float(rows[0][2])) if rows else None
+
+    def instances(self) -> list[Instance]:
+        """The instances that reported themselves, most recently seen first."""
+        clock = self.db.clock_sql
+        rows = self._query(f"select instance, is_leader, started, last_seen, {clock} - last_seen from ha_instances "
+                           "order by last_seen desc")
+        return [Instance(instance=str(r[0]), leading=bool(r[1]), started=_moment(r[2]), last_seen=_moment(r[3]),
+                         seen_ago=float(r[4])) for r in rows]
+
+    # --- copying a whole state (``watchdog state migrate``) ------------------------------------------
+
+    def copy_from(self, source: StateStore) -> dict[str, int]:
+        """Copy every row of ``source`` (both at the newest schema) into this store, which must hold no state yet;
+        returns the rows copied per table. Raises StoreError, or ValueError when this store is not empty."""
+        tables = [t for t in source.db.tables() if t not in _NOT_COPIED]
+        copied: dict[str, int] = {}
+        with self.transaction() as db:
+            mine = set(db.tables())
+            busy = [t for t in tables if t in mine and db.execute(f"select count(*) from {t}").fetchone()[0]]
+            if busy:
+                raise ValueError(f"{self.path} already holds state (tables {', '.join(busy)}): migrate into an empty one")
+            for table in tables:
+                rows = source._query(f"select * from {table}")  # names from the source's catalogue, not input
+                copied[table] = len(rows)
+                if not rows:
+                    continue
+                columns = list(rows[0].keys())
+                insert = f"insert into {table} ({', '.join(columns)}) values ({', '.join('?' * len(columns))})"
+                for row in rows:
+                    db.execute(insert, tuple(row[c] for c in columns))
+                if "id" in columns:
+                    db.identity_follows(table, "id")
+        return copied
 
     # --- rules -----------------------------------------------------------------
 
@@ -314,12 +414,12 @@ class StateStore:
             facts=json.loads(row["facts"])) for row in rows}
 
     def set_next_run(self, rule: str, next_run: datetime) -> None:
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("insert into rules (rule, next_run) values (?, ?) on conflict (rule) do update set next_run = excluded.next_run",
                        (rule, to_text(next_run)))
 
     def forget_rule(self, rule: str) -> None:
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("delete from rules where rule = ?", (rule,))
             db.execute("delete from groups where rule = ?", (rule,))
             db.execute("delete from remediations where rule = ?", (rule,))
@@ -370,7 +470,7 @@ class StateStore:
         ``notifications`` are (group, kind, episode, payload[, receiver]) rows for the outbox,
         stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then.
         """
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute(
                 """insert into rules (rule, last_run, next_run, last_duration, errors, last_error, error_since,
                        error_notified, error_episode, facts)
@@ -387,8 +487,12 @@ class StateStore:
                     db.execute("delete from groups where rule = ? and grp = ?", (rule, group))
                     continue
                 db.execute(
-                    """insert or replace into groups (rule, grp, state, severity, since, value, summary, details, episode,
-                           notified_at, firing_since, clear_since) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    """insert into groups (rule, grp, state, severity, since, value, summary, details, episode,
+                           notified_at, firing_since, clear_since) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       on conflict (rule, grp) do update set state = excluded.state, severity = excluded.severity,
+                           since = excluded.since, value = excluded.value, summary = excluded.summary,
+                           details = excluded.details, episode = excluded.episode, notified_at = excluded.notified_at,
+                           firing_since = excluded.firing_since, clear_since = excluded.clear_since""",
                     (rule, group, state.state.value, state.severity.value, to_text(state.since),
                      None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
                      state.episode, to_text(state.notified_at), to_text(state.firing_since), to_text(state.clear_since)))
@@ -455,7 +559,7 @@ class StateStore:
         return str(rows[0][0]) if rows else None
 
     def act(self, key: str, now: datetime, *, rule: str, group: str, action: str, detail: Mapping[str, Any],
-            effect: Callable[[sqlite3.Connection], str], episode: str = "",
+            effect: Callable[[Database], str], episode: str = "",
             notification: tuple[str, Mapping[str, Any]] | None = None,
             forward: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> str | None:
         """Apply one Slack action exactly once: its effect, its audit row and its notification, atomically.
@@ -581,7 +685,7 @@ class StateStore:
         the receiver may already hold the message (so it asks before sending
         again), and ``message`` keeps the retry to the same entries.
         """
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             for item in items:
                 db.execute("update outbox set attempts = attempts + 1, message = coalesce(message, ?) where id = ?",
                            (message, item.id))
@@ -590,10 +694,10 @@ class StateStore:
                   follow_ups: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:
         """Record ``item`` as delivered, its thread's ref, and any follow-up (kind, payload) as new outbox entries,
         in one transaction."""
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("update outbox set sent_at = ?, last_error = null where id = ?", (to_text(now), item.id))
             if ref is not None:
-                db.execute("insert or ignore into threads (episode, notifier, ref, created) values (?, ?, ?, ?)",
+                db.execute("insert into threads (episode, notifier, ref, created) values (?, ?, ?, ?) on conflict do nothing",
                            (item.episode, notifier, _json(ref), to_text(now)))
             for kind, payload in follow_ups:
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
@@ -602,13 +706,13 @@ class StateStore:
                             item.receiver))
 
     def mark_retry(self, item: OutboxItem, error: str, next_attempt: datetime) -> None:
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("update outbox set last_error = ?, next_attempt = ? where id = ?",
                        (error, to_text(next_attempt), item.id))
 
     def shift_retries(self, step: timedelta, now: datetime) -> None:
         """Move unsent notifications' next attempts by a wall-clock ``step`` (never before ``now``)."""
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             for row in db.execute("select id, next_attempt from outbox where sent_at is null and failed = 0").fetchall():
                 planned = from_text(row["next_attempt"])
                 if planned is not None:
@@ -616,7 +720,7 @@ class StateStore:
                                (to_text(max(now, planned + step)), row["id"]))
 
     def mark_failed(self, item: OutboxItem, error: str) -> None:
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("update outbox set last_error = ?, failed = 1 where id = ?", (error, item.id))
 
     def acknowledge_failed(self) -> int:
@@ -664,8 +768,9 @@ class StateStore:
         the main notifier's only).
         """
         at = to_text(now)
-        with self.transaction() as db:
-            db.execute("insert or replace into remediations (rule, task, record, updated) values (?, ?, ?, ?)",
+        with self.leader_transaction() as db:
+            db.execute("insert into remediations (rule, task, record, updated) values (?, ?, ?, ?) on conflict (rule, task) "
+                       "do update set record = excluded.record, updated = excluded.updated",
                        (rule, task, _json(record), at))
             if notification is not None:
                 kind, episode, payload = notification
@@ -678,7 +783,8 @@ class StateStore:
                            (at, rule, task, audit[0], _json(audit[1])))
             if approval and record.get("episode"):
                 payload = notification[2] if notification is not None else {}
-                db.execute("insert or ignore into approvals (episode, rule, task, requested, payload) values (?, ?, ?, ?, ?)",
+                db.execute("insert into approvals (episode, rule, task, requested, payload) values (?, ?, ?, ?, ?) "
+                           "on conflict do nothing",
                            (record["episode"], rule, task, at, _json(payload)))
 
     # --- learned baselines ---------------------------------------------------------------
@@ -691,7 +797,7 @@ class StateStore:
 
     def save_baselines(self, rule: str, items: Mapping[str, Baseline], now: datetime) -> None:
         """Write the baselines of ``rule``'s ``items`` in one transaction (the others are left as they are)."""
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             for item, baseline in items.items():
                 db.execute(
                     """insert into baselines (rule, item, model, history, fetched_at, updated) values (?, ?, ?, ?, ?, ?)
@@ -708,7 +814,7 @@ class StateStore:
 
     def prune(self, now: datetime, retention: timedelta = RETENTION) -> None:
         cutoff = to_text(now - retention)
-        with self.transaction() as db:
+        with self.leader_transaction() as db:
             db.execute("delete from outbox where (sent_at is not null or failed <> 0) and created < ?", (cutoff,))
             db.execute("delete from threads where created < ? and episode not in (select episode from groups)", (cutoff,))
             db.execute("delete from audit where at < ?", (cutoff,))
@@ -719,31 +825,38 @@ class StateStore:
             db.execute("delete from approvals where requested < ?", (cutoff,))
 
 
-def _silence(row: sqlite3.Row) -> Silence:
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), tz=UTC)
+
+
+def _silence(row: Row) -> Silence:
     return Silence(id=row["id"], rule=row["rule"], group=row["grp"], until=from_text(row["until"]),  # type: ignore[arg-type]
                    reason=row["reason"], created=from_text(row["created"]), episode=row["episode"],  # type: ignore[arg-type]
                    created_by=row["created_by"])
 
 
-def _insert_silence(db: sqlite3.Connection, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
+def _insert_silence(db: Database, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
                     episode: str | None = None, created_by: str = "") -> int:
-    cur = db.execute("insert into silences (rule, grp, until, reason, created, episode, created_by) values (?, ?, ?, ?, ?, ?, ?)",
+    cur = db.execute("insert into silences (rule, grp, until, reason, created, episode, created_by) "
+                     "values (?, ?, ?, ?, ?, ?, ?) returning id",
                      (rule, group, to_text(until), reason, to_text(now), episode, created_by))
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
-def insert_ack(db: sqlite3.Connection, ack: Ack) -> None:
+def insert_ack(db: Database, ack: Ack) -> None:
     """Record an acknowledgement inside a transaction of ``StateStore.act``."""
-    db.execute("insert or replace into acks (episode, rule, grp, by_user, at, severity) values (?, ?, ?, ?, ?, ?)",
+    db.execute("insert into acks (episode, rule, grp, by_user, at, severity) values (?, ?, ?, ?, ?, ?) "
+               "on conflict (episode) do update set rule = excluded.rule, grp = excluded.grp, by_user = excluded.by_user, "
+               "at = excluded.at, severity = excluded.severity",
                (ack.episode, ack.rule, ack.group, ack.by, to_text(ack.at), ack.severity.value))
 
 
-def insert_silence(db: sqlite3.Connection, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
+def insert_silence(db: Database, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
                    episode: str | None, created_by: str) -> int:
     """Create a silence inside a transaction of ``StateStore.act``; returns its id."""
     return _insert_silence(db, rule, group, until, reason, now, episode, created_by)
 
 
-def delete_silence(db: sqlite3.Connection, silence_id: int) -> bool:
+def delete_silence(db: Database, silence_id: int) -> bool:
     """Remove a silence inside a transaction of ``StateStore.act``."""
     return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0

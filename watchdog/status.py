@@ -18,6 +18,8 @@ from watchdog.loader import load_rules
 from watchdog.notify.render import format_value
 from watchdog.silences import parse_silence_duration, parse_target
 from watchdog.state import Ack, StateStore
+from watchdog.state_db import StoreError
+from watchdog.storage import open_store
 from watchdog.times import to_text
 
 
@@ -62,8 +64,8 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
         if name not in types:
             entry["removed"] = True
         rules.append(entry)
-    return {
-        "state_path": config.state_path,
+    doc: dict[str, Any] = {
+        "state_path": config.state.where,
         "rules": rules,
         "silences": [{"id": str(s.id), "rule": s.rule, "group": s.group, "until": to_text(s.until), "reason": s.reason,
                       "until_resolved": s.episode is not None, "by": s.created_by or None}
@@ -73,6 +75,20 @@ def status_document(config: Config, store: StateStore, now: datetime) -> dict[st
         "outbox_pending": store.outbox_depth(),
         "invalid_files": [p.to_dict() for p in loaded.problems],
     }
+    if config.state.shared:
+        doc["ha"] = ha_document(store)
+    return doc
+
+
+def ha_document(store: StateStore) -> dict[str, Any]:
+    """Who leads a shared state (None: nobody holds an unexpired lease), and every instance with its last renewal."""
+    lease = store.lease()
+    leader = lease.holder if lease is not None and lease.remaining > 0 else None
+    return {"leader": leader, "epoch": lease.epoch if lease is not None else 0,
+            "lease_remaining_seconds": round(lease.remaining, 3) if lease is not None else None,
+            "instances": [{"instance": i.instance, "leader": i.instance == leader, "started": to_text(i.started),
+                           "last_renewal": to_text(i.last_seen), "seconds_ago": round(i.seen_ago, 3)}
+                          for i in store.instances()]}
 
 
 def _explained(explanation: Explanation | None) -> dict[str, Any] | None:
@@ -109,6 +125,12 @@ def _print(line: str) -> None:
 
 def _print_text(doc: dict[str, Any], now: datetime, note: str) -> None:
     _print(f"state: {doc['state_path']}{note}")
+    if "ha" in doc:
+        ha = doc["ha"]
+        _print(f"leader: {ha['leader'] or 'none (no instance holds the lease)'} (epoch {ha['epoch']})")
+        for i in ha["instances"]:
+            _print(f"  instance {i['instance']}: {'leader' if i['leader'] else 'standby'}, last renewal "
+                   f"{i['seconds_ago']:.0f}s ago")
     for rule in doc["rules"]:
         if rule["name"] == SELF_RULE:  # not a rule file: watchdog's own alerts (invalid files, silent sources, storage)
             line = f"{SELF_RULE}: watchdog's own alerts"
@@ -183,8 +205,15 @@ def state_access_problem(path: str) -> str | None:
 
 
 def _open_existing(config: Config) -> StateStore | None:
-    """The state store when its file exists; None otherwise (a command that only reads never creates one)."""
+    """The state store when its file exists; None otherwise (a command that only reads never creates one).
+    A PostgreSQL state is opened (created if need be); raises StoreError when it cannot be."""
+    if config.state.type != "sqlite":
+        return open_store(config.state)
     return StateStore(config.state_path) if os.path.exists(config.state_path) else None
+
+
+def _access_problem(config: Config) -> str | None:
+    return state_access_problem(config.state_path) if config.state.type == "sqlite" else None
 
 
 def show_status(config: Config, fmt: str = "text", ack_failed: bool = False) -> int:
@@ -193,11 +222,15 @@ def show_status(config: Config, fmt: str = "text", ack_failed: bool = False) -> 
 
     ``ack_failed`` first acknowledges the notifications that failed for good, so they are no longer listed.
     """
-    problem = state_access_problem(config.state_path)
+    problem = _access_problem(config)
     if problem:
         print(f"watchdog status: {problem}", file=sys.stderr)
         return 2
-    store = _open_existing(config)
+    try:
+        store = _open_existing(config)
+    except StoreError as exc:
+        print(f"watchdog status: cannot open the state database {config.state.where}: {exc}", file=sys.stderr)
+        return 2
     if store is not None and ack_failed:
         print(f"acknowledged {store.acknowledge_failed()} failed notification(s)", file=sys.stderr)
     note = "" if store else " (no such file yet: the daemon has not run with this state_path)"
@@ -243,12 +276,16 @@ def add_silence(config: Config, target_text: str, duration: str, reason: str) ->
         hint = ", ".join(sorted(known)) or "none"
         print(f"watchdog silence: no rule '{target.rule}' in {config.rules_dir} (rules: {hint})", file=sys.stderr)
         return 1
-    problem = state_access_problem(config.state_path)
+    problem = _access_problem(config)
     if problem:
         print(f"watchdog silence: {problem}", file=sys.stderr)
         return 2
-    existed = os.path.exists(config.state_path)
-    store = StateStore(config.state_path)
+    existed = config.state.type != "sqlite" or os.path.exists(config.state_path)
+    try:
+        store = open_store(config.state)
+    except StoreError as exc:
+        print(f"watchdog silence: cannot open the state database {config.state.where}: {exc}", file=sys.stderr)
+        return 2
     try:
         now = _now()
         groups = {g: s.state.value for g, s in store.groups(target.rule).get(target.rule, {}).items()}
@@ -260,7 +297,7 @@ def add_silence(config: Config, target_text: str, duration: str, reason: str) ->
         store.close()
     print(f"silence {silence_id}: {target} for {format_duration(length)} (until {to_text(now + length)})"
           + (f": {reason}" if reason else ""))
-    print(f"state: {config.state_path}" + ("" if existed else " (created: the daemon has not run with this state_path yet)"))
+    print(f"state: {config.state.where}" + ("" if existed else " (created: the daemon has not run with this state_path yet)"))
     covered = sorted(g for g in groups if target.group in (None, g))
     for group in covered:
         print(f"  silenced {target.rule}:{group or '(all)'} now {groups[group]}")
@@ -275,22 +312,26 @@ def add_silence(config: Config, target_text: str, duration: str, reason: str) ->
 
 def remove_silence(config: Config, silence_id: str) -> int:
     """Remove the silence with ``silence_id`` (as ``watchdog status`` lists it); returns 0, or 1 when there is none."""
-    problem = state_access_problem(config.state_path)
+    problem = _access_problem(config)
     if problem:
         print(f"watchdog unsilence: {problem}", file=sys.stderr)
         return 2
-    if not os.path.exists(config.state_path):
+    if config.state.type == "sqlite" and not os.path.exists(config.state_path):
         print(f"watchdog unsilence: no state file at {config.state_path}, so no silence {silence_id}", file=sys.stderr)
         return 1
-    store = StateStore(config.state_path)
+    try:
+        store = open_store(config.state)
+    except StoreError as exc:
+        print(f"watchdog unsilence: cannot open the state database {config.state.where}: {exc}", file=sys.stderr)
+        return 2
     try:
         removed = silence_id.isdigit() and len(silence_id) < 19 and store.remove_silence(int(silence_id))
     finally:
         store.close()
     if not removed:
         what = f"no silence with ID {silence_id}" if silence_id.isdigit() else f"'{silence_id}' is not a silence ID (IDs are numbers)"
-        print(f"watchdog unsilence: {what} in {config.state_path} "
+        print(f"watchdog unsilence: {what} in {config.state.where} "
               "(`watchdog status` lists the silences with their IDs)", file=sys.stderr)
         return 1
-    print(f"silence {silence_id} removed (state: {config.state_path})")
+    print(f"silence {silence_id} removed (state: {config.state.where})")
     return 0

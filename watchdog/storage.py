@@ -16,13 +16,17 @@ import errno
 import json
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog.logfmt import log
 from watchdog.state import STATE_FILE_MODE, StateStore
+from watchdog.state_db import PostgresDatabase, StoreError
+
+if TYPE_CHECKING:
+    from watchdog.config import StateConfig
+    from watchdog.lease import Fence
 from watchdog.times import from_text, to_text
 
 logger = logging.getLogger("watchdog.storage")
@@ -77,7 +81,7 @@ def open_state(path: str, now: datetime) -> Opened:
     """Open the state database at ``path``, checking it (``pragma quick_check``) and the lost-history marker.
 
     An unreadable database is moved aside and an empty one created; the notes
-    say so. Raises sqlite3.Error / OSError only for faults of the storage
+    say so. Raises StoreError / OSError only for faults of the storage
     itself (full disk, I/O error, no permission), which moving a file cannot fix.
     """
     notes: list[str] = []
@@ -85,7 +89,7 @@ def open_state(path: str, now: datetime) -> Opened:
     try:
         checked = StateStore(path)
         problem = checked.quick_check()
-    except sqlite3.DatabaseError as exc:
+    except StoreError as exc:
         if not is_corrupt(exc):
             raise
         problem = describe(exc)
@@ -105,6 +109,28 @@ def open_state(path: str, now: datetime) -> Opened:
         log(logger, logging.ERROR, "state database looks like lost history", path=path, detail=lost)
         notes.append(lost)
     return Opened(store, notes)
+
+
+def open_store(state: StateConfig, fence: Fence | None = None, *, timeout: float = 10.0) -> StateStore:
+    """A store (one connection) on the configured state: SQLite at ``state.path`` or PostgreSQL's ``state.schema``.
+
+    ``fence`` guards the leader's writes (see ``StateStore``); ``timeout``
+    bounds a PostgreSQL statement, so a database that stops answering fails
+    fast. Raises StoreError / OSError when the state cannot be opened.
+    """
+    if state.type == "postgres":
+        return StateStore(db=PostgresDatabase(state.dsn, state.schema, timeout=timeout), fence=fence)
+    return StateStore(state.path, fence=fence)
+
+
+def open_configured(state: StateConfig, now: datetime, fence: Fence | None = None, *, timeout: float = 10.0) -> Opened:
+    """``open_state`` for a SQLite state (checked, the lost-history marker read); a PostgreSQL state as it is
+    (the server checks its own pages)."""
+    if state.type == "sqlite":
+        opened = open_state(state.path, now)
+        opened.store.fence = fence
+        return opened
+    return Opened(open_store(state, fence, timeout=timeout))
 
 
 def marker_path(path: str) -> str:

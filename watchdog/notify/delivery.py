@@ -15,17 +15,23 @@ webhook, a refused recipient) is one until the failures are acknowledged
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from watchdog.logfmt import log
 from watchdog.notify.base import Notifier
 from watchdog.notify.outbox import REFUSED_RETRY, Outbox
 from watchdog.state import StateStore
+from watchdog.state_db import Deposed, StoreError
+from watchdog.storage import open_store
 from watchdog.times import utcnow
+
+if TYPE_CHECKING:
+    from watchdog.config import StateConfig
+    from watchdog.lease import Fence
 
 logger = logging.getLogger("watchdog.delivery")
 
@@ -35,12 +41,13 @@ RETRY_STORAGE = timedelta(seconds=10)
 class ReceiverThread(threading.Thread):
     """Sends one receiver's outbox entries until stopped, then what is due until ``deadline`` (monotonic)."""
 
-    def __init__(self, key: str, notifier: Notifier, state_path: str,
-                 quiet_until: Callable[[], datetime | None] | None = None):
+    def __init__(self, key: str, notifier: Notifier, state: str | StateConfig,
+                 quiet_until: Callable[[], datetime | None] | None = None, fence: Fence | None = None):
         super().__init__(name=f"delivery-{key}", daemon=True)
         self.key = key
         self.notifier = notifier
-        self.state_path = state_path
+        self.state = state  # a SQLite path, or the configured (maybe shared) state
+        self.fence = fence  # several instances: only the leader delivers
         self.quiet_until = quiet_until
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -58,39 +65,60 @@ class ReceiverThread(threading.Thread):
             f"receiver {self.key} refused {len(failed)} notification{'s' if len(failed) > 1 else ''} for good, the "
             f"latest: {failed[0].get('last_error')} (`watchdog status` lists them; `--ack-failed` acknowledges them)")
 
+    def leading(self) -> bool:
+        return self.fence is None or self.fence.leading()
+
+    def _open(self) -> Outbox | None:
+        try:
+            store = (StateStore(self.state, fence=self.fence) if isinstance(self.state, str)
+                     else open_store(self.state, self.fence))
+        except (StoreError, OSError) as exc:
+            log(logger, logging.ERROR, "outbox cannot be opened; retrying", receiver=self.key, error=str(exc))
+            return None
+        return Outbox(store, self.notifier, quiet_until=self.quiet_until, receiver=self.key, may_act=self.leading)
+
     def run(self) -> None:
-        store = StateStore(self.state_path)
-        outbox = Outbox(store, self.notifier, quiet_until=self.quiet_until, receiver=self.key)
+        outbox: Outbox | None = None
         try:
             while not self.stop.is_set():
                 self.wake.clear()
+                if not self.leading():  # a standby: the leader delivers
+                    self.wake.wait(1.0)
+                    continue
+                outbox = outbox or self._open()
+                if outbox is None:
+                    self.wake.wait(RETRY_STORAGE.total_seconds())
+                    continue
                 try:
                     outbox.deliver_due(self.stop)
                     due = outbox.wake_at
-                    self._check(store, outbox.refused)
-                except sqlite3.Error as exc:  # a full disk: retried (the engine alerts about the database)
+                    self._check(outbox.store, outbox.refused)
+                except Deposed:  # the new leader resumes where this one stopped
+                    continue
+                except StoreError as exc:  # a full disk: retried (the engine alerts about the database)
                     log(logger, logging.ERROR, "outbox cannot be read or written; retrying", receiver=self.key,
                         error=str(exc))
                     due = utcnow() + RETRY_STORAGE
                 wait = 3600.0 if due is None else max(0.01, (due - utcnow()).total_seconds())
                 self.wake.wait(wait)
             try:
-                if not outbox.flush(self.deadline):
+                if outbox is not None and self.leading() and not outbox.flush(self.deadline):
                     log(logger, logging.WARNING, "notifications kept in the outbox for the next start", receiver=self.key,
-                        pending=store.outbox_depth(self.key))
-            except sqlite3.Error as exc:
+                        pending=outbox.store.outbox_depth(self.key))
+            except StoreError as exc:
                 log(logger, logging.ERROR, "outbox cannot be read or written; notifications kept for the next start",
                     receiver=self.key, error=str(exc))
         finally:
-            store.close()
+            if outbox is not None:
+                outbox.store.close()
 
 
 class Receivers:
     """The receiver threads of a daemon (none without ``receivers:``)."""
 
-    def __init__(self, notifiers: Mapping[str, Notifier], state_path: str,
-                 quiet_until: Callable[[], datetime | None] | None = None):
-        self.threads = [ReceiverThread(key, notifier, state_path, quiet_until) for key, notifier in notifiers.items()]
+    def __init__(self, notifiers: Mapping[str, Notifier], state: str | StateConfig,
+                 quiet_until: Callable[[], datetime | None] | None = None, fence: Fence | None = None):
+        self.threads = [ReceiverThread(key, notifier, state, quiet_until, fence) for key, notifier in notifiers.items()]
 
     def start(self) -> None:
         for thread in self.threads:

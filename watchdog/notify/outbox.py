@@ -54,6 +54,7 @@ from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import MAX_ENTRIES, digest
 from watchdog.notify.render import EXPLAINED_KINDS
 from watchdog.state import OutboxItem, StateStore
+from watchdog.state_db import Deposed
 from watchdog.times import utcnow
 
 logger = logging.getLogger("watchdog.outbox")
@@ -111,8 +112,12 @@ class Outbox:
     """
 
     def __init__(self, store: StateStore, notifier: Notifier, clock: Callable[[], datetime] = utcnow,
-                 quiet_until: Callable[[], datetime | None] | None = None, receiver: str = ""):
+                 quiet_until: Callable[[], datetime | None] | None = None, receiver: str = "",
+                 may_act: Callable[[], bool] = lambda: True):
         self.store = store
+        # Whether this instance may deliver now (several instances: only the leader, and only within its lease),
+        # asked again right before each message goes out: a leader frozen in between sends nothing once it wakes.
+        self.may_act = may_act
         self.notifier = notifier
         self.receiver = receiver  # whose entries this outbox sends ('' : the main notifier's)
         self.clock = clock
@@ -285,7 +290,9 @@ class Outbox:
     def _send(self, message: Message, blocked: set[str]) -> int:
         """Attempt ``message`` once and record the outcome; returns how many notifications were sent."""
         items = message.items
-        self.store.mark_attempt(items, f"{self.notifier.name}:{items[0].id}")
+        self.store.mark_attempt(items, f"{self.notifier.name}:{items[0].id}")  # (a deposed leader's raises Deposed)
+        if not self.may_act():  # the lease ran out (a freeze) since: the new leader asks the receiver and sends
+            raise Deposed(f"{self.notifier.name}: this instance no longer leads; not sent")
         result = self._attempt(message)
         now = self.clock()
         if result.ok:

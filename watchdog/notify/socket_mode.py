@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -27,11 +26,13 @@ from slack_sdk.socket_mode.builtin import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from watchdog.config import SlackConfig
+from watchdog.config import SlackConfig, StateConfig
 from watchdog.logfmt import log
 from watchdog.notify import actions as act
 from watchdog.notify.slack_blocks import message_blocks
 from watchdog.state import Ack, StateStore, delete_silence, insert_ack, insert_silence
+from watchdog.state_db import Database, StoreError
+from watchdog.storage import open_store
 from watchdog.times import to_text, utcnow
 
 logger = logging.getLogger("watchdog.slack.actions")
@@ -70,7 +71,7 @@ class SocketHealth:
 class SlackActions:
     """The Socket Mode connection and the handling of clicks."""
 
-    def __init__(self, config: SlackConfig, state_path: str, health: SocketHealth,
+    def __init__(self, config: SlackConfig, state_path: str | StateConfig, health: SocketHealth,
                  clock: Callable[[], datetime] = utcnow):
         if not config.app_token or not config.token:
             raise ValueError("Socket Mode needs slack.app_token and slack.token")
@@ -96,7 +97,9 @@ class SlackActions:
     # --- the connection -------------------------------------------------------------
 
     def start(self) -> None:
-        self.store = StateStore(self.state_path)
+        # Any instance handles clicks (Slack spreads them over the connections): all write the one shared state.
+        self.store = (StateStore(self.state_path) if isinstance(self.state_path, str)
+                      else open_store(self.state_path))
         self.thread.start()
 
     def close(self) -> None:
@@ -125,7 +128,7 @@ class SlackActions:
         if self.store is not None and (was != connected or error):
             try:
                 self.store.set_notifier_status(NAME, None if connected else (error or "disconnected"), self.clock())
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log(logger, logging.WARNING, "cannot record the Socket Mode status", error=str(exc))
         if was != connected:
             log(logger, logging.INFO if connected else logging.WARNING,
@@ -249,7 +252,7 @@ class SlackActions:
                 return
             new_ack = Ack(episode=click.value, rule=rule, group=group, by=click.user, at=now, severity=state.severity)
 
-            def acknowledge(db: sqlite3.Connection) -> str:
+            def acknowledge(db: Database) -> str:
                 insert_ack(db, new_ack)
                 return "acknowledged"
 
@@ -271,7 +274,7 @@ class SlackActions:
         until = now + (act.UNTIL_RESOLVED_LIMIT if until_resolved else act.SILENCE_FOR[click.action])
         made: list[int] = []
 
-        def silence(db: sqlite3.Connection) -> str:
+        def silence(db: Database) -> str:
             made.append(insert_silence(db, rule, group, until, f"from Slack by {click.user}", now,
                                        click.value if until_resolved else None, click.user))
             return f"silenced:{made[0]}"
@@ -296,7 +299,7 @@ class SlackActions:
             self._ephemeral(click, f"Silence {silence_id} has already ended: nothing was changed.")
             return
 
-        def unsilence(db: sqlite3.Connection) -> str:
+        def unsilence(db: Database) -> str:
             return "unsilenced" if delete_silence(db, silence_id) else "already ended"
 
         outcome = self.store.act(click.key, self.clock(), rule=existing.rule, group=existing.group or "",

@@ -103,6 +103,8 @@ class Cluster:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, ""
+        except OSError:  # not listening yet (a process still starting on a loaded machine)
+            return 0, ""
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -172,7 +174,7 @@ def test_two_daemons_speak_once_through_kills_freezes_and_lost_sessions(tmp_path
     # Both healthy; only the leader says so in watchdog_leader.
     leader = cluster.leader()
     standby = "b" if leader == "a" else "a"
-    wait_for(lambda: cluster.get(standby, "/healthz")[0] == 200, what="the standby's /healthz")
+    wait_for(lambda: cluster.get(standby, "/healthz")[0] == 200, timeout=60, what="the standby's /healthz")
     assert "watchdog_leader 0.0" in cluster.get(standby, "/metrics")[1]
     assert "watchdog_leader 1.0" in wait_for(lambda: cluster.get(leader, "/metrics")[1], what="metrics")
     status = subprocess.run([sys.executable, "-m", "watchdog", "status", "-c", str(tmp_path / "a.yaml"), "--format",

@@ -53,7 +53,7 @@ def test_the_outbox_claims_marks_and_threads(new_store) -> None:
     first, second = store.pending(T0)
     assert (first.payload, second.payload) == ({"n": 1}, {"n": 2}) and store.outbox_depth() == 2
     assert store.earlier_unsent(second) == 1
-    store.mark_attempt([first])
+    store.mark_attempt([first], "slack:1")
     store.mark_sent(first, T0, "slack", {"ts": "1.2"}, [("update", {"n": 3})])
     store.mark_sent(first, T0, "slack", {"ts": "9.9"})  # a thread's first ref stays
     assert store.thread_ref("e1", "slack") == {"ts": "1.2"}

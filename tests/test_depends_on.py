@@ -250,3 +250,26 @@ def test_the_healed_when_fresh_rule_is_explained_by_the_remediation_without_sayi
     rows = [(r["kind"], r["episode"]) for r in engine.store.db.execute(
         "select kind, episode from outbox where rule = 'warehouse-fresh' order by id")][before:]
     assert rows == [("explained", thread), ("explained_resolved", thread)], rows
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_explanations_are_kept_by_both_stores(tmp_path: Path, pg_db: str, dialect: str) -> None:
+    """What explains an alert is written with its evaluation and read back the same, on SQLite and on PostgreSQL."""
+    from watchdog.dependencies import Explanation, Phase
+    from watchdog.lifecycle import Health
+    from watchdog.state import StateStore
+    from watchdog.state_db import PostgresDatabase
+
+    store = StateStore(str(tmp_path / "state.db")) if dialect == "sqlite" else \
+        StateStore(db=PostgresDatabase(pg_db, "deps"))
+    try:
+        explained = Explanation(Phase.SETTLING, "dms-tasks", "prod-to-warehouse", "up-1", NOW,
+                                resolved_at=NOW + timedelta(minutes=1), evaluations=1)
+        store.record_evaluation("fresh", ran_at=NOW, next_run=NOW, duration=0.1, health=Health(), states={},
+                                notifications=[], explanations={"fact_orders": explained, "dim_users": None})
+        assert store.explanations("fresh") == {"fresh": {"fact_orders": explained}} == store.explanations()
+        store.record_evaluation("fresh", ran_at=NOW, next_run=NOW, duration=0.1, health=Health(), states={},
+                                notifications=[], explanations={"fact_orders": None})
+        assert store.explanations() == {}
+    finally:
+        store.close()

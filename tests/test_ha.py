@@ -318,3 +318,28 @@ def test_an_instance_cut_off_from_the_state_says_so_directly(tmp_path: Path, pg_
         execute(admin, f"alter database {dbname} allow_connections true")
     wait_for(lambda: any("reaches the state database again" in t for t in texts()), timeout=60, what="its end")
     assert sum("has seen no leader" in t for t in texts()) == 1
+
+
+def test_run_once_on_a_shared_state_leads_for_the_round_or_refuses(tmp_path: Path, pg_db: str, slack: SlackServer) -> None:
+    from watchdog.state import StateStore
+    from watchdog.state_db import PostgresDatabase
+
+    execute(pg_db, "create table levels (name text, value int); insert into levels values ('tank', 50)")
+    write_project(tmp_path, base_config(tmp_path, pg_db, slack) + "ha: {lease: 5s, instance: once}\n", {"level": LEVEL})
+
+    def once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "watchdog", "run", "--once", "-c", str(tmp_path / "watchdog.yaml")],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    first = once()
+    assert first.returncode == 0, first.stderr
+    assert [kind for _, kind, _, sent in outbox(pg_db, "level") if sent] == ["firing"]
+    store = StateStore(db=PostgresDatabase(pg_db, "watchdog"))
+    try:
+        lease = store.lease()
+        assert lease is not None and lease.holder == "once" and lease.remaining < 0  # handed back at the end
+        store.claim_lease("web-1", 0, 60.0)  # a daemon leads now
+        refused = once()
+        assert refused.returncode == 2 and "web-1 leads" in refused.stderr
+    finally:
+        store.close()

@@ -327,17 +327,24 @@ def _statement_timeout(config: Config) -> float:
     return max(1.0, config.ha.lease.total_seconds() / 3)
 
 
-def _lead_once(config: Config, fence: Fence) -> str | None:
-    """``run --once`` on a shared state: take the lease for the round (None), or why not (another instance leads)."""
-    keeper = LeaseKeeper(open_store(config.state, timeout=_statement_timeout(config)), fence,
-                         config.ha.lease.total_seconds())
+def _lead_once(config: Config, fence: Fence) -> LeaseKeeper | str:
+    """``run --once`` on a shared state: take the lease and keep renewing it for the round (the keeper, running;
+    stop it to hand the lease back), or why not (another instance leads, the state cannot be reached)."""
+    try:
+        keeper = LeaseKeeper(open_store(config.state, timeout=_statement_timeout(config)), fence,
+                             config.ha.lease.total_seconds())
+    except (StoreError, OSError) as exc:
+        return f"cannot reach the state: {exc}"
     try:
         change = keeper.attempt()
     except StoreError as exc:
-        return f"cannot take the leader lease: {exc}"
-    finally:
         keeper.store.close()
-    return None if change.leading else f"{change.leader} leads (epoch {change.epoch}); run --once would speak for it"
+        return f"cannot take the leader lease: {exc}"
+    if not change.leading:
+        keeper.store.close()
+        return f"{change.leader} leads (epoch {change.epoch}); run --once would speak for it"
+    keeper.start()
+    return keeper
 
 
 ROLE_CHECK_SECONDS = 15.0  # how long `run --once` waits for the role check before it goes on
@@ -357,12 +364,14 @@ def run(config: Config, *, once: bool = False) -> int:
     if opened is None:
         return 2
     store = opened.store
+    once_keeper = None
     if once and fence is not None:
-        refused = _lead_once(config, fence)
-        if refused is not None:
-            log(logger, logging.ERROR, "not running once", instance=fence.instance, reason=refused)
+        leading = _lead_once(config, fence)
+        if isinstance(leading, str):
+            log(logger, logging.ERROR, "not running once", instance=fence.instance, reason=leading)
             store.close()
             return 2
+        once_keeper = leading
     files = RuleFiles(config)
     rules = files.load()
     # What the warehouse role may do: logged as a warning with the fix, never delaying the daemon's start.
@@ -408,8 +417,10 @@ def run(config: Config, *, once: bool = False) -> int:
             receivers.join(deadline + 0.5)
             if store.outbox_depth():
                 log(logger, logging.WARNING, "notifications left in the outbox", pending=store.outbox_depth())
-            if fence is not None:
-                store.release_lease(fence.instance, fence.epoch)
+            if once_keeper is not None:  # hand the lease back (a running instance takes it at its next attempt)
+                once_keeper.stop.set()
+                once_keeper.join(5.0)
+                once_keeper.store.close()
             return 0
         if slack_actions is not None:
             engine.socket = slack_actions.health

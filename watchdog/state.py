@@ -1,9 +1,11 @@
-"""The state store: SQLite (standard library, WAL) at ``state_path``.
+"""The state store: SQLite (standard library, WAL) at ``state_path``, or PostgreSQL (``state: {type: postgres}``).
 
 It keeps each rule's runs and health, each group's lifecycle state, silences,
 the notification outbox and an audit log. A transition and the notifications
 it causes are written in one transaction, so after ``kill -9`` nothing
-notified is notified again and nothing decided is lost.
+notified is notified again and nothing decided is lost. Its SQL is written
+once for both databases (``state_db`` runs it); with several instances on one
+PostgreSQL state, the leader's writes are fenced by its lease (``lease``).
 """
 
 from __future__ import annotations

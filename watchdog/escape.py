@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Callable
 
 ELLIPSIS = "…"
 FENCE = "```"
@@ -150,15 +151,15 @@ def terminal(text: str) -> str:
     ``\\u2028``...; so data always stays on the line it was printed on and
     cannot restyle or rewrite the screen. Printable text is unchanged.
     """
+    return _replace_unprintable(text, lambda char: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+                                or _char_escape(char))
+
+
+def _replace_unprintable(text: str, shown: Callable[[str], str]) -> str:
+    """``text`` with each non-printable character replaced by ``shown(char)``; printable text unchanged."""
     if text.isprintable():
         return text
-    out = []
-    for char in text:
-        if char.isprintable():
-            out.append(char)
-        else:
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or _char_escape(char))
-    return "".join(out)
+    return "".join(char if char.isprintable() else shown(char) for char in text)
 
 
 # Slack has no escape for its formatting characters, so where data could open or close formatting they are
@@ -178,19 +179,11 @@ def shown_on_one_line(text: str) -> str:
     data can neither start a line nor send a control character. Lone
     surrogates become U+FFFD.
     """
-    text = storable(text)
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if char.isprintable():
-            out.append(char)
-        elif char == "\n":
-            out.append(NEWLINE_SHOWN)
-        else:
-            code = ord(char)
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
+    def shown(char: str) -> str:
+        code = ord(char)
+        return NEWLINE_SHOWN if char == "\n" else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return _replace_unprintable(storable(text), shown)
 
 
 def _word(text: str, at: int) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,58 +25,87 @@ from tests.test_search import NOW, event, load, project, rule
 from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import increments
 from watchdog.ruletypes.base import EvalContext
+from watchdog.ruletypes.metric import MetricRule
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import from_text
 
 T0 = datetime(2026, 11, 28, 6, 0, 7, 250000, tzinfo=UTC)  # off the grid on purpose
 
 
-def make_rule(name: str, window_s: int, every_s: int, grouped: bool, ratio: bool = False) -> Rule:
+def make_rule(name: str, window_s: int, every_s: int, grouped: bool, ratio: bool = False,
+              metric: str | None = None) -> Rule:
     options = SearchOptions.from_mapping({"source": "logs", "index": "x", "window": f"{window_s}s",
                                           "threshold": {"above": 1}, "max_groups": 100,
                                           **({"group_by": "g"} if grouped else {}),
-                                          **({"numerator": "level:error"} if ratio else {})})
-    return Rule(name=name, type="ratio" if ratio else "threshold", path="", options=options,
-                schedule=Schedule(every=timedelta(seconds=every_s)))
+                                          **({"numerator": "level:error"} if ratio else {}),
+                                          **({"metric": {metric: "v"}} if metric else {})})
+    kind = "metric" if metric else "ratio" if ratio else "threshold"
+    return Rule(name=name, type=kind, path="", options=options, schedule=Schedule(every=timedelta(seconds=every_s)))
 
 
-def answer(plan: increments.Plan, grouped: bool, events: list[tuple[datetime, datetime, str]],
-           now: datetime) -> dict[str, object]:
+Event = tuple[datetime, datetime, str, float | None]  # timestamp, searchable from, group, field ``v`` (None: absent)
+
+
+def metric_parts(values: list[float | None]) -> dict[str, object]:
+    """The sub-aggregations of ``increments.slices_agg`` for a metric, as a server answers them for ``values``."""
+    present = [v for v in values if v is not None]
+    return {"m_sum": {"value": float(sum(present))}, "m_count": {"value": len(present)},
+            "m_min": {"value": min(present) if present else None}, "m_max": {"value": max(present) if present else None}}
+
+
+def full_metric(values: list[float | None], agg: str) -> float | None:
+    """What a full-window search's metric aggregation answers."""
+    present = [v for v in values if v is not None]
+    if agg == "sum":
+        return float(sum(present))
+    if not present:
+        return None
+    return {"min": min, "max": max}.get(agg, lambda p: sum(p) / len(p))(present)
+
+
+def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datetime) -> dict[str, object]:
     """What a search server answers to ``increments.body(plan)`` at ``now``: only events searchable by then.
 
     The query reads the plan's spans; the date histogram puts each event in its grid step (epoch-aligned,
     empty steps left out). Group "a" events are errors (a ratio's numerator, ``level:error``).
     """
-    seen = [(at, g) for at, arrives, g in events if arrives <= now
+    seen = [(at, g, v) for at, arrives, g, v in events if arrives <= now
             and any(lo <= at < hi for lo, hi in plan.spans())]
 
     def slices(group: str | None) -> dict[str, object]:
-        steps: dict[datetime, list[str]] = {}
-        for at, g in seen:
+        steps: dict[datetime, list[tuple[str, float | None]]] = {}
+        for at, g, v in seen:
             if group in (None, g):
-                steps.setdefault(increments.floor_grid(at, plan.grid), []).append(g)
+                steps.setdefault(increments.floor_grid(at, plan.grid), []).append((g, v))
         return {"buckets": [{"key": int((lo - increments.EPOCH) / timedelta(milliseconds=1)), "doc_count": len(mine),
-                             "numerator": {"doc_count": mine.count("a")}} for lo, mine in sorted(steps.items())]}
+                             "numerator": {"doc_count": [g for g, _ in mine].count("a")},
+                             **metric_parts([v for _, v in mine])} for lo, mine in sorted(steps.items())]}
 
     if not grouped:
         return {"aggregations": {"slices": slices(None)}}
-    return {"aggregations": {"groups": {"buckets": [{"key": g, "slices": slices(g)} for g in sorted({g for _, g in seen})]}}}
+    return {"aggregations": {"groups": {"buckets": [{"key": g, "slices": slices(g)}
+                                                    for g in sorted({g for _, g, _ in seen})]}}}
 
 
 @settings(max_examples=100, deadline=None)
 @given(window_s=st.sampled_from([60, 300, 3600]), every_s=st.sampled_from([10, 60]), settle_s=st.sampled_from([0, 30, 120]),
-       grouped=st.booleans(), ratio=st.booleans(),
-       stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abc")), min_size=20, max_size=100),
+       grouped=st.booleans(), kind=st.sampled_from(["count", "ratio", "sum", "min", "max", "avg"]),
+       stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abc"),
+                                 st.one_of(st.none(), st.integers(-1000, 1000))), min_size=20, max_size=100),
        steps=st.lists(st.one_of(st.integers(0, 20), st.just(400)), min_size=5, max_size=30))
-def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int, settle_s: int, grouped: bool,
-                                                     ratio: bool, stream: list[tuple[int, float, str]],
+def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int, settle_s: int, grouped: bool, kind: str,
+                                                     stream: list[tuple[int, float, str, int | None]],
                                                      steps: list[int]) -> None:
+    """Counts, ratios and metrics (min and max too) equal the full window's, with arrivals up to settle late."""
     increments.forget()
-    rule = make_rule("r", window_s, every_s, grouped, ratio)
+    ratio = kind == "ratio"
+    metric = None if kind in ("count", "ratio") else kind
+    rule = make_rule("r", window_s, every_s, grouped, ratio, metric)
     settle = timedelta(seconds=settle_s)
-    # An event at T0 + s (plus a fraction, off the grid) becomes searchable up to ``settle`` later.
-    events = [(T0 + timedelta(seconds=s + late / 3), T0 + timedelta(seconds=s + late / 3) + settle * late, g)
-              for s, late, g in stream]
+    # An event at T0 + s (plus a fraction, off the grid) becomes searchable up to ``settle`` later; its field ``v``
+    # may be absent (a metric over events without it is none, an avg counts only the values).
+    events: list[Event] = [(T0 + timedelta(seconds=s + late / 3), T0 + timedelta(seconds=s + late / 3) + settle * late,
+                            g, None if v is None else v / 4) for s, late, g, v in stream]
     now, facts = T0, {}
     for step in steps:
         now += timedelta(seconds=step * 10)  # gaps longer than the window happen too (a rebuild)
@@ -86,11 +116,20 @@ def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int
         got = increments.response(state, rule.options)
         start = now - timedelta(seconds=window_s)
         full: dict[str, tuple[int, int]] = {}
-        for at, arrives, g in events:
+        values: dict[str, list[float | None]] = {}
+        for at, arrives, g, v in events:
             if start <= at < now and arrives <= now:
                 events_, errors = full.get(g if grouped else "", (0, 0))
                 full[g if grouped else ""] = (events_ + 1, errors + (g == "a"))
-        if grouped:
+                values.setdefault(g if grouped else "", []).append(v)
+        if metric is not None:
+            found = MetricRule.readings(rule.options, got)
+            expected = {label: full_metric(vs, metric) for label, vs in values.items()}
+            if not grouped:
+                expected.setdefault("", full_metric([], metric))  # no events: the sum is 0, the others none
+            assert {label: r.value for label, r in found.items()} == pytest.approx(expected)
+            assert {label: r.count for label, r in found.items()} == {label: full.get(label, (0, 0))[0] for label in expected}
+        elif grouped:
             buckets = got["aggregations"]["groups"]["buckets"]
             assert {b["key"]: (b["doc_count"], b["numerator"]["doc_count"] if ratio else full[b["key"]][1])
                     for b in buckets} == full
@@ -169,3 +208,34 @@ def test_the_head_piece_is_searched_in_its_own_dated_index(tmp_path: Path, searc
     clock.now = midnight + timedelta(minutes=10, seconds=30)  # incremental; the head is [23:10:30, 23:11:00)
     evaluate_now(engine)
     assert engine.store.groups()["r"][""].value == 2
+
+
+def test_a_metric_rule_searches_only_the_new_slice(tmp_path: Path, search: CountingProxy) -> None:
+    """Through the engine and osmem-server: an avg and a max over an hour, evaluated every minute, read a few minutes."""
+    increments.forget()
+    load(search.url, [event(m, duration=d) for m, d in ((1, 100), (20, 200), (50, 600), (70, 5000))])
+    config = project(tmp_path, search.url, {
+        "avg": rule("avg", "type: metric\nwindow: 1h\nschedule: {every: 1m}\nmetric: {avg: duration_ms}\n"
+                           "threshold: {above: 300}\ngroup_by: team\nsample: 0\n"),
+        "max": rule("max", "type: metric\nwindow: 1h\nschedule: {every: 1m}\nmetric: {max: duration_ms}\n"
+                           "threshold: {above: 500}\nsample: 0\n")})
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    evaluate_now(engine)
+    groups = engine.store.groups()
+    assert "avg" not in groups and groups["max"][""].value == 600  # avg 300 over 100, 200, 600; the 5000 is older
+    load(search.url, [event(-0.5, duration=1000)])  # 30 s after NOW
+    clock.now = NOW + timedelta(minutes=1)
+    search.reset()
+    evaluate_now(engine)
+    groups = engine.store.groups()
+    assert groups["avg"]["team-a"].value == pytest.approx(475) and groups["max"][""].value == 1000
+    for sent in search.bodies:  # every search reads the head piece and the last few minutes only
+        for line in sent.splitlines()[1::2]:
+            ranges = [r["range"]["@timestamp"] for r in json.loads(line)["query"]["bool"]["filter"][0]["bool"]["should"]]
+            newest = max(ranges, key=lambda r: r["lt"])
+            assert from_text(newest["lt"]) == clock.now and from_text(newest["gte"]) >= NOW - timedelta(minutes=2)
+    clock.now = NOW + timedelta(minutes=60, seconds=15)  # window [NOW+15s, NOW+60m15s): the 1000 alone is left
+    evaluate_now(engine)
+    groups = engine.store.groups()
+    assert groups["avg"]["team-a"].value == 1000 and groups["max"][""].value == 1000

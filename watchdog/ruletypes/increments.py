@@ -1,9 +1,11 @@
-"""Incremental windows: a count rule searches only what changed since its last evaluation.
+"""Incremental windows: a count or metric rule searches only what changed since its last evaluation.
 
 A ``threshold`` rule counting events (grouped or not; not a grouped flatline,
-which looks back for quiet groups) or a ``ratio`` rule (its numerator and
-denominator counted alike) on an interval schedule keeps, in memory, its
-counts per group in buckets on a grid of its schedule's interval (coarser
+which looks back for quiet groups), a ``ratio`` rule (its numerator and
+denominator counted alike) or a ``metric`` rule whose aggregation combines
+from its parts (``sum``, ``min``, ``max``, and ``avg`` as a sum and a count of
+values; not a grouped ``below``) on an interval schedule keeps, in memory, its
+counts (and metric parts) per group in buckets on a grid of its schedule's interval (coarser
 when the window would hold more than MAX_BUCKETS). Each evaluation searches
 only the buckets since its previous one plus the settle horizon (``settle:``,
 default 2m), and the window's first, partial grid step (its start is rarely on
@@ -40,6 +42,10 @@ MAX_BUCKETS = 720  # per rule: a window longer than this many grid steps is sear
 GROUP_CAP = 4  # groups kept per rule, in multiples of its max_groups
 MAX_RULES = 5000  # rules whose buckets are kept (least recently evaluated dropped first)
 FACT = "window"  # the rule's fact that stamps which cached buckets its last evaluation left
+# A metric whose window value follows from its steps' values: an avg is kept as its sum and count of values.
+# (Percentiles and cardinality do not combine: those rules search their whole windows.)
+DECOMPOSABLE = {"sum": ("m_sum",), "min": ("m_min",), "max": ("m_max",), "avg": ("m_sum", "m_count")}
+_METRIC_AGGS = {"m_sum": "sum", "m_min": "min", "m_max": "max", "m_count": "value_count"}
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,9 +59,10 @@ class Buckets:
     window: timedelta
     end: datetime
     token: str = field(default_factory=lambda: secrets.token_hex(6))
-    # Per bucket and group, the counters: "" the events, and a ratio's "numerator" and "denominator".
-    counts: dict[datetime, dict[str, dict[str, int]]] = field(default_factory=dict)
-    head: dict[str, dict[str, int]] = field(default_factory=dict)  # the window's first, partial, grid step
+    # Per bucket and group, the counters: "" the events, a ratio's "numerator" and "denominator", a metric's
+    # "m_sum", "m_count" (values of the field), "m_min", "m_max" (absent where no event had the field).
+    counts: dict[datetime, dict[str, dict[str, float]]] = field(default_factory=dict)
+    head: dict[str, dict[str, float]] = field(default_factory=dict)  # the window's first, partial, grid step
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its field values
     dropped: int = 0  # groups dropped over the cap since the last rebuild
 
@@ -118,8 +125,8 @@ def grid(rule: Rule) -> timedelta | None:
 
     options = rule.options
     every = rule.schedule.every
-    if (rule.type not in ("threshold", "ratio") or every is None or options.metric is not None
-            or options.baseline is not None or looks_back(options)):
+    if (rule.type not in ("threshold", "ratio", "metric") or every is None or options.baseline is not None
+            or (options.metric is not None and options.metric.agg not in DECOMPOSABLE) or looks_back(options)):
         return None
     seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
     return timedelta(seconds=seconds)
@@ -157,6 +164,9 @@ def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
         from watchdog.ruletypes.ratio import split_aggs
 
         agg["aggs"] = split_aggs(options)
+    if options.metric is not None:  # a metric's parts in each piece (an avg's sum and count of values)
+        agg["aggs"] = {name: {_METRIC_AGGS[name]: {"field": options.metric.field}}
+                       for name in DECOMPOSABLE[options.metric.agg]}
     return agg
 
 
@@ -192,8 +202,12 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
             count = int(part.get("doc_count", 0))
             if not count:
                 continue
-            counters = {"": count, **{name: int(sub.get("doc_count", 0)) for name, sub in part.items()
-                                      if name in ("numerator", "denominator") and isinstance(sub, Mapping)}}
+            counters: dict[str, float] = {"": count}
+            for name, sub in part.items():
+                if name in ("numerator", "denominator") and isinstance(sub, Mapping):
+                    counters[name] = int(sub.get("doc_count", 0))
+                elif name in _METRIC_AGGS and isinstance(sub, Mapping) and sub.get("value") is not None:
+                    counters[name] = float(sub["value"])
             lo = EPOCH + timedelta(milliseconds=int(part["key"]))
             if lo < plan.cut:  # the step the window's start cuts: only its head piece was read
                 state.head[label] = counters
@@ -209,14 +223,30 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
     return state
 
 
-def _totals(state: Buckets) -> dict[str, dict[str, int]]:
-    totals: dict[str, dict[str, int]] = {}
+def _totals(state: Buckets) -> dict[str, dict[str, float]]:
+    totals: dict[str, dict[str, float]] = {}
     for groups in (state.head, *state.counts.values()):
         for label, counters in groups.items():
             total = totals.setdefault(label, {})
             for name, count in counters.items():
-                total[name] = total.get(name, 0) + count
+                if name not in total:
+                    total[name] = count
+                elif name == "m_min":
+                    total[name] = min(total[name], count)
+                elif name == "m_max":
+                    total[name] = max(total[name], count)
+                else:
+                    total[name] = total[name] + count
     return totals
+
+
+def metric_value(total: Mapping[str, float], agg: str) -> float | None:
+    """A metric over the window from its steps' parts (None, as the server says, for a min, max or avg of nothing)."""
+    if agg == "sum":
+        return total.get("m_sum", 0.0)
+    if agg == "avg":
+        return total["m_sum"] / total["m_count"] if total.get("m_count") else None
+    return total.get(f"m_{agg}")
 
 
 def _cap(state: Buckets, cap: int) -> None:
@@ -238,22 +268,25 @@ def response(state: Buckets, options: Any) -> dict[str, Any]:
     """The window's counts as a full search's response (what the rule type's ``readings`` reads)."""
     totals = _totals(state)
 
-    def subs(total: Mapping[str, int]) -> dict[str, Any]:
+    def subs(total: Mapping[str, float]) -> dict[str, Any]:
+        if options.metric is not None:
+            return {"metric": {"value": metric_value(total, options.metric.agg)}}
         if options.fraction is None:
             return {}
         names = ["numerator"] + (["denominator"] if options.fraction.denominator.clauses() else [])
-        return {name: {"doc_count": total.get(name, 0)} for name in names}
+        return {name: {"doc_count": int(total.get(name, 0))} for name in names}
 
     if not options.group_by:
         whole = totals.get("", {})
-        return {"hits": {"total": {"value": whole.get("", 0)}}, "aggregations": subs(whole)}
+        return {"hits": {"total": {"value": int(whole.get("", 0))}}, "aggregations": subs(whole)}
     ordered = sorted(totals, key=lambda label: (-totals[label][""], label))[:options.max_groups]
     buckets = []
     for label in ordered:
         parts = state.parts.get(label, (label,))
-        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": totals[label][""],
+        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": int(totals[label][""]),
                         **subs(totals[label])})
-    return {"hits": {"total": {"value": sum(t[""] for t in totals.values())}}, "aggregations": {"groups": {"buckets": buckets}}}
+    return {"hits": {"total": {"value": int(sum(t[""] for t in totals.values()))}},
+            "aggregations": {"groups": {"buckets": buckets}}}
 
 
 def forget(keys: Sequence[tuple[str, str]] | None = None) -> None:

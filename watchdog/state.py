@@ -122,6 +122,9 @@ MIGRATIONS: tuple[str, ...] = (
     create table ha_instances (instance text primary key, started double precision not null,
                                last_seen double precision not null, is_leader integer not null default 0)
     """,
+    # Threads, digests, links and acknowledgements look entries up by episode: without an index each lookup
+    # scans the outbox, which grows over its 30 days of retention.
+    "create index outbox_episode on outbox (episode, receiver)",
 )
 
 # Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.

@@ -179,6 +179,27 @@ def test_silence_buttons_silence_and_unsilence(stand: Stand) -> None:
     assert [a["action"] for a in stand.store.audit("r")][-2:] == ["silenced", "unsilenced"]
 
 
+def test_an_unsilence_click_from_another_message_acts_on_nothing(stand: Stand) -> None:
+    stand.source.values = {"r": 50}
+    stand.step()
+    ts, _ = stand.first_message()
+    stand.click(actions.SILENCE_1H, stand.episode())
+    (silence,) = wait_for(lambda: stand.store.silences(stand.clock()), "the silence")
+    forged = [dict(channel="C0ELSEWHERE", message_ts=ts), dict(channel=CHANNEL, message_ts="1700000000.000001"),
+              dict(channel="C0ELSEWHERE", message_ts="1700000000.000002", thread_ts=ts)]
+    for where in forged:  # the silence id is right; the message is not in the silenced alert's thread
+        envelope = stand.sockets.click(user="U0ONCALL", action_id=actions.UNSILENCE, value=str(silence.id), **where)
+        stand.sockets.wait_ack(envelope)
+    wait_for(lambda: len(stand.slack.calls("chat.postEphemeral")) == len(forged), "the refusals")
+    assert all("not on a message watchdog posted" in c.body["text"] for c in stand.slack.calls("chat.postEphemeral"))
+    assert stand.store.silences(stand.clock()) == [silence]
+    reply_ts = "1700000000.000003"  # the Unsilence button sits on a reply in the alert's thread: that click acts
+    envelope = stand.sockets.click(user="U0ONCALL", action_id=actions.UNSILENCE, value=str(silence.id), channel=CHANNEL,
+                                   message_ts=reply_ts, thread_ts=ts)
+    stand.sockets.wait_ack(envelope)
+    wait_for(lambda: not stand.store.silences(stand.clock()), "the unsilence")
+
+
 def test_silence_until_resolved_ends_with_the_episode(stand: Stand) -> None:
     stand.source.values = {"r": 50}
     stand.step()

@@ -743,6 +743,13 @@ class StateStore:
         rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))
         return json.loads(rows[0][0]) if rows else None
 
+    def thread_refs_of(self, rule: str, group: str, notifier: str) -> list[dict[str, Any]]:
+        """The threads ``notifier`` holds for any episode of ``rule``'s ``group`` still in the outbox (newest first)."""
+        rows = self._query("select t.ref from threads t where t.notifier = ? and t.episode in "
+                           "(select o.episode from outbox o where o.rule = ? and o.grp = ?) order by t.created desc",
+                           (notifier, rule, group))
+        return [json.loads(row[0]) for row in rows]
+
     def set_notifier_status(self, name: str, error: str | None, now: datetime, *, refused: bool = False) -> None:
         """Record a receiver's last outcome: ok (``error`` None), failing, or refusing watchdog's credentials."""
         with self.transaction() as db:

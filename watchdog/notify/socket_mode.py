@@ -298,6 +298,13 @@ class SlackActions:
         if existing is None or existing.until <= self.clock():
             self._ephemeral(click, f"Silence {silence_id} has already ended: nothing was changed.")
             return
+        # The button is a reply in the silenced alert's thread: a click from any other message acts on nothing.
+        threads = self.store.thread_refs_of(existing.rule, existing.group or "", "slack")
+        if not any(act.posted_for(click, thread) for thread in threads):
+            self._ephemeral(click, "This button is not on a message watchdog posted for that alert: nothing was changed.")
+            log(logger, logging.WARNING, "Slack action on another message refused", action=click.action,
+                user=click.user, channel=click.channel)
+            return
 
         def unsilence(db: Database) -> str:
             return "unsilenced" if delete_silence(db, silence_id) else "already ended"

@@ -33,13 +33,15 @@ T0 = datetime(2026, 11, 28, 6, 0, 7, 250000, tzinfo=UTC)  # off the grid on purp
 
 
 def make_rule(name: str, window_s: int, every_s: int, grouped: bool, ratio: bool = False,
-              metric: str | None = None) -> Rule:
+              metric: str | None = None, offset_s: int = 0) -> Rule:
+    """A threshold, ratio or metric rule, or (``offset_s``) a spike rule of a count or metric."""
+    spike = {"offset": f"{offset_s}s", "threshold": {"ratio_above": 2}} if offset_s else {}
     options = SearchOptions.from_mapping({"source": "logs", "index": "x", "window": f"{window_s}s",
-                                          "threshold": {"above": 1}, "max_groups": 100,
+                                          "threshold": {"above": 1}, "max_groups": 100, **spike,
                                           **({"group_by": "g"} if grouped else {}),
                                           **({"numerator": "level:error"} if ratio else {}),
                                           **({"metric": {metric: "v"}} if metric else {})})
-    kind = "metric" if metric else "ratio" if ratio else "threshold"
+    kind = "spike" if offset_s else "metric" if metric else "ratio" if ratio else "threshold"
     return Rule(name=name, type=kind, path="", options=options, schedule=Schedule(every=timedelta(seconds=every_s)))
 
 
@@ -89,18 +91,22 @@ def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datet
 
 @settings(max_examples=100, deadline=None)
 @given(window_s=st.sampled_from([60, 300, 3600]), every_s=st.sampled_from([10, 60]), settle_s=st.sampled_from([0, 30, 120]),
-       grouped=st.booleans(), kind=st.sampled_from(["count", "ratio", "sum", "min", "max", "avg"]),
+       grouped=st.booleans(), kind=st.sampled_from(["count", "ratio", "sum", "min", "max", "avg"]), spike=st.booleans(),
        stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abc"),
                                  st.one_of(st.none(), st.integers(-1000, 1000))), min_size=20, max_size=100),
        steps=st.lists(st.one_of(st.integers(0, 20), st.just(400)), min_size=5, max_size=30))
 def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int, settle_s: int, grouped: bool, kind: str,
-                                                     stream: list[tuple[int, float, str, int | None]],
+                                                     spike: bool, stream: list[tuple[int, float, str, int | None]],
                                                      steps: list[int]) -> None:
-    """Counts, ratios and metrics (min and max too) equal the full window's, with arrivals up to settle late."""
+    """Counts, ratios and metrics (min and max too) equal the full window's, with arrivals up to settle late.
+
+    A spike rule's baseline window (``offset`` earlier: the plan's shift) likewise.
+    """
     increments.forget()
     ratio = kind == "ratio"
     metric = None if kind in ("count", "ratio") else kind
-    rule = make_rule("r", window_s, every_s, grouped, ratio, metric)
+    offset_s = window_s + 300 if spike and not ratio else 0
+    rule = make_rule("r", window_s, every_s, grouped, ratio, metric, offset_s)
     settle = timedelta(seconds=settle_s)
     # An event at T0 + s (plus a fraction, off the grid) becomes searchable up to ``settle`` later; its field ``v``
     # may be absent (a metric over events without it is none, an avg counts only the values).
@@ -114,11 +120,12 @@ def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int
         state = increments.absorb(plan, rule.options, answer(plan, grouped, events, now))
         facts = {increments.FACT: state.stamp()}
         got = increments.response(state, rule.options)
-        start = now - timedelta(seconds=window_s)
+        end = now - timedelta(seconds=offset_s)
+        start = end - timedelta(seconds=window_s)
         full: dict[str, tuple[int, int]] = {}
         values: dict[str, list[float | None]] = {}
         for at, arrives, g, v in events:
-            if start <= at < now and arrives <= now:
+            if start <= at < end and arrives <= now:
                 events_, errors = full.get(g if grouped else "", (0, 0))
                 full[g if grouped else ""] = (events_ + 1, errors + (g == "a"))
                 values.setdefault(g if grouped else "", []).append(v)
@@ -239,3 +246,29 @@ def test_a_metric_rule_searches_only_the_new_slice(tmp_path: Path, search: Count
     evaluate_now(engine)
     groups = engine.store.groups()
     assert groups["avg"]["team-a"].value == 1000 and groups["max"][""].value == 1000
+
+
+def test_a_spike_rule_keeps_its_baseline_window(tmp_path: Path, search: CountingProxy) -> None:
+    """Through the engine and osmem-server: the baseline (2h earlier) is read a few minutes at a time, the ratio right."""
+    increments.forget()
+    load(search.url, [event(m) for m in (10, 20, 30, 40, 50, 55, 130, 150, 170)])
+    config = project(tmp_path, search.url, {"s": rule("s", "type: spike\nwindow: 1h\noffset: 2h\nschedule: {every: 1m}\n"
+                                                      "threshold: {ratio_above: 1.5}\nsample: 0\n")})
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    evaluate_now(engine)
+    assert engine.store.groups()["s"][""].value == 2  # 6 now against 3 two hours earlier
+    load(search.url, [event(-0.5)])
+    clock.now = NOW + timedelta(minutes=1)
+    search.reset()
+    evaluate_now(engine)
+    assert engine.store.groups()["s"][""].value == pytest.approx(7 / 3)
+    (sent,) = search.bodies
+    current, baseline = (json.loads(line)["query"]["bool"]["filter"][0] for line in sent.splitlines()[1::2])
+    assert from_text(current["range"]["@timestamp"]["gte"]) == clock.now - timedelta(hours=1)  # searched whole
+    newest = max((r["range"]["@timestamp"] for r in baseline["bool"]["should"]), key=lambda r: r["lt"])
+    assert from_text(newest["lt"]) == clock.now - timedelta(hours=2)
+    assert from_text(newest["gte"]) >= NOW - timedelta(hours=2, minutes=2)
+    clock.now = NOW + timedelta(minutes=21)  # 4 now (10, 20, 30 minutes before NOW and the new one) against 2 (130, 150)
+    evaluate_now(engine)
+    assert engine.store.groups()["s"][""].value == 2

@@ -14,6 +14,10 @@ full search of [now - delay - window, now - delay) for any ``now``. Events
 that become searchable later than ``settle`` after their timestamp are not
 counted, as with ``delay``.
 
+A ``spike`` rule (a count, or a metric as above) keeps its baseline window,
+``offset`` earlier (the plan's ``shift``), the same way; its current window is
+searched whole, as before, in the same ``_msearch``.
+
 One full search rebuilds the buckets after a start, after a change of the
 rule's window or interval, after a gap as long as the window or a clock set
 back, and whenever the stamp in the rule's stored facts is not the cache's
@@ -58,6 +62,7 @@ class Buckets:
     grid: timedelta
     window: timedelta
     end: datetime
+    shift: timedelta = timedelta(0)  # a spike's baseline: the window this much earlier
     token: str = field(default_factory=lambda: secrets.token_hex(6))
     # Per bucket and group, the counters: "" the events, a ratio's "numerator" and "denominator", a metric's
     # "m_sum", "m_count" (values of the field), "m_min", "m_max" (absent where no event had the field).
@@ -87,6 +92,7 @@ class Plan:
     lo: datetime
     end: datetime
     full: bool  # a rebuild: every bucket of the window
+    shift: timedelta = timedelta(0)  # a spike's baseline: ``end`` is this much before the rule's window's end
 
     @property
     def cut(self) -> datetime:
@@ -125,7 +131,8 @@ def grid(rule: Rule) -> timedelta | None:
 
     options = rule.options
     every = rule.schedule.every
-    if (rule.type not in ("threshold", "ratio", "metric") or every is None or options.baseline is not None
+    if (rule.type not in ("threshold", "ratio", "metric", "spike") or every is None
+            or (rule.type == "spike") != (options.baseline is not None)
             or (options.metric is not None and options.metric.agg not in DECOMPOSABLE) or looks_back(options)):
         return None
     seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
@@ -141,15 +148,17 @@ def plan(rule: Rule, ctx: EvalContext, settle: timedelta) -> Plan | None:
     key = (rule.source, rule.name)
     with _lock:
         cached = _cache.get(key)
-    end = ctx.now - options.delay
-    full = Plan(key, step, options.window, ceil_grid(end - options.window, step), end, full=True)
+    shift = options.baseline.offset if options.baseline is not None else timedelta(0)
+    end = ctx.now - options.delay - shift
+    full = Plan(key, step, options.window, ceil_grid(end - options.window, step), end, full=True, shift=shift)
     stamp = ctx.facts.get(rule.name, {}).get(FACT)
-    if cached is None or cached.grid != step or cached.window != options.window or stamp != cached.stamp():
+    if (cached is None or cached.grid != step or cached.window != options.window or cached.shift != shift
+            or stamp != cached.stamp()):
         return full
     if end < cached.end or end - cached.end >= options.window:  # the clock went back, or a gap: rebuild
         return full
     lo = max(floor_grid(cached.end - settle, step), full.lo)
-    return Plan(key, step, options.window, lo, end, full=False)
+    return Plan(key, step, options.window, lo, end, full=False, shift=shift)
 
 
 def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
@@ -187,7 +196,7 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
 
     with _lock:
         cached = None if plan.full else _cache.get(plan.key)
-    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end)
+    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift)
     state.counts = {lo: groups for lo, groups in state.counts.items() if plan.cut <= lo < plan.lo}
     state.head = {}
     aggs = response.get("aggregations", {})

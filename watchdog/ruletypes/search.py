@@ -360,12 +360,21 @@ def requests(rule: Rule, now: datetime, multi_terms: bool = True) -> list[Any]:
     return [_request(options, spans, body) for spans, body in kind(rule).searches(options, start, end, multi_terms)]
 
 
+def _incremental(rule: Rule, now: datetime, plan: increments.Plan, multi_terms: bool) -> list[Any]:
+    """The SearchRequests of an incremental evaluation: the plan's pieces, after a spike's whole current window."""
+    options: SearchOptions = rule.options
+    pieces = _request(options, plan.spans(), increments.body(options, plan, multi_terms))
+    if not plan.shift:
+        return [pieces]
+    start, end = window(options, now)
+    return [_request(options, [(start, end)], search_body(options, start, end, multi_terms)), pieces]
+
+
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
     """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
     plans = [increments.plan(rule, ctx, rule.settle) for rule in rules]
-    searches = [requests(rule, ctx.now, multi_terms) if plan is None
-                else [_request(rule.options, plan.spans(), increments.body(rule.options, plan, multi_terms))]
+    searches = [requests(rule, ctx.now, multi_terms) if plan is None else _incremental(rule, ctx.now, plan, multi_terms)
                 for rule, plan in zip(rules, plans, strict=True)]
     answers = iter(source.msearch([one for mine in searches for one in mine]))
     responses: list[Any] = []
@@ -377,8 +386,10 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
             if failed is not None:
                 responses.append(failed)
             elif plan is not None:
-                state = increments.absorb(plan, rule.options, answered[0])
-                responses.append(increments.response(state, rule.options))
+                state = increments.absorb(plan, rule.options, answered[-1])
+                cached = increments.response(state, rule.options)
+                # A spike's baseline is the cached window; its current one was searched whole, first.
+                responses.append(kind(rule).combine(rule.options, [answered[0], cached]) if plan.shift else cached)
                 stamps[rule.name] = {increments.FACT: state.stamp(), **({"groups_dropped": state.dropped}
                                                                          if state.dropped else {})}
             else:
@@ -393,7 +404,7 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
-        start, end = window(rule.options, ctx.now) if plan is None else (plan.end - plan.window, plan.end)
+        start, end = window(rule.options, ctx.now) if plan is None or plan.shift else (plan.end - plan.window, plan.end)
         try:
             evaluation = judge(rule, ctx, response, start, end, dashboards)
         except Exception as exc:  # an answer this rule cannot read is this rule's error, not the batch's

@@ -10,10 +10,9 @@ path against osmem-server.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import json
 
 import pytest
 from hypothesis import given, settings

@@ -7,10 +7,12 @@ own bookkeeping; acknowledgements in Slack reach PagerDuty over Socket Mode.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,9 +239,9 @@ def test_an_acknowledgement_in_slack_acknowledges_in_pagerduty(tmp_path: Path, s
         stand.close()
 
 
-def test_a_notification_refused_for_good_is_a_problem_until_acknowledged(
-        tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer, webhook: WebhookServer, smtp: SmtpServer) -> None:
-    config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
+@contextlib.contextmanager
+def paged_once(config: Config, pagerduty: PagerDutyServer, status: int) -> Iterator[tuple[StateStore, Receivers, str]]:
+    """One critical alert fired to the pager receiver alone, which answers ``status``: yields (store, receivers, problem)."""
     store = StateStore(config.state_path)
     clock = Clock(utcnow() - timedelta(minutes=2))
     engine = Engine([scripted_rule("api-errors")], store, OneSource(source := ScriptedSource()), rule_types=TYPES,
@@ -248,21 +250,27 @@ def test_a_notification_refused_for_good_is_a_problem_until_acknowledged(
     receivers = Receivers({"pager": build_receivers(config)["pager"]}, config.state_path)
     receivers.start()
     try:
-        pagerduty.script = [(400, {})]
+        pagerduty.script = [(status, {})]
         source.values = {"api-errors": 5000}
         clock.now += timedelta(minutes=1)
         tick(engine)
         receivers.wake()
-        problem = wait_for(lambda: receivers.problems()["receiver pager"], "the receiver's problem")
+        yield store, receivers, wait_for(lambda: receivers.problems()["receiver pager"], "the receiver's problem")
+    finally:
+        receivers.stop(time.monotonic() + 2)
+        receivers.join(time.monotonic() + 3)
+        store.close()
+
+
+def test_a_notification_refused_for_good_is_a_problem_until_acknowledged(
+        tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer, webhook: WebhookServer, smtp: SmtpServer) -> None:
+    config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
+    with paged_once(config, pagerduty, 400) as (store, receivers, problem):
         assert problem.startswith("receiver pager refused 1 notification for good, the latest: PagerDuty trigger: HTTP 400")
         assert KEY not in problem
         store.acknowledge_failed()
         receivers.wake()
         wait_for(lambda: receivers.problems()["receiver pager"] is None, "the problem to clear")
-    finally:
-        receivers.stop(time.monotonic() + 2)
-        receivers.join(time.monotonic() + 3)
-        store.close()
 
 
 def test_a_routes_group_wait_and_repeat_every(tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer,
@@ -286,26 +294,9 @@ def test_a_routes_group_wait_and_repeat_every(tmp_path: Path, slack: SlackServer
 def test_refused_credentials_keep_the_notification_and_are_a_problem(
         tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer, webhook: WebhookServer, smtp: SmtpServer) -> None:
     config = config_for(tmp_path, slack, pagerduty, webhook, smtp)
-    store = StateStore(config.state_path)
-    clock = Clock(utcnow() - timedelta(minutes=2))
-    engine = Engine([scripted_rule("api-errors")], store, OneSource(source := ScriptedSource()), rule_types=TYPES,
-                    clock=clock)
-    engine.router = build_router(config)
-    receivers = Receivers({"pager": build_receivers(config)["pager"]}, config.state_path)
-    receivers.start()
-    try:
-        pagerduty.script = [(403, {})]
-        source.values = {"api-errors": 5000}
-        clock.now += timedelta(minutes=1)
-        tick(engine)
-        receivers.wake()
-        problem = wait_for(lambda: receivers.problems()["receiver pager"], "the receiver's problem")
+    with paged_once(config, pagerduty, 403) as (store, _, problem):
         assert problem.startswith("PagerDuty trigger: HTTP 403") and "every one is kept in the outbox" in problem
         assert store.outbox_depth("pager") == 1 and store.failed_notifications() == []
-    finally:
-        receivers.stop(time.monotonic() + 1)
-        receivers.join(time.monotonic() + 2)
-        store.close()
 
 
 def test_receiver_secrets_never_leave(tmp_path: Path, slack: SlackServer, pagerduty: PagerDutyServer,

@@ -91,8 +91,8 @@ def test_a_truncated_state_file_is_moved_aside(tmp_path: Path) -> None:
     assert len(opened.notes) == 1 and "moved aside" in opened.notes[0]
 
 
-def test_an_empty_state_file_after_firing_alerts_says_history_was_lost(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def fire_and_mark(path: Path) -> None:
+    """A state at ``path`` with one alert firing and its lost-history marker written, then closed."""
     store, source, clock = StateStore(str(path)), ScriptedSource(), Clock()
     engine = Engine([scripted_rule("r")], store, OneSource(source), clock=clock, rule_types=TYPES)
     source.values["r"] = 50
@@ -100,6 +100,11 @@ def test_an_empty_state_file_after_firing_alerts_says_history_was_lost(tmp_path:
     wait_idle(engine)
     write_marker(str(path), store, clock.now)
     store.close()
+
+
+def test_an_empty_state_file_after_firing_alerts_says_history_was_lost(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    fire_and_mark(path)
     intact = open_state(str(path), T0)
     assert intact.notes == []  # intact: nothing to say
     intact.store.close()
@@ -121,13 +126,7 @@ def test_every_file_beside_the_state_is_private(tmp_path: Path) -> None:
     os.chmod(tmp_path / "state.db.firing.tmp", 0o644)  # a leftover of another mode is narrowed, not kept
     old = os.umask(0o022)  # a usual umask: files would be 0644 unless watchdog says otherwise
     try:
-        store, source, clock = StateStore(str(path)), ScriptedSource(), Clock()
-        engine = Engine([scripted_rule("r")], store, OneSource(source), clock=clock, rule_types=TYPES)
-        source.values["r"] = 50
-        engine.dispatch(list(engine.rules.values()), clock.now)
-        wait_idle(engine)
-        write_marker(str(path), store, clock.now)
-        store.close()
+        fire_and_mark(path)
         os.truncate(path, 100)  # unreadable: moved aside, and a new one created beside it
         open_state(str(path), T0).store.close()
     finally:

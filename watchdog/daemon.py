@@ -170,32 +170,33 @@ def storage_notice(config: Config, error: str | None, since: datetime | None, no
 def no_leader_notice(config: Config, instance: str, error: str | None, since: datetime, now: datetime) -> Notification:
     """The alert (``error``) or its resolution (None) saying ``instance`` has seen no leader since ``since``: it cannot
     reach the shared state, so it can neither lead nor know who does (sent directly: no outbox without the state)."""
-    if error is not None:
-        kind = Kind.FIRING
-        text = (f"instance {instance} has seen no leader since {to_text(since)}: it cannot reach the state database "
-                f"{config.state.where} ({error}). If no other instance can either, nothing is evaluated or delivered")
-    else:
-        kind, text = Kind.RESOLVED, f"instance {instance} reaches the state database again and sees a leader"
-    episode = f"no-leader-{instance}-{to_text(since)}"
+    firing = None if error is None else (
+        f"instance {instance} has seen no leader since {to_text(since)}: it cannot reach the state database "
+        f"{config.state.where} ({error}). If no other instance can either, nothing is evaluated or delivered")
+    return _self_notice(config, LEASE_GROUP, f"no-leader-{instance}-{to_text(since)}", firing,
+                        f"instance {instance} reaches the state database again and sees a leader", since, now)
+
+
+def _self_notice(config: Config, group: str, episode: str, firing: str | None, resolved: str, since: datetime,
+                 now: datetime, *, actions: bool = True) -> Notification:
+    """watchdog's own critical alert for ``group``: firing with text ``firing``, or resolved (``firing`` None),
+    rendered for the self-monitoring channel and sent directly (not through the outbox)."""
+    kind = Kind.RESOLVED if firing is None else Kind.FIRING
     payload = render(self_rule(config.self_monitoring.channel),
-                     Notice(kind=kind, group=LEASE_GROUP, at=now, severity=Severity.CRITICAL, value=None, summary=text,
-                            episode=episode, since=since if error is None else None))
-    return Notification(id=0, rule=SELF_RULE, group=LEASE_GROUP, kind=kind.value, episode=episode, payload=payload)
+                     Notice(kind=kind, group=group, at=now, severity=Severity.CRITICAL, value=None,
+                            summary=resolved if firing is None else firing, episode=episode,
+                            since=since if firing is None else None))
+    if not actions:
+        payload["actions"] = False
+    return Notification(id=0, rule=SELF_RULE, group=group, kind=kind.value, episode=episode, payload=payload)
 
 
 def refusal_notice(config: Config, name: str, error: str | None, since: datetime, now: datetime) -> Notification:
     """The alert (``error``) or its resolution (None) saying receiver ``name`` refuses watchdog's credentials."""
-    group = f"notifier {name}"
-    if error is not None:
-        kind, text = Kind.FIRING, refusal_text(name, error)
-    else:
-        kind, text = Kind.RESOLVED, f"{name} accepts watchdog's credentials again; the kept notifications go out"
-    episode = f"refused-{name}-{to_text(since)}"
-    payload = render(self_rule(config.self_monitoring.channel),
-                     Notice(kind=kind, group=group, at=now, severity=Severity.CRITICAL, value=None, summary=text,
-                            episode=episode, since=since if error is None else None))
-    payload["actions"] = False
-    return Notification(id=0, rule=SELF_RULE, group=group, kind=kind.value, episode=episode, payload=payload)
+    return _self_notice(config, f"notifier {name}", f"refused-{name}-{to_text(since)}",
+                        None if error is None else refusal_text(name, error),
+                        f"{name} accepts watchdog's credentials again; the kept notifications go out", since, now,
+                        actions=False)
 
 
 def refusal_text(name: str, error: str) -> str:

@@ -598,7 +598,7 @@ class Loop:
         if self.engine.storage_error is not None:
             return f"{len(self.engine.rules)} rules; state database cannot be written: {self.engine.storage_error}"
         try:
-            firing = sum(1 for groups in self.store.groups().values() for s in groups.values() if s.state.value == "firing")
+            firing = self.store.firing_count()
             return f"{len(self.engine.rules)} rules, {firing} firing, {self.store.outbox_depth()} waiting to be sent"
         except StoreError as exc:
             return f"{len(self.engine.rules)} rules; state database cannot be read: {exc}"

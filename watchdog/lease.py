@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("watchdog.lease")
 
-MIN_LEASE_SECONDS = 5.0
-DEFAULT_LEASE_SECONDS = 15.0
 # The leader stops acting this fraction of the lease before it could expire (its clock may run slow; the
 # database's timestamp of a renewal is later than the moment it was sent, never earlier).
 SAFETY_FRACTION = 0.2
@@ -173,4 +171,4 @@ class LeaseKeeper(threading.Thread):
         self.fence.epoch = 0
 
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "MIN_LEASE_SECONDS", "Change", "Deposed", "Fence", "LeaseKeeper"]
+__all__ = ["Change", "Deposed", "Fence", "LeaseKeeper"]

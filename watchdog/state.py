@@ -733,11 +733,18 @@ class StateStore:
         with self.transaction() as db:
             return db.execute("update outbox set failed = 2 where failed = 1").rowcount
 
-    def failed_notifications(self) -> list[dict[str, Any]]:
-        """Notifications that failed for good and were not acknowledged (kept until pruned), newest first."""
-        rows = self._query("""select id, created, rule, grp, kind, attempts, last_error, receiver from outbox
-                              where failed = 1 order by id desc limit 100""")
+    def failed_notifications(self, receiver: str | None = None) -> list[dict[str, Any]]:
+        """Notifications that failed for good and were not acknowledged (kept until pruned), newest first: the 100
+        newest, of ``receiver`` alone when given."""
+        only = "and receiver = ? " if receiver is not None else ""
+        rows = self._query(f"""select id, created, rule, grp, kind, attempts, last_error, receiver from outbox
+                               where failed = 1 {only}order by id desc limit 100""",
+                           (receiver,) if receiver is not None else ())
         return [dict(r) for r in rows]
+
+    def firing_count(self) -> int:
+        """How many alert groups are firing now (one count, no group decoded)."""
+        return int(self._query("select count(*) from groups where state = 'firing'")[0][0])
 
     def thread_ref(self, episode: str, notifier: str) -> dict[str, Any] | None:
         rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))

@@ -139,7 +139,7 @@ def marker_path(path: str) -> str:
 
 def write_marker(path: str, store: StateStore, now: datetime) -> None:
     """Record beside the database how many alerts are firing and the newest run it holds (atomically)."""
-    firing = sum(1 for groups in store.groups().values() for s in groups.values() if s.state.value == "firing")
+    firing = store.firing_count()
     newest = store.newest_run()
     body = json.dumps({"firing": firing, "newest_run": to_text(newest), "written": to_text(now)})
     target = marker_path(path)

@@ -60,7 +60,7 @@ class ReceiverThread(threading.Thread):
                             f"out once {self.key} accepts the credentials again (tried every "
                             f"{REFUSED_RETRY.total_seconds() / 60:.0f} minutes); fix them in the config and restart watchdog")
             return
-        failed = [f for f in store.failed_notifications() if f.get("receiver") == self.key]
+        failed = store.failed_notifications(self.key)
         self.problem = None if not failed else (
             f"receiver {self.key} refused {len(failed)} notification{'s' if len(failed) > 1 else ''} for good, the "
             f"latest: {failed[0].get('last_error')} (`watchdog status` lists them; `--ack-failed` acknowledges them)")
@@ -144,8 +144,3 @@ class Receivers:
             if thread.is_alive():
                 thread.join(max(0.0, until - time.monotonic()))
 
-    def flush_once(self, deadline: float) -> None:
-        """``run --once``: every receiver sends what is due, at the same time, until ``deadline`` (monotonic)."""
-        self.stop(deadline)
-        self.start()
-        self.join(deadline + 0.5)

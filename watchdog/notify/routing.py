@@ -25,7 +25,6 @@ from typing import Any
 from watchdog.durations import parse_duration
 from watchdog.notify.time_intervals import TimeInterval
 
-MATCH_KEYS = ("rule", "type", "severity")
 LABEL_PREFIX = "labels."
 # What PagerDuty is told about: an alert that starts, changes severity, ends, or is acknowledged; a repeat would
 # only re-trigger what is open, and remediation steps and Slack's follow-ups are thread talk.

@@ -37,6 +37,17 @@ class Routing:
     routed: list[deps.Routed] = field(default_factory=list)
 
 
+def change_of(group: str, before: GroupState | None, after: GroupState | None, notices: tuple[Notice, ...],
+              quiet: bool, now: datetime) -> deps.Change:
+    """What one evaluation did to a dependent rule's ``group`` (``before`` and ``after`` its states), for
+    ``dependencies.decide``: the daemon and test-rule route alike through this."""
+    firing_now = after is not None and after.state is State.FIRING
+    return deps.Change(
+        firing_before=before is not None and before.state is State.FIRING, firing_now=firing_now, notices=notices,
+        current=current_notice(group, after, now) if firing_now and after is not None and not quiet else None,
+        announced=before is not None and before.notified_at is not None)
+
+
 def current_notice(group: str, state: GroupState, now: datetime) -> Notice:
     """The firing notice of ``state`` as it stands now (its value and summary)."""
     return Notice(kind=Kind.FIRING, group=group, at=now, severity=state.severity, value=state.value,
@@ -83,12 +94,14 @@ class Explainer:
         """The upstream alerts firing now that ``refs`` name."""
         firing: dict[str, list[deps.Upstream]] = {}
         rules = self.rules()
-        for name in {ref.rule for ref in refs}:
+        names = {ref.rule for ref in refs}
+        groups = self.store.groups(names)  # one query for every upstream rule
+        for name in names:
             rule = rules.get(name)
             acting = rule is not None and self.acts(rule)
             threads = self.store.remediations(name) if acting else {}
             firing[name] = []
-            for group, state in sorted(self.store.groups(name).get(name, {}).items()):
+            for group, state in sorted(groups.get(name, {}).items()):
                 # Only an announced upstream alert explains (a remediation speaks in its episode's thread): one
                 # that records state only (notify: [], silenced) has no thread to tell its dependents in.
                 thread = str(threads.get(group, {}).get("episode") or "") if acting else \
@@ -107,12 +120,7 @@ class Explainer:
         settle = deps.Settle(duration=rule.depends_on_settle) if rule.depends_on_settle is not None else deps.DEFAULT_SETTLE
         for group in sorted(set(new) | set(notices)):
             before, after = prev.get(group), new.get(group, prev.get(group))
-            firing_now = after is not None and after.state is State.FIRING
-            change = deps.Change(
-                firing_before=before is not None and before.state is State.FIRING, firing_now=firing_now,
-                notices=notices.get(group, ()),
-                current=current_notice(group, after, now) if firing_now and after is not None and not quiet(group) else None,
-                announced=before is not None and before.notified_at is not None)
+            change = change_of(group, before, after, notices.get(group, ()), quiet(group), now)
             decision = deps.decide(records.get(group), change, upstreams, settle, now)
             if decision.record != records.get(group):
                 routing.explanations[group] = decision.record

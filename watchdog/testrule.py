@@ -24,7 +24,7 @@ from croniter import croniter
 from watchdog import dependencies as deps
 from watchdog import lifecycle, testrule_learned
 from watchdog.escape import terminal
-from watchdog.explained import current_notice, render_routed
+from watchdog.explained import change_of, render_routed
 from watchdog.notify.render import format_value, render, render_step
 from watchdog.notify.routing import Router
 from watchdog.notify.slack_blocks import message_blocks
@@ -348,6 +348,7 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
     present = {o.group: o for o in evaluation.present}
     quiet = not rule.notify.enabled or RULE_TYPES[rule.type].acts
     routed: list[deps.Routed] = []
+    firing_upstreams = upstream.at(now) if upstream is not None else []  # the same for every group of this tick
     for group in sorted(set(states) | set(findings)):
         if group not in findings and group in evaluation.kept:
             continue
@@ -369,12 +370,8 @@ def _advance(replay: Replay, rule: Rule, states: dict[str, lifecycle.GroupState]
             continue
         # A rule that depends on others: its notices are routed as the daemon routes them (see ``dependencies``).
         after = moved.state
-        firing_now = after is not None and after.state is lifecycle.State.FIRING
-        change = deps.Change(firing_before=before is not None and before.state is lifecycle.State.FIRING,
-                             firing_now=firing_now, notices=moved.notices,
-                             current=current_notice(group, after, now) if firing_now and after and not quiet else None,
-                             announced=before is not None and before.notified_at is not None)
-        decision = deps.decide(upstream.records.get(group), change, upstream.at(now), upstream.settle, now)
+        change = change_of(group, before, after, moved.notices, quiet, now)
+        decision = deps.decide(upstream.records.get(group), change, firing_upstreams, upstream.settle, now)
         if decision.record is None:
             upstream.records.pop(group, None)
         else:

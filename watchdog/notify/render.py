@@ -14,7 +14,7 @@ from watchdog import templates
 from watchdog.durations import format_age
 from watchdog.escape import mrkdwn
 from watchdog.lifecycle import Kind, Notice
-from watchdog.rule import Rule
+from watchdog.rule import Rule, Severity
 from watchdog.times import to_text
 
 KIND_LABEL = {
@@ -114,7 +114,6 @@ def render(rule: Rule, notice: Notice) -> dict[str, Any]:
 # Kinds of the notifications of explained alerts (see ``dependencies``): replies in the upstream's thread, or a
 # link in the alert's own. None of them pages, and receivers that page (PagerDuty) skip them.
 EXPLAINED_KINDS = frozenset({"explained", "explained_resolved", "link"})
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
 def render_explained(rule: Rule, kind: str, notices: list[Notice], upstream: str, upstream_thread: str,
@@ -137,7 +136,7 @@ def render_explained(rule: Rule, kind: str, notices: list[Notice], upstream: str
         lines.append((f"{where}: {text}", f"*{mrkdwn(where)}*: {mrkdwn(text)}"))
     head = f"back to normal after {upstream}" if ended else f"also affected, explained by {upstream}"
     title = f"{'BACK TO NORMAL' if ended else 'ALSO AFFECTED'}: {rule.name}"
-    severity = max((n.severity.value for n in notices), key=lambda s: SEVERITY_ORDER.get(s, 1), default="warning")
+    severity = max((n.severity for n in notices), key=lambda s: s.rank, default=Severity.WARNING).value
     shown = "OK" if ended else severity.upper()
     body = "; ".join(plain for plain, _ in lines)
     body_mrkdwn = "\n".join(marked for _, marked in lines)

@@ -29,7 +29,7 @@ from psycopg2 import sql as pgsql
 
 from watchdog.baseline import Cadence, Learning
 from watchdog.durations import format_age
-from watchdog.rule import Rule
+from watchdog.rule import Rule, Severity
 from watchdog.ruletypes import learned
 from watchdog.ruletypes.base import (
     NO_GRANTS,
@@ -70,7 +70,6 @@ class CheckUnavailable(CheckError, SourceUnavailable):
 # The status of each last load, as shown in facts (``watchdog status``) and the {status} placeholder.
 FRESH, STALE, NEVER, GONE, FUTURE, FAILED = "fresh", "stale", "never loaded", "no longer reported", "in the future", "could not check"
 LEARNING = "learning"  # fresh by any fixed threshold, and its cadence not learned yet
-_RANK = {None: 1, "info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ def judge(check: FreshnessCheck, key: str | None, last: datetime | None, now: da
 
 
 def _rank(tier: Tier) -> int:
-    return _RANK[tier.severity.value if tier.severity is not None else None]
+    return tier.severity.rank if tier.severity is not None else Severity.WARNING.rank
 
 
 def vanished(check: FreshnessCheck, key: str, last: datetime | None, now: datetime) -> tuple[Finding, dict[str, Any]]:

@@ -44,7 +44,6 @@ from watchdog.ruletypes.thresholds import Threshold
 
 NO_VALUE, GONE, FAILED = "returned no value", "no longer reported", "could not check"
 UTC_ZONE = ZoneInfo("UTC")  # sql_value rules have no time zone: days and hours of the learned seasons are UTC's
-_RANK = {None: 1, Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 class CheckError(RuleError):
@@ -144,7 +143,7 @@ def judge(check: ValueCheck, group: str, value: float | None,
     learnt = model.level(value) if isinstance(model, Usual) else None
     if learnt is not None:
         learnt_severity = Severity.CRITICAL if learnt == "critical" else Severity.WARNING
-        if level is None or _RANK[learnt_severity] > _RANK[severity]:
+        if level is None or learnt_severity.rank > (severity or Severity.WARNING).rank:
             severity = learnt_severity
     breach = level is not None or learnt is not None
     fact["status"] = "breach" if breach else ("learning" if isinstance(model, Learning) else "ok")

@@ -7,6 +7,7 @@ transaction as the new state. The engine never talks to Slack.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -128,8 +129,8 @@ def route(router: Router | None, store: StateStore, payload: dict[str, Any], kin
     """
     if router is None:
         return [("", payload)], None
-    rows, routing = router.rows(payload, kind, now, lambda receiver: store.last_given(episode, receiver),
-                                lambda: store.receivers_of(episode))
+    given = functools.cache(lambda: store.given(episode))  # one query per notification, and only if routing asks
+    rows, routing = router.rows(payload, kind, now, lambda receiver: given().get(receiver), lambda: set(given()))
     held = None
     if routing.held:
         held = {"kind": kind, "receivers": [t.receiver for t in routing.held],

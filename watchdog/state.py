@@ -674,14 +674,14 @@ class StateStore:
         return int(self._query("select count(*) from outbox where sent_at is null and failed = 0 and receiver = ?",
                                (receiver,))[0][0])
 
-    def last_given(self, episode: str, receiver: str) -> datetime | None:
-        """When ``receiver`` was last given a notification of ``episode`` (recorded, sent or not)."""
-        rows = self._query("select max(created) from outbox where episode = ? and receiver = ?", (episode, receiver))
-        return from_text(rows[0][0]) if rows and rows[0][0] else None
+    def given(self, episode: str) -> dict[str, datetime]:
+        """Each receiver given a notification of ``episode`` (recorded, sent or not), and when it last was."""
+        rows = self._query("select receiver, max(created) from outbox where episode = ? group by receiver", (episode,))
+        return {str(row[0]): when for row in rows if (when := from_text(row[1])) is not None}
 
     def receivers_of(self, episode: str) -> set[str]:
         """The receivers given any notification of ``episode``."""
-        return {r[0] for r in self._query("select distinct receiver from outbox where episode = ?", (episode,))}
+        return set(self.given(episode))
 
     def mark_attempt(self, items: Sequence[OutboxItem], message: str) -> None:
         """Count an attempt before it is made, and fix the entries' message at their first attempt.

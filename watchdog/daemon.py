@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("watchdog.daemon")
 
 RELOAD_CHECK_SECONDS = 10.0
-# A stop takes at most STOP_SECONDS: evaluations in flight get STOP_GRACE_SECONDS to finish (their results
-# are recorded), then what is due is delivered until the budget is spent; the rest stays in the outbox.
+# A stop takes at most STOP_SECONDS: searches in flight are abandoned at once (they only read; their results
+# are discarded and the rules run again after the next start), evaluations that may write from their thread (acting
+# rules, learned baselines) get STOP_GRACE_SECONDS to finish (their results are recorded), then what is due is
+# delivered until the budget is spent; the rest stays in the outbox.
 STOP_SECONDS = 4.0
 STOP_GRACE_SECONDS = 3.0
 FLUSH_SECONDS = 30.0  # ``run --once``: nothing else to do, so wait longer for Slack
@@ -720,7 +722,8 @@ class Loop:
         log(logger, logging.INFO, "stopping", running=len(self.engine.runner.active))
         started = time.monotonic()
         grace = started + STOP_GRACE_SECONDS
-        while not self.engine.runner.idle() and time.monotonic() < grace:
+        self.engine.runner.stop()  # queued evaluations are not started: they run after the restart
+        while self.engine.runner.writing() and time.monotonic() < grace:
             self.engine.wake.wait(0.1)
             self.engine.wake.clear()
             self.engine.collect()

@@ -20,6 +20,7 @@ from typing import Any
 from watchdog import lifecycle, schedule
 from watchdog.baseline import Baseline
 from watchdog.clocksteps import StepDetector
+from watchdog.config import SearchSource as SearchConfig
 from watchdog.escape import storable
 from watchdog.explained import Explainer
 from watchdog.logfmt import log
@@ -427,7 +428,10 @@ class Engine:
             return rule_type.evaluate(batch, self.sources.get(source_name), replace(ctx, now=max(ctx.now, self.clock())))
 
         self._quiet_until = None
-        self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned)))
+        # A search only reads: a stop abandons it rather than wait for a cluster that holds it.
+        reads_only = not rule_type.acts and isinstance(getattr(self.sources, "configs", {}).get(source_name), SearchConfig)
+        self.runner.submit(Batch(rules=tuple(r.name for r in batch), work=work, planned=(now, planned),
+                                 writes=not reads_only))
 
     def view(self, name: str) -> RuleView | None:
         """Another rule's state as an acting rule may see it (None: no such rule)."""

@@ -3,6 +3,9 @@
 A batch that overruns its deadline is reported as timed out and its slot is
 freed, so a hung source never delays the other rules; its rules are not run
 again until the stuck thread returns (its late result is discarded).
+
+At stop, batches that write nothing from their thread (searches) are
+abandoned at once; the others get a grace period to finish (see ``stop``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class Batch:
     rules: tuple[str, ...]
     work: Callable[[], Outcome]
     planned: Any = None  # passed back untouched (the engine's bookkeeping)
+    # False: the work only reads (a search), so a stop may abandon it mid-flight; nothing of it reaches the state
+    # unless its result is collected. True: it may write from its thread (an acting rule's journal, learned
+    # baselines), so a stop lets it finish.
+    writes: bool = True
     started: float = 0.0
     deadline: float = 0.0
     thread: threading.Thread | None = None
@@ -108,6 +115,16 @@ class Runner:
         self.active = still
         self._start_waiting()
         return finished
+
+    def stop(self) -> None:
+        """Start nothing more: queued batches are dropped (they run after the next start)."""
+        self.waiting.clear()
+        self.workers = 0
+
+    def writing(self) -> bool:
+        """Whether a running batch may still write from its thread (a stop waits for those only)."""
+        with self.lock:
+            return any(b.writes and not b.done for b in self.active)
 
     def next_deadline(self) -> float | None:
         return min((b.deadline for b in self.active), default=None)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from watchdog.config import SearchSource as SearchConfig
 from watchdog.logfmt import log
@@ -84,6 +84,39 @@ def _version_tuple(number: str) -> tuple[int, ...]:
 # test-rule and the daemon share nothing). urllib3's default of 1 made concurrent batches log "Connection pool is
 # full, discarding connection" and reconnect; elasticsearch-py already keeps 10 per node.
 POOL_SIZE = 10
+
+
+T = TypeVar("T")
+
+
+def at_once(calls: Sequence[Callable[[], T]], limit: int) -> list[T]:
+    """Run ``calls`` concurrently, at most ``limit`` at a time; returns their results in order.
+
+    Raises the first call's exception (in order) once every call has returned.
+    Daemon threads, not a ThreadPoolExecutor: the interpreter joins an
+    executor's threads at exit, so a stop (SIGTERM) would wait for a search
+    the cluster holds; a daemon thread is abandoned with its search.
+    """
+    slots = threading.Semaphore(limit)
+    results: list[T | None] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        with slots:
+            try:
+                results[index] = calls[index]()
+            except BaseException as exc:  # raised in the caller's thread below
+                errors[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), name="msearch", daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results  # type: ignore[return-value]  # every slot is filled when no call raised
 
 
 class SearchSource:
@@ -210,11 +243,9 @@ class SearchSource:
         with self.lock:
             if self.client is None:
                 self._detect()  # once, before the calls share the client
-        with ThreadPoolExecutor(max_workers=min(len(chunks), POOL_SIZE), thread_name_prefix="msearch") as pool:
-            futures = [pool.submit(self._msearch_chunk, chunk) for chunk in chunks]
         out: list[Mapping[str, Any] | SearchError] = []
-        for future in futures:
-            out += future.result()  # the first call that could not reach the cluster raises, as one after another did
+        for answers in at_once([partial(self._msearch_chunk, chunk) for chunk in chunks], POOL_SIZE):
+            out += answers
         return out
 
     def _msearch_chunk(self, chunk: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:

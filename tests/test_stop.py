@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import write_project
 from tests.servers.search import CountingProxy
 from tests.servers.slack_api import SlackServer
 from tests.test_daemon import REPO, wait_for
 from tests.test_search import load
+from watchdog.sources.search import at_once
 
 QUIET_RULES = 150  # with the firing rule, more than one _msearch chunk (100 searches each): the concurrent path
 
@@ -86,3 +93,31 @@ def test_sigterm_abandons_a_hung_search_and_the_next_start_goes_on(tmp_path: Pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.integers(), st.none()), max_size=12), st.integers(min_value=1, max_value=4))
+def test_at_once_answers_in_order_and_raises_the_first_error(values: list[int | None], limit: int) -> None:
+    """``None`` stands for a call that raises; the calls run concurrently but answer in their order."""
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def call(value: int | None) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.001)
+        with lock:
+            running[0] -= 1
+        if value is None:
+            raise ValueError(f"call {id(value)}")
+        return value
+
+    calls = [functools.partial(call, v) for v in values]
+    if None in values:
+        with pytest.raises(ValueError):
+            at_once(calls, limit)
+    else:
+        assert at_once(calls, limit) == values
+    assert peak[0] <= limit

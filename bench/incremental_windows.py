@@ -68,9 +68,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=8)
     parser.add_argument("--events", type=int, default=40000)
     args = parser.parse_args()
-    planned = increments.plan
+    planned = increments.plans
     # The "full" engine's rules (named f...) search their whole windows, as without incremental windows.
-    increments.plan = lambda rule, ctx, settle: None if rule.name.startswith("f") else planned(rule, ctx, settle)  # type: ignore[assignment]
+    increments.plans = lambda rule, ctx, settle: None if rule.name.startswith("f") else planned(rule, ctx, settle)  # type: ignore[assignment]
     server = start_search()
     proxy = CountingProxy(server.url)
     figures: dict[str, dict[str, list[float]]] = {mode: {"wall": [], "cpu": [], "bytes": []} for mode in ("incremental", "full")}

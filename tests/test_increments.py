@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -20,9 +21,10 @@ from hypothesis import strategies as st
 
 from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers.search import CountingProxy
-from tests.test_search import NOW, event, load, project, rule
+from tests.test_search import NOW, event, firing, load, project, rule
 from watchdog.rule import Rule, Schedule
 from watchdog.ruletypes import increments
+from watchdog.ruletypes import search as search_rules
 from watchdog.ruletypes.base import EvalContext
 from watchdog.ruletypes.metric import MetricRule
 from watchdog.ruletypes.search_options import SearchOptions
@@ -32,11 +34,12 @@ T0 = datetime(2026, 11, 28, 6, 0, 7, 250000, tzinfo=UTC)  # off the grid on purp
 
 
 def make_rule(name: str, window_s: int, every_s: int, grouped: bool, ratio: bool = False,
-              metric: str | None = None, offset_s: int = 0) -> Rule:
-    """A threshold, ratio or metric rule, or (``offset_s``) a spike rule of a count or metric."""
+              metric: str | None = None, offset_s: int = 0, below: bool = False) -> Rule:
+    """A threshold, ratio or metric rule (``below``: a flatline), or (``offset_s``) a spike rule of a count or metric."""
+    threshold = {"below": 1} if below else {"above": 1}
     spike = {"offset": f"{offset_s}s", "threshold": {"ratio_above": 2}} if offset_s else {}
     options = SearchOptions.from_mapping({"source": "logs", "index": "x", "window": f"{window_s}s",
-                                          "threshold": {"above": 1}, "max_groups": 100, **spike,
+                                          "threshold": threshold, "max_groups": 100, **spike,
                                           **({"group_by": "g"} if grouped else {}),
                                           **({"numerator": "level:error"} if ratio else {}),
                                           **({"metric": {metric: "v"}} if metric else {})})
@@ -64,11 +67,16 @@ def full_metric(values: list[float | None], agg: str) -> float | None:
     return {"min": min, "max": max}.get(agg, lambda p: sum(p) / len(p))(present)
 
 
+def millis(moment: datetime) -> float:
+    return (moment - increments.EPOCH) / timedelta(milliseconds=1)
+
+
 def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datetime) -> dict[str, object]:
     """What a search server answers to ``increments.body(plan)`` at ``now``: only events searchable by then.
 
-    The query reads the plan's spans; the date histogram puts each event in its grid step (epoch-aligned,
-    empty steps left out). Group "a" events are errors (a ratio's numerator, ``level:error``).
+    The query reads the plan's spans; the date histogram puts each event of the window's pieces in its grid step
+    (epoch-aligned, empty steps left out). Group "a" events are errors (a ratio's numerator, ``level:error``). A
+    flatline's groups carry their newest event's time; its rebuild reads the lookback, the window's pieces in a filter.
     """
     seen = [(at, g, v) for at, arrives, g, v in events if arrives <= now
             and any(lo <= at < hi for lo, hi in plan.spans())]
@@ -76,88 +84,138 @@ def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datet
     def slices(group: str | None) -> dict[str, object]:
         steps: dict[datetime, list[tuple[str, float | None]]] = {}
         for at, g, v in seen:
-            if group in (None, g):
+            if group in (None, g) and any(lo <= at < hi for lo, hi in plan.pieces()):
                 steps.setdefault(increments.floor_grid(at, plan.grid), []).append((g, v))
-        return {"buckets": [{"key": int((lo - increments.EPOCH) / timedelta(milliseconds=1)), "doc_count": len(mine),
+        hist = {"buckets": [{"key": int(millis(lo)), "doc_count": len(mine),
                              "numerator": {"doc_count": [g for g, _ in mine].count("a")},
                              **metric_parts([v for _, v in mine])} for lo, mine in sorted(steps.items())]}
+        if plan.lookback is not None and plan.full:
+            return {"window": {"slices": hist}}
+        return {"slices": hist}
 
     if not grouped:
-        return {"aggregations": {"slices": slices(None)}}
-    return {"aggregations": {"groups": {"buckets": [{"key": g, "slices": slices(g)}
-                                                    for g in sorted({g for _, g, _ in seen})]}}}
+        return {"aggregations": slices(None)}
+    buckets = []
+    for g in sorted({g for _, g, _ in seen}):
+        bucket: dict[str, object] = {"key": g, **slices(g)}
+        if plan.lookback is not None:
+            bucket["last"] = {"value": max(millis(at) for at, h, _ in seen if h == g)}
+        buckets.append(bucket)
+    return {"aggregations": {"groups": {"buckets": buckets}}}
 
 
-@settings(max_examples=100, deadline=None)
+def check(rule: Rule, plan: increments.Plan, state: increments.Buckets, events: list[Event], now: datetime) -> None:
+    """The plan's window read back from the buckets equals a full search of it over the events searchable at ``now``."""
+    options = rule.options
+    grouped, metric, ratio = bool(options.group_by), options.metric, options.fraction is not None
+    got = increments.response(state, options)
+    start = plan.end - options.window
+    full: dict[str, tuple[int, int]] = {}
+    values: dict[str, list[float | None]] = {}
+    for at, arrives, g, v in events:
+        label = g if grouped else ""
+        if arrives <= now and plan.lookback is not None and plan.end - plan.lookback <= at < plan.end:
+            full.setdefault(label, (0, 0))  # a flatline reports a group seen within its lookback, quiet or not
+            values.setdefault(label, [])
+        if start <= at < plan.end and arrives <= now:
+            events_, errors = full.get(label, (0, 0))
+            full[label] = (events_ + 1, errors + (g == "a"))
+            values.setdefault(label, []).append(v)
+    if metric is not None:
+        found = MetricRule.readings(options, got)
+        expected = {label: full_metric(vs, metric.agg) for label, vs in values.items()}
+        if not grouped:
+            expected.setdefault("", full_metric([], metric.agg))  # no events: the sum is 0, the others none
+        assert {label: r.value for label, r in found.items()} == pytest.approx(expected)
+        assert {label: r.count for label, r in found.items()} == {label: full.get(label, (0, 0))[0] for label in expected}
+    elif grouped:
+        buckets = got["aggregations"]["groups"]["buckets"]
+        assert {b["key"]: (b["doc_count"], b["numerator"]["doc_count"] if ratio else full[b["key"]][1])
+                for b in buckets} == full
+    else:
+        assert got["hits"]["total"]["value"] == full.get("", (0, 0))[0]
+        if ratio:
+            assert got["aggregations"]["numerator"]["doc_count"] == full.get("", (0, 0))[1]
+    step = increments.grid(rule)
+    assert step is not None and len(state.counts) <= options.window // step + 1  # bounded by the window
+
+
+@settings(max_examples=150, deadline=None)
 @given(window_s=st.sampled_from([60, 300, 3600]), every_s=st.sampled_from([10, 60]), settle_s=st.sampled_from([0, 30, 120]),
-       grouped=st.booleans(), kind=st.sampled_from(["count", "ratio", "sum", "min", "max", "avg"]), spike=st.booleans(),
-       stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abc"),
+       grouped=st.booleans(), kind=st.sampled_from(["count", "ratio", "sum", "min", "max", "avg"]),
+       shape=st.sampled_from(["plain", "spike", "below"]),
+       stream=st.lists(st.tuples(st.integers(0, 1800), st.floats(0, 1), st.sampled_from("abcd"),
                                  st.one_of(st.none(), st.integers(-1000, 1000))), min_size=20, max_size=100),
        steps=st.lists(st.one_of(st.integers(0, 20), st.just(400)), min_size=5, max_size=30))
 def test_incremental_counts_equal_full_window_counts(window_s: int, every_s: int, settle_s: int, grouped: bool, kind: str,
-                                                     spike: bool, stream: list[tuple[int, float, str, int | None]],
+                                                     shape: str, stream: list[tuple[int, float, str, int | None]],
                                                      steps: list[int]) -> None:
     """Counts, ratios and metrics (min and max too) equal the full window's, with arrivals up to settle late.
 
-    A spike rule's baseline window (``offset`` earlier: the plan's shift) likewise.
+    A spike rule's two windows (its current one, and its baseline ``offset`` earlier: that plan's shift) likewise;
+    a grouped flatline's groups too, quiet ones (seen within its lookback) as zero, as they go quiet and come back.
     """
     increments.forget()
     ratio = kind == "ratio"
     metric = None if kind in ("count", "ratio") else kind
-    offset_s = window_s + 300 if spike and not ratio else 0
-    rule = make_rule("r", window_s, every_s, grouped, ratio, metric, offset_s)
+    offset_s = window_s + 300 if shape == "spike" and not ratio else 0
+    rule = make_rule("r", window_s, every_s, grouped, ratio, metric, offset_s, below=shape == "below" and not ratio)
     settle = timedelta(seconds=settle_s)
     # An event at T0 + s (plus a fraction, off the grid) becomes searchable up to ``settle`` later; its field ``v``
     # may be absent (a metric over events without it is none, an avg counts only the values).
     events: list[Event] = [(T0 + timedelta(seconds=s + late / 3), T0 + timedelta(seconds=s + late / 3) + settle * late,
                             g, None if v is None else v / 4) for s, late, g, v in stream]
+    play(rule, events, steps, settle)
+
+
+def play(rule: Rule, events: list[Event], steps: list[int], settle: timedelta) -> None:
+    """Evaluate ``rule`` incrementally ``steps`` (of ten seconds) apart, checking each window against a full search."""
     now, facts = T0, {}
-    for step in steps:
-        now += timedelta(seconds=step * 10)  # gaps longer than the window happen too (a rebuild)
-        plan = increments.plan(rule, EvalContext(now=now, facts={"r": facts}), settle)
-        assert plan is not None
-        state = increments.absorb(plan, rule.options, answer(plan, grouped, events, now))
-        facts = {increments.FACT: state.stamp()}
-        got = increments.response(state, rule.options)
-        end = now - timedelta(seconds=offset_s)
-        start = end - timedelta(seconds=window_s)
-        full: dict[str, tuple[int, int]] = {}
-        values: dict[str, list[float | None]] = {}
-        for at, arrives, g, v in events:
-            if start <= at < end and arrives <= now:
-                events_, errors = full.get(g if grouped else "", (0, 0))
-                full[g if grouped else ""] = (events_ + 1, errors + (g == "a"))
-                values.setdefault(g if grouped else "", []).append(v)
-        if metric is not None:
-            found = MetricRule.readings(rule.options, got)
-            expected = {label: full_metric(vs, metric) for label, vs in values.items()}
-            if not grouped:
-                expected.setdefault("", full_metric([], metric))  # no events: the sum is 0, the others none
-            assert {label: r.value for label, r in found.items()} == pytest.approx(expected)
-            assert {label: r.count for label, r in found.items()} == {label: full.get(label, (0, 0))[0] for label in expected}
-        elif grouped:
-            buckets = got["aggregations"]["groups"]["buckets"]
-            assert {b["key"]: (b["doc_count"], b["numerator"]["doc_count"] if ratio else full[b["key"]][1])
-                    for b in buckets} == full
-        else:
-            assert got["hits"]["total"]["value"] == full.get("", (0, 0))[0]
-            if ratio:
-                assert got["aggregations"]["numerator"]["doc_count"] == full.get("", (0, 0))[1]
-        assert len(state.counts) <= window_s // increments.grid(rule).total_seconds() + 1  # bounded by the window
+    # A flatline's lookback is four windows, at least MIN_LOOKBACK: a short one here, so that groups outlive it.
+    with patch.object(search_rules, "MIN_LOOKBACK", timedelta(minutes=2)):
+        for step in steps:
+            now += timedelta(seconds=step * 10)  # gaps longer than the window happen too (a rebuild)
+            plans = increments.plans(rule, EvalContext(now=now, facts={"r": facts}), settle)
+            assert plans is not None and len(plans) == (2 if rule.options.baseline else 1)
+            states = [increments.absorb(plan, rule.options, answer(plan, bool(rule.options.group_by), events, now))
+                      for plan in plans]
+            facts = {increments.FACT: increments.stamp(states)}
+            for plan, state in zip(plans, states, strict=True):
+                check(rule, plan, state, events, now)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window_s=st.sampled_from([60, 300]), every_s=st.sampled_from([10, 60]), settle_s=st.sampled_from([0, 30, 120]),
+       kind=st.sampled_from(["count", "sum", "min", "max", "avg"]),
+       stream=st.lists(st.tuples(st.integers(0, 900), st.floats(0, 1), st.sampled_from("abcd"),
+                                 st.one_of(st.none(), st.integers(-1000, 1000))), min_size=5, max_size=60),
+       steps=st.lists(st.integers(0, 12), min_size=20, max_size=60))
+def test_a_grouped_flatline_reports_quiet_groups_as_a_full_search(window_s: int, every_s: int, settle_s: int, kind: str,
+                                                                  stream: list[tuple[int, float, str, int | None]],
+                                                                  steps: list[int]) -> None:
+    """Groups go quiet (reported as zero, or no value, while seen within the lookback), come back, and are forgotten."""
+    increments.forget()
+    rule = make_rule("r", window_s, every_s, True, metric=None if kind == "count" else kind, below=True)
+    settle = timedelta(seconds=settle_s)
+    events: list[Event] = [(T0 + timedelta(seconds=s + late / 3), T0 + timedelta(seconds=s + late / 3) + settle * late,
+                            g, None if v is None else v / 4) for s, late, g, v in stream]
+    play(rule, events, steps, settle)
 
 
 def test_a_stamp_not_the_caches_rebuilds() -> None:
     """Another instance evaluated the rule meanwhile (its facts carry another stamp): one full search."""
     increments.forget()
     rule = make_rule("r", 3600, 60, False)
-    first = increments.plan(rule, EvalContext(now=T0), timedelta(minutes=2))
-    assert first is not None and first.full
+    (first,) = increments.plans(rule, EvalContext(now=T0), timedelta(minutes=2)) or ()
+    assert first.full
     state = increments.absorb(first, rule.options, {"aggregations": {"slices": {"buckets": []}}})
     later = T0 + timedelta(minutes=1)
-    ours = increments.plan(rule, EvalContext(now=later, facts={"r": {increments.FACT: state.stamp()}}), timedelta(minutes=2))
-    assert ours is not None and not ours.full and ours.end - ours.lo <= timedelta(minutes=4)
-    theirs = increments.plan(rule, EvalContext(now=later, facts={"r": {increments.FACT: "other@x"}}), timedelta(minutes=2))
-    assert theirs is not None and theirs.full
+    (ours,) = increments.plans(rule, EvalContext(now=later, facts={"r": {increments.FACT: state.stamp()}}),
+                               timedelta(minutes=2)) or ()
+    assert not ours.full and ours.end - ours.lo <= timedelta(minutes=4)
+    (theirs,) = increments.plans(rule, EvalContext(now=later, facts={"r": {increments.FACT: "other@x"}}),
+                                 timedelta(minutes=2)) or ()
+    assert theirs.full
 
 
 def test_a_threshold_rule_searches_only_the_new_slice(tmp_path: Path, search: CountingProxy) -> None:
@@ -247,8 +305,8 @@ def test_a_metric_rule_searches_only_the_new_slice(tmp_path: Path, search: Count
     assert groups["avg"]["team-a"].value == 1000 and groups["max"][""].value == 1000
 
 
-def test_a_spike_rule_keeps_its_baseline_window(tmp_path: Path, search: CountingProxy) -> None:
-    """Through the engine and osmem-server: the baseline (2h earlier) is read a few minutes at a time, the ratio right."""
+def test_a_spike_rule_keeps_both_its_windows(tmp_path: Path, search: CountingProxy) -> None:
+    """Through the engine and osmem-server: both windows (the baseline 2h earlier) read a few minutes at a time."""
     increments.forget()
     load(search.url, [event(m) for m in (10, 20, 30, 40, 50, 55, 130, 150, 170)])
     config = project(tmp_path, search.url, {"s": rule("s", "type: spike\nwindow: 1h\noffset: 2h\nschedule: {every: 1m}\n"
@@ -264,10 +322,39 @@ def test_a_spike_rule_keeps_its_baseline_window(tmp_path: Path, search: Counting
     assert engine.store.groups()["s"][""].value == pytest.approx(7 / 3)
     (sent,) = search.bodies
     current, baseline = (json.loads(line)["query"]["bool"]["filter"][0] for line in sent.splitlines()[1::2])
-    assert from_text(current["range"]["@timestamp"]["gte"]) == clock.now - timedelta(hours=1)  # searched whole
-    newest = max((r["range"]["@timestamp"] for r in baseline["bool"]["should"]), key=lambda r: r["lt"])
-    assert from_text(newest["lt"]) == clock.now - timedelta(hours=2)
-    assert from_text(newest["gte"]) >= NOW - timedelta(hours=2, minutes=2)
+    for side, shift in ((current, timedelta(0)), (baseline, timedelta(hours=2))):  # each window a few minutes
+        newest = max((r["range"]["@timestamp"] for r in side["bool"]["should"]), key=lambda r: r["lt"])
+        assert from_text(newest["lt"]) == clock.now - shift
+        assert from_text(newest["gte"]) >= NOW - shift - timedelta(minutes=2)
     clock.now = NOW + timedelta(minutes=21)  # 4 now (10, 20, 30 minutes before NOW and the new one) against 2 (130, 150)
     evaluate_now(engine)
     assert engine.store.groups()["s"][""].value == 2
+
+
+def test_a_grouped_flatline_reads_its_lookback_once_then_a_few_minutes(tmp_path: Path, search: CountingProxy) -> None:
+    """Through the engine and osmem-server: a team quiet for an hour fires on the first run, then comes back."""
+    increments.forget()
+    load(search.url, [event(70), event(100), event(5, team="team-b"), event(200, team="team-c")])
+    config = project(tmp_path, search.url, {"f": rule("f", "type: threshold\nwindow: 30m\nschedule: {every: 1m}\n"
+                                                      "threshold: {below: 1}\ngroup_by: team\nsample: 0\n")})
+    clock = Clock(NOW)
+    engine = engine_for(config, clock)
+    search.reset()
+    evaluate_now(engine)
+    assert firing(engine, "f") == {"team-a": 0}  # seen 70 minutes ago, within the 2h lookback; team-c is older
+    (sent,) = search.bodies
+    (lookback,) = json.loads(sent.splitlines()[1])["query"]["bool"]["filter"][0]["bool"]["should"]
+    assert from_text(lookback["range"]["@timestamp"]["gte"]) == NOW - timedelta(hours=2)
+    load(search.url, [event(-0.5)])  # team-a is back, 30 s after NOW
+    for minutes, expected in ((1, {}), (2, {})):
+        clock.now = NOW + timedelta(minutes=minutes)
+        search.reset()
+        evaluate_now(engine)
+        assert firing(engine, "f") == expected
+        (sent,) = search.bodies
+        ranges = [r["range"]["@timestamp"] for r in json.loads(sent.splitlines()[1])["query"]["bool"]["filter"][0]["bool"]["should"]]
+        assert min(from_text(r["gte"]) for r in ranges) >= clock.now - timedelta(minutes=31)  # the head, the last minutes
+        assert max(from_text(r["gte"]) for r in ranges) >= NOW - timedelta(minutes=2)
+    clock.now = NOW + timedelta(minutes=26)  # team-b's event (5 minutes before NOW) has left the window: it fires
+    evaluate_now(engine)
+    assert firing(engine, "f") == {"team-b": 0}

@@ -1,10 +1,9 @@
 """Incremental windows: a count or metric rule searches only what changed since its last evaluation.
 
-A ``threshold`` rule counting events (grouped or not; not a grouped flatline,
-which looks back for quiet groups), a ``ratio`` rule (its numerator and
-denominator counted alike) or a ``metric`` rule whose aggregation combines
-from its parts (``sum``, ``min``, ``max``, and ``avg`` as a sum and a count of
-values; not a grouped ``below``) on an interval schedule keeps, in memory, its
+A ``threshold`` rule counting events (grouped or not), a ``ratio`` rule (its
+numerator and denominator counted alike) or a ``metric`` rule whose
+aggregation combines from its parts (``sum``, ``min``, ``max``, and ``avg`` as
+a sum and a count of values) on an interval schedule keeps, in memory, its
 counts (and metric parts) per group in buckets on a grid of its schedule's interval (coarser
 when the window would hold more than MAX_BUCKETS). Each evaluation searches
 only the buckets since its previous one plus the settle horizon (``settle:``,
@@ -14,9 +13,15 @@ full search of [now - delay - window, now - delay) for any ``now``. Events
 that become searchable later than ``settle`` after their timestamp are not
 counted, as with ``delay``.
 
-A ``spike`` rule (a count, or a metric as above) keeps its baseline window,
-``offset`` earlier (the plan's ``shift``), the same way; its current window is
-searched whole, as before, in the same ``_msearch``.
+A ``spike`` rule (a count, or a metric as above) keeps both its windows so:
+its current one and its baseline, ``offset`` earlier (that plan's ``shift``),
+each its own buckets, searched as two pieces in the same ``_msearch``.
+
+A grouped flatline (``below`` with ``group_by``: a count or a metric) reports
+every group seen within its lookback (``search.lookback``), a quiet one as
+zero or no value: it also keeps, per group, the time of its newest event (a
+``max`` of the timestamp in each search), and forgets a group once that is
+older than the lookback. Its rebuild searches the whole lookback once.
 
 One full search rebuilds the buckets after a start, after a change of the
 rule's window or interval, after a gap as long as the window or a clock set
@@ -34,7 +39,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +68,7 @@ class Buckets:
     window: timedelta
     end: datetime
     shift: timedelta = timedelta(0)  # a spike's baseline: the window this much earlier
+    lookback: timedelta | None = None  # a grouped flatline: how long a quiet group is still reported
     token: str = field(default_factory=lambda: secrets.token_hex(6))
     # Per bucket and group, the counters: "" the events, a ratio's "numerator" and "denominator", a metric's
     # "m_sum", "m_count" (values of the field), "m_min", "m_max" (absent where no event had the field).
@@ -70,6 +76,8 @@ class Buckets:
     head: dict[str, dict[str, float]] = field(default_factory=dict)  # the window's first, partial, grid step
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its field values
     dropped: int = 0  # groups dropped over the cap since the last rebuild
+    seen: dict[str, datetime] = field(default_factory=dict)  # a flatline's groups: the newest event's time
+    totals: dict[str, dict[str, float]] = field(default_factory=dict)  # per group, the window's counters
 
     def stamp(self) -> str:
         return f"{self.token}@{to_text(self.end)}"
@@ -86,13 +94,14 @@ class Plan:
     those between ``cut`` and ``lo`` come from the cache.
     """
 
-    key: tuple[str, str]
+    key: tuple[str, str, float]  # source, rule, shift in seconds
     grid: timedelta
     window: timedelta
     lo: datetime
     end: datetime
-    full: bool  # a rebuild: every bucket of the window
+    full: bool  # a rebuild: every bucket of the window (and a flatline's whole lookback)
     shift: timedelta = timedelta(0)  # a spike's baseline: ``end`` is this much before the rule's window's end
+    lookback: timedelta | None = None  # a grouped flatline: how far back its groups are looked for
 
     @property
     def cut(self) -> datetime:
@@ -103,9 +112,15 @@ class Plan:
         start = self.end - self.window
         return (start, self.cut) if self.cut > start else None
 
-    def spans(self) -> list[tuple[datetime, datetime]]:
-        """The time ranges searched (the head piece may lie in an earlier dated index than the rest)."""
+    def pieces(self) -> list[tuple[datetime, datetime]]:
+        """The window's time ranges whose counts are searched (the head piece may lie in an earlier dated index)."""
         return ([self.head] if self.head is not None else []) + [(self.lo, self.end)]
+
+    def spans(self) -> list[tuple[datetime, datetime]]:
+        """The time ranges searched: the pieces, or a flatline's whole lookback when it rebuilds."""
+        if self.full and self.lookback is not None:
+            return [(self.end - self.lookback, self.end)]
+        return self.pieces()
 
 
 def floor_grid(moment: datetime, step: timedelta) -> datetime:
@@ -117,7 +132,7 @@ def ceil_grid(moment: datetime, step: timedelta) -> datetime:
     return floor if floor == moment else floor + step
 
 
-_cache: OrderedDict[tuple[str, str], Buckets] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, float], Buckets] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -127,38 +142,49 @@ def grid(rule: Rule) -> timedelta | None:
     The schedule's interval, made coarser when the window would hold more
     than MAX_BUCKETS of them.
     """
-    from watchdog.ruletypes.search import looks_back
-
     options = rule.options
     every = rule.schedule.every
     if (rule.type not in ("threshold", "ratio", "metric", "spike") or every is None
             or (rule.type == "spike") != (options.baseline is not None)
-            or (options.metric is not None and options.metric.agg not in DECOMPOSABLE) or looks_back(options)):
+            or (options.metric is not None and options.metric.agg not in DECOMPOSABLE)):
         return None
     seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
     return timedelta(seconds=seconds)
 
 
-def plan(rule: Rule, ctx: EvalContext, settle: timedelta) -> Plan | None:
-    """What ``rule``'s evaluation at ``ctx.now`` searches (None: the whole window, as without increments)."""
+def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:
+    """What ``rule``'s evaluation at ``ctx.now`` searches (None: the whole window, as without increments).
+
+    One plan per window: a spike's current window, then its baseline. Both rebuild together.
+    """
+    from watchdog.ruletypes.search import lookback, looks_back
+
     step = grid(rule)
     if step is None:
         return None
     options = rule.options
-    key = (rule.source, rule.name)
+    shifts = [timedelta(0)] + ([options.baseline.offset] if options.baseline is not None else [])
+    back = lookback(options) if looks_back(options) else None
+    keys = [(rule.source, rule.name, shift.total_seconds()) for shift in shifts]
     with _lock:
-        cached = _cache.get(key)
-    shift = options.baseline.offset if options.baseline is not None else timedelta(0)
-    end = ctx.now - options.delay - shift
-    full = Plan(key, step, options.window, ceil_grid(end - options.window, step), end, full=True, shift=shift)
+        cached = [_cache.get(key) for key in keys]
+    end = ctx.now - options.delay
+    full = [Plan(key, step, options.window, ceil_grid(end - shift - options.window, step), end - shift, full=True,
+                 shift=shift, lookback=back) for key, shift in zip(keys, shifts, strict=True)]
     stamp = ctx.facts.get(rule.name, {}).get(FACT)
-    if (cached is None or cached.grid != step or cached.window != options.window or cached.shift != shift
-            or stamp != cached.stamp()):
+    if any(c is None or c.grid != step or c.window != options.window or c.lookback != back for c in cached):
         return full
-    if end < cached.end or end - cached.end >= options.window:  # the clock went back, or a gap: rebuild
+    olds = [c for c in cached if c is not None]
+    if stamp != " ".join(c.stamp() for c in olds):
         return full
-    lo = max(floor_grid(cached.end - settle, step), full.lo)
-    return Plan(key, step, options.window, lo, end, full=False, shift=shift)
+    if any(p.end < c.end or p.end - c.end >= options.window for p, c in zip(full, olds, strict=True)):
+        return full  # the clock went back, or a gap: rebuild
+    return [replace(p, lo=max(floor_grid(c.end - settle, step), p.lo), full=False) for p, c in zip(full, olds, strict=True)]
+
+
+def stamp(states: Sequence[Buckets]) -> str:
+    """The rule's fact naming the cached buckets its evaluation leaves (``plans`` rebuilds on any other)."""
+    return " ".join(state.stamp() for state in states)
 
 
 def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
@@ -183,11 +209,18 @@ def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
     """The search of the plan's pieces: per group (``group_by``) or overall; reads only those time ranges."""
     from watchdog.ruletypes.search import groups_agg, time_range
 
-    ranges = [time_range(options, lo, hi) for lo, hi in plan.spans() if lo < hi]
-    slices = {"slices": slices_agg(options, plan)}
+    def within(spans: Sequence[tuple[datetime, datetime]]) -> dict[str, Any]:
+        ranges = [time_range(options, lo, hi) for lo, hi in spans if lo < hi]
+        return {"bool": {"should": ranges, "minimum_should_match": 1}}
+
+    slices: dict[str, Any] = {"slices": slices_agg(options, plan)}
+    if plan.lookback is not None:  # a flatline: when each group was last seen; a rebuild counts the window only
+        if plan.full:
+            slices = {"window": {"filter": within(plan.pieces()), "aggs": slices}}
+        slices["last"] = {"max": {"field": options.timestamp_field}}
     aggs = {"groups": groups_agg(options, slices, multi_terms)} if options.group_by else slices
-    within = {"bool": {"should": ranges, "minimum_should_match": 1}}
-    return {"size": 0, "query": {"bool": {"filter": [within, *options.selector.clauses()]}}, "aggs": aggs}
+    return {"size": 0, "query": {"bool": {"filter": [within(plan.spans()), *options.selector.clauses()]}},
+            "aggs": aggs}
 
 
 def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
@@ -196,17 +229,22 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
 
     with _lock:
         cached = None if plan.full else _cache.get(plan.key)
-    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift)
+    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift, lookback=plan.lookback)
     state.counts = {lo: groups for lo, groups in state.counts.items() if plan.cut <= lo < plan.lo}
     state.head = {}
     aggs = response.get("aggregations", {})
     sides: list[tuple[str, tuple[str, ...], Mapping[str, Any]]]
     if options.group_by:
-        sides = [(label, parts, bucket.get("slices", {})) for label, parts, bucket in group_buckets(options, aggs)]
+        sides = group_buckets(options, aggs)
     else:
-        sides = [("", (), aggs.get("slices", {}))]
-    for label, parts, slices in sides:
+        sides = [("", (), aggs)]
+    for label, parts, bucket in sides:
         state.parts[label] = parts
+        last = bucket.get("last", {}).get("value")
+        if last is not None:
+            at = EPOCH + timedelta(milliseconds=float(last))
+            state.seen[label] = max(at, state.seen.get(label, at))
+        slices = bucket.get("window", bucket).get("slices", {})
         for part in slices.get("buckets") or ():
             count = int(part.get("doc_count", 0))
             if not count:
@@ -259,23 +297,43 @@ def metric_value(total: Mapping[str, float], agg: str) -> float | None:
 
 
 def _cap(state: Buckets, cap: int) -> None:
-    """Keep the ``cap`` groups with the most events in the window; count the others dropped."""
+    """Keep the ``cap`` groups with the most events in the window (then the latest seen); count the others dropped.
+
+    Leaves the window's totals per group in ``state.totals``; a flatline's groups last seen before its lookback are
+    forgotten, as its full search would no longer find them.
+    """
     totals = _totals(state)
-    live = set(totals)
-    state.parts = {label: parts for label, parts in state.parts.items() if label in live or label == ""}
-    if len(totals) <= cap:
-        return
-    keep = set(sorted(totals, key=lambda label: (-totals[label][""], label))[:cap])
-    state.dropped += len(totals) - len(keep)
-    for groups in (*state.counts.values(), state.head):
-        for label in [g for g in groups if g not in keep]:
-            del groups[label]
-    state.parts = {label: parts for label, parts in state.parts.items() if label in keep}
+    if state.lookback is not None:
+        since = state.end - state.lookback
+        state.seen = {label: at for label, at in state.seen.items() if at >= since}
+        for label in state.seen:
+            totals.setdefault(label, {"": 0})
+    state.parts = {label: parts for label, parts in state.parts.items() if label in totals or label == ""}
+    if len(totals) > cap:
+        keep = set(_ranked(state, totals)[:cap])
+        state.dropped += len(totals) - len(keep)
+        for groups in (*state.counts.values(), state.head):
+            for label in [g for g in groups if g not in keep]:
+                del groups[label]
+        state.parts = {label: parts for label, parts in state.parts.items() if label in keep}
+        state.seen = {label: at for label, at in state.seen.items() if label in keep}
+        totals = {label: total for label, total in totals.items() if label in keep}
+    state.totals = totals
+
+
+def _ranked(state: Buckets, totals: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The groups, busiest in the window first, then the latest seen (a quiet flatline group)."""
+    never = EPOCH
+
+    def rank(label: str) -> tuple[float, float, str]:
+        return -totals[label][""], -(state.seen.get(label, never) - never).total_seconds(), label
+
+    return sorted(totals, key=rank)
 
 
 def response(state: Buckets, options: Any) -> dict[str, Any]:
     """The window's counts as a full search's response (what the rule type's ``readings`` reads)."""
-    totals = _totals(state)
+    totals = state.totals
 
     def subs(total: Mapping[str, float]) -> dict[str, Any]:
         if options.metric is not None:
@@ -288,9 +346,8 @@ def response(state: Buckets, options: Any) -> dict[str, Any]:
     if not options.group_by:
         whole = totals.get("", {})
         return {"hits": {"total": {"value": int(whole.get("", 0))}}, "aggregations": subs(whole)}
-    ordered = sorted(totals, key=lambda label: (-totals[label][""], label))[:options.max_groups]
     buckets = []
-    for label in ordered:
+    for label in _ranked(state, totals)[:options.max_groups]:
         parts = state.parts.get(label, (label,))
         buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": int(totals[label][""]),
                         **subs(totals[label])})
@@ -303,5 +360,5 @@ def forget(keys: Sequence[tuple[str, str]] | None = None) -> None:
     with _lock:
         if keys is None:
             _cache.clear()
-        for key in keys or ():
-            _cache.pop(key, None)
+        for key in [k for k in _cache if keys is not None and k[:2] in keys]:
+            del _cache[key]

@@ -360,38 +360,34 @@ def requests(rule: Rule, now: datetime, multi_terms: bool = True) -> list[Any]:
     return [_request(options, spans, body) for spans, body in kind(rule).searches(options, start, end, multi_terms)]
 
 
-def _incremental(rule: Rule, now: datetime, plan: increments.Plan, multi_terms: bool) -> list[Any]:
-    """The SearchRequests of an incremental evaluation: the plan's pieces, after a spike's whole current window."""
+def _incremental(rule: Rule, plans: Sequence[increments.Plan], multi_terms: bool) -> list[Any]:
+    """The SearchRequests of an incremental evaluation: each plan's pieces (a spike's current window, then baseline)."""
     options: SearchOptions = rule.options
-    pieces = _request(options, plan.spans(), increments.body(options, plan, multi_terms))
-    if not plan.shift:
-        return [pieces]
-    start, end = window(options, now)
-    return [_request(options, [(start, end)], search_body(options, start, end, multi_terms)), pieces]
+    return [_request(options, plan.spans(), increments.body(options, plan, multi_terms)) for plan in plans]
 
 
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
     """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
-    plans = [increments.plan(rule, ctx, rule.settle) for rule in rules]
-    searches = [requests(rule, ctx.now, multi_terms) if plan is None else _incremental(rule, ctx.now, plan, multi_terms)
-                for rule, plan in zip(rules, plans, strict=True)]
+    plans = [increments.plans(rule, ctx, rule.settle) for rule in rules]
+    searches = [requests(rule, ctx.now, multi_terms) if mine is None else _incremental(rule, mine, multi_terms)
+                for rule, mine in zip(rules, plans, strict=True)]
     answers = iter(source.msearch([one for mine in searches for one in mine]))
     responses: list[Any] = []
     stamps: dict[str, dict[str, Any]] = {}  # facts of incremental rules: which cached buckets they leave
-    for rule, plan, mine in zip(rules, plans, searches, strict=True):
+    for rule, planned, mine in zip(rules, plans, searches, strict=True):
         answered = [next(answers) for _ in mine]
         failed = next((one for one in answered if isinstance(one, Exception)), None)
         try:
             if failed is not None:
                 responses.append(failed)
-            elif plan is not None:
-                state = increments.absorb(plan, rule.options, answered[-1])
-                cached = increments.response(state, rule.options)
-                # A spike's baseline is the cached window; its current one was searched whole, first.
-                responses.append(kind(rule).combine(rule.options, [answered[0], cached]) if plan.shift else cached)
-                stamps[rule.name] = {increments.FACT: state.stamp(), **({"groups_dropped": state.dropped}
-                                                                         if state.dropped else {})}
+            elif planned is not None:
+                states = [increments.absorb(plan, rule.options, one) for plan, one in zip(planned, answered, strict=True)]
+                # A spike's windows (current, baseline) read back as its two plain searches' answers.
+                responses.append(kind(rule).combine(rule.options, [increments.response(s, rule.options) for s in states]))
+                dropped = max(state.dropped for state in states)
+                stamps[rule.name] = {increments.FACT: increments.stamp(states),
+                                     **({"groups_dropped": dropped} if dropped else {})}
             else:
                 responses.append(kind(rule).combine(rule.options, answered))
         except Exception as exc:  # answers this rule cannot read are this rule's error
@@ -399,12 +395,12 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
     out: dict[str, Evaluation | Exception] = {}
     wanted: list[tuple[str, Finding, Any]] = []
-    for rule, plan, mine, response in zip(rules, plans, searches, responses, strict=True):
+    for rule, mine, response in zip(rules, searches, responses, strict=True):
         sent = mine[0]
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
-        start, end = window(rule.options, ctx.now) if plan is None or plan.shift else (plan.end - plan.window, plan.end)
+        start, end = window(rule.options, ctx.now)
         try:
             evaluation = judge(rule, ctx, response, start, end, dashboards)
         except Exception as exc:  # an answer this rule cannot read is this rule's error, not the batch's

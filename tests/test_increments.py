@@ -89,7 +89,7 @@ def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datet
         hist = {"buckets": [{"key": int(millis(lo)), "doc_count": len(mine),
                              "numerator": {"doc_count": [g for g, _ in mine].count("a")},
                              **metric_parts([v for _, v in mine])} for lo, mine in sorted(steps.items())]}
-        if plan.lookback is not None and plan.full:
+        if plan.spans() != plan.pieces():
             return {"window": {"slices": hist}}
         return {"slices": hist}
 

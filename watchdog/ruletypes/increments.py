@@ -102,6 +102,7 @@ class Plan:
     full: bool  # a rebuild: every bucket of the window (and a flatline's whole lookback)
     shift: timedelta = timedelta(0)  # a spike's baseline: ``end`` is this much before the rule's window's end
     lookback: timedelta | None = None  # a grouped flatline: how far back its groups are looked for
+    reach: datetime | None = None  # a grouped flatline: from when its groups' newest events are searched
 
     @property
     def cut(self) -> datetime:
@@ -117,10 +118,15 @@ class Plan:
         return ([self.head] if self.head is not None else []) + [(self.lo, self.end)]
 
     def spans(self) -> list[tuple[datetime, datetime]]:
-        """The time ranges searched: the pieces, or a flatline's whole lookback when it rebuilds."""
-        if self.full and self.lookback is not None:
-            return [(self.end - self.lookback, self.end)]
-        return self.pieces()
+        """The time ranges searched: the pieces, or from a flatline's ``reach`` when that is earlier.
+
+        A flatline's rebuild reaches back over its whole lookback; later, as far as ``settle`` before its previous
+        evaluation, which the window's start may cut: a late event there still tells when its group was last seen.
+        """
+        pieces = self.pieces()
+        if self.reach is None or self.reach >= self.lo:
+            return pieces
+        return [piece for piece in pieces[:-1] if piece[0] < self.reach] + [(self.reach, self.end)]
 
 
 def floor_grid(moment: datetime, step: timedelta) -> datetime:
@@ -170,7 +176,8 @@ def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:
         cached = [_cache.get(key) for key in keys]
     end = ctx.now - options.delay
     full = [Plan(key, step, options.window, ceil_grid(end - shift - options.window, step), end - shift, full=True,
-                 shift=shift, lookback=back) for key, shift in zip(keys, shifts, strict=True)]
+                 shift=shift, lookback=back, reach=None if back is None else end - shift - back)
+            for key, shift in zip(keys, shifts, strict=True)]
     stamp = ctx.facts.get(rule.name, {}).get(FACT)
     if any(c is None or c.grid != step or c.window != options.window or c.lookback != back for c in cached):
         return full
@@ -179,7 +186,8 @@ def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:
         return full
     if any(p.end < c.end or p.end - c.end >= options.window for p, c in zip(full, olds, strict=True)):
         return full  # the clock went back, or a gap: rebuild
-    return [replace(p, lo=max(floor_grid(c.end - settle, step), p.lo), full=False) for p, c in zip(full, olds, strict=True)]
+    return [replace(p, lo=max(floor_grid(c.end - settle, step), p.lo), full=False,
+                    reach=None if p.reach is None else max(c.end - settle, p.reach)) for p, c in zip(full, olds, strict=True)]
 
 
 def stamp(states: Sequence[Buckets]) -> str:
@@ -214,8 +222,8 @@ def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
         return {"bool": {"should": ranges, "minimum_should_match": 1}}
 
     slices: dict[str, Any] = {"slices": slices_agg(options, plan)}
-    if plan.lookback is not None:  # a flatline: when each group was last seen; a rebuild counts the window only
-        if plan.full:
+    if plan.lookback is not None:  # a flatline: when each group was last seen; counted in the window's pieces only
+        if plan.spans() != plan.pieces():
             slices = {"window": {"filter": within(plan.pieces()), "aggs": slices}}
         slices["last"] = {"max": {"field": options.timestamp_field}}
     aggs = {"groups": groups_agg(options, slices, multi_terms)} if options.group_by else slices

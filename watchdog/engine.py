@@ -110,16 +110,42 @@ def _fixed(group: str) -> str:
 
 
 class StoreBaselines:
-    """Learned baselines kept in the state store (see ``ruletypes.learned.Baselines``)."""
+    """Learned baselines kept in the state store (see ``ruletypes.learned.Baselines``).
+
+    What an evaluation learns is held here (``save`` runs on a worker thread) and written with the
+    evaluation's outcome, in its one leader transaction (``learned``, then ``written``); until then
+    ``load`` sees it too.
+    """
 
     def __init__(self, store: StateStore):
         self.store = store
+        self._lock = threading.Lock()
+        self._learned: dict[str, dict[str, Baseline]] = {}
 
     def load(self, rule: str) -> dict[str, Baseline]:
-        return self.store.baselines(rule)
+        kept = self.store.baselines(rule)
+        with self._lock:
+            kept.update(self._learned.get(rule, {}))
+        return kept
 
     def save(self, rule: str, items: Mapping[str, Baseline], now: datetime) -> None:
-        self.store.save_baselines(rule, items, now)
+        with self._lock:
+            self._learned.setdefault(rule, {}).update(items)
+
+    def learned(self, rule: str) -> dict[str, Baseline]:
+        """What ``rule`` learned and is not written yet, by item."""
+        with self._lock:
+            return dict(self._learned.get(rule, {}))
+
+    def written(self, rule: str, items: Mapping[str, Baseline]) -> None:
+        """Forget ``items`` (``learned``'s answer) once written; what was learned since stays held."""
+        with self._lock:
+            held = self._learned.get(rule, {})
+            for item, baseline in items.items():
+                if held.get(item) is baseline:
+                    del held[item]
+            if not held:
+                self._learned.pop(rule, None)
 
 
 def route(router: Router | None, store: StateStore, payload: dict[str, Any], kind: str, episode: str,
@@ -464,6 +490,7 @@ class Engine:
         for name, result in finished.outcome.items():
             rule = self.rules.get(name)
             if rule is None:  # removed while it ran
+                self.baselines.written(name, self.baselines.learned(name))
                 continue
             if _unanswered(result):
                 silent.setdefault(rule.source, _describe_error(result))
@@ -523,6 +550,7 @@ class Engine:
         try:
             applied = self._record(rule, result, ran_at, now, duration)
         except Deposed as exc:  # another instance leads now: it evaluates again; this result is not ours to write
+            self.baselines.written(rule.name, self.baselines.learned(rule.name))  # nor what it learned
             log(logger, logging.INFO, "evaluation not recorded: no longer the leader", rule=rule.name, error=str(exc))
             return Applied(rule.name, (), (), None)
         except StoreError as exc:
@@ -636,11 +664,13 @@ class Engine:
             rows.append((notice.group, notice.kind.value, notice.episode, self._route(render(rule, notice), notice.kind)))
         routed_rows, held = self._routed(rows, now)
         next_run = self.next_run.get(rule.name, now)
+        learned = self.baselines.learned(rule.name)
         self.store.record_evaluation(rule.name, ran_at=ran_at, next_run=next_run, duration=duration, health=health,
                                      states=states, notifications=routed_rows, facts=facts,
                                      audit=[(t.group, f"{t.from_}->{t.to}", {"value": t.value}) for t in transitions]
                                      + held,
-                                     recorded_at=now, explanations=explanations)
+                                     recorded_at=now, explanations=explanations, baselines=learned)
+        self.baselines.written(rule.name, learned)
         for t in transitions:
             log(logger, logging.INFO, "transition", rule=rule.name, group=t.group or None, state=t.to, previous=t.from_,
                 value=t.value, severity=t.severity.value)

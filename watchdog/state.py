@@ -467,13 +467,15 @@ class StateStore:
                                                   | tuple[str, str, str, Mapping[str, Any], str]],
                           facts: Mapping[str, Any] | None = None, audit: Sequence[tuple[str, str, Mapping[str, Any]]] = (),
                           recorded_at: datetime | None = None,
-                          explanations: Mapping[str, Explanation | None] | None = None) -> None:
+                          explanations: Mapping[str, Explanation | None] | None = None,
+                          baselines: Mapping[str, Baseline] | None = None) -> None:
         """Write one evaluation's outcome atomically.
 
         ``states`` maps groups to their new state (None deletes it);
         ``explanations`` maps groups to what explains them now (None: nothing);
         ``notifications`` are (group, kind, episode, payload[, receiver]) rows for the outbox,
-        stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then.
+        stamped ``recorded_at`` (default ``ran_at``): the outbox's group wait starts then;
+        ``baselines`` are the learned baselines it changed, by item (the others are left as they are).
         """
         with self.leader_transaction() as db:
             db.execute(
@@ -522,6 +524,12 @@ class StateStore:
             for group, action, detail in audit:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
                            (to_text(ran_at), rule, group, action, _json(detail)))
+            for item, baseline in (baselines or {}).items():
+                db.execute(
+                    """insert into baselines (rule, item, model, history, fetched_at, updated) values (?, ?, ?, ?, ?, ?)
+                       on conflict (rule, item) do update set model = excluded.model, history = excluded.history,
+                           fetched_at = excluded.fetched_at, updated = excluded.updated""",
+                    (rule, item, _json(dict(baseline.model)), baseline.history, to_text(baseline.fetched_at), created))
 
     # --- silences ----------------------------------------------------------------
 
@@ -813,17 +821,6 @@ class StateStore:
         rows = self._query("select item, model, history, fetched_at from baselines where rule = ?", (rule,))
         return {r["item"]: Baseline(model=json.loads(r["model"]), history=r["history"],
                                     fetched_at=from_text(r["fetched_at"])) for r in rows}
-
-    def save_baselines(self, rule: str, items: Mapping[str, Baseline], now: datetime) -> None:
-        """Write the baselines of ``rule``'s ``items`` in one transaction (the others are left as they are)."""
-        with self.leader_transaction() as db:
-            for item, baseline in items.items():
-                db.execute(
-                    """insert into baselines (rule, item, model, history, fetched_at, updated) values (?, ?, ?, ?, ?, ?)
-                       on conflict (rule, item) do update set model = excluded.model, history = excluded.history,
-                           fetched_at = excluded.fetched_at, updated = excluded.updated""",
-                    (rule, item, _json(dict(baseline.model)), baseline.history, to_text(baseline.fetched_at),
-                     to_text(now)))
 
     # --- audit and retention ----------------------------------------------------------
 

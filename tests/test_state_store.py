@@ -123,7 +123,9 @@ def test_the_lease_is_renewed_taken_over_once_expired_and_fences_the_old_leader(
     first = store.claim_lease("one", 0, 5.0)
     assert (first.holder, first.epoch) == ("one", 1) and 4.0 < first.remaining <= 5.0
     assert store.claim_lease("two", 0, 5.0).holder == "one"  # not expired: two stands by
+    trips = store.db.round_trips
     assert store.claim_lease("one", 1, 5.0).epoch == 1  # renewed, same epoch
+    assert store.db.round_trips - trips == 2  # a renewal is two statements (the lease, the instance seen)
     fence = Fence("one")
     fence.epoch, fence.until = 1, time.monotonic() + 60
     store.fence = fence

@@ -339,24 +339,36 @@ class StateStore:
         an earlier process of the same name, when ``epoch`` is 0), incrementing the epoch; note the instance seen.
         Returns the lease as it stands afterwards."""
         clock = self.db.clock_sql
-        with self.transaction() as db:
-            held = epoch > 0 and db.execute(
-                f"update ha_lease set expires_at = {clock} + ? where name = 'leader' and holder = ? and epoch = ?",
-                (lease_seconds, instance, epoch)).rowcount == 1
-            if not held:
-                taken = db.execute(
+        lease = f"holder, epoch, expires_at - {clock}"
+        with self.lock:  # one connection: no other thread's statement runs between these
+            # A renewal (the holder, every third of the lease) is two statements, each its own transaction: the
+            # update is conditional on holder and epoch, so it extends only a lease still held at this epoch.
+            rows = self.db.execute(
+                f"update ha_lease set expires_at = {clock} + ? where name = 'leader' and holder = ? and epoch = ? "
+                f"returning {lease}", (lease_seconds, instance, epoch)).fetchall() if epoch > 0 else []
+            if rows:
+                view = _lease(rows[0])
+                self._seen(self.db, instance, leading=True)
+                return view
+            with self.transaction() as db:
+                rows = db.execute(
                     f"""update ha_lease set holder = ?, epoch = epoch + 1, expires_at = {clock} + ?
-                        where name = 'leader' and (expires_at < {clock} or (holder = ? and ? = 0))""",
-                    (instance, lease_seconds, instance, epoch)).rowcount
-                if not taken:
+                        where name = 'leader' and (expires_at < {clock} or (holder = ? and ? = 0)) returning {lease}""",
+                    (instance, lease_seconds, instance, epoch)).fetchall()
+                if not rows:
                     db.execute(f"insert into ha_lease (name, holder, epoch, expires_at) values ('leader', ?, 1, {clock} + ?) "
                                "on conflict do nothing", (instance, lease_seconds))
-            row = db.execute(f"select holder, epoch, expires_at - {clock} from ha_lease where name = 'leader'").fetchone()
-            view = LeaseView(holder=str(row[0]), epoch=int(row[1]), remaining=float(row[2]))
-            db.execute(f"""insert into ha_instances (instance, started, last_seen, is_leader) values (?, {clock}, {clock}, ?)
-                           on conflict (instance) do update set last_seen = excluded.last_seen, is_leader = excluded.is_leader""",
-                       (instance, int(view.holder == instance)))
-            return view
+                    rows = db.execute(f"select {lease} from ha_lease where name = 'leader'").fetchall()
+                view = _lease(rows[0])
+                self._seen(db, instance, leading=view.holder == instance)
+                return view
+
+    def _seen(self, db: Database, instance: str, *, leading: bool) -> None:
+        """Note ``instance`` seen now (and whether it leads), for ``instances``."""
+        clock = self.db.clock_sql
+        db.execute(f"""insert into ha_instances (instance, started, last_seen, is_leader) values (?, {clock}, {clock}, ?)
+                       on conflict (instance) do update set last_seen = excluded.last_seen, is_leader = excluded.is_leader""",
+                   (instance, int(leading)))
 
     def release_lease(self, instance: str, epoch: int) -> None:
         """End ``instance``'s lease now (a clean stop): the next attempt of another instance takes it over."""
@@ -368,7 +380,7 @@ class StateStore:
     def lease(self) -> LeaseView | None:
         """The lease as it stands (None: no instance ever took it)."""
         rows = self._query(f"select holder, epoch, expires_at - {self.db.clock_sql} from ha_lease where name = 'leader'")
-        return LeaseView(holder=str(rows[0][0]), epoch=int(rows[0][1]), remaining=float(rows[0][2])) if rows else None
+        return _lease(rows[0]) if rows else None
 
     def instances(self) -> list[Instance]:
         """The instances that reported themselves, most recently seen first."""
@@ -839,6 +851,11 @@ class StateStore:
             db.execute("delete from acks where episode not in (select episode from groups)")
             db.execute("delete from slack_actions where at < ?", (cutoff,))
             db.execute("delete from approvals where requested < ?", (cutoff,))
+
+
+def _lease(row: Row) -> LeaseView:
+    """The lease of a (holder, epoch, seconds remaining) row."""
+    return LeaseView(holder=str(row[0]), epoch=int(row[1]), remaining=float(row[2]))
 
 
 def _moment(seconds: float) -> datetime:

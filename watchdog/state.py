@@ -458,9 +458,7 @@ class StateStore:
 
     def unsent(self, episode: str, receiver: str = "") -> int:
         """How many notifications of ``episode`` are still waiting to be sent to ``receiver``."""
-        rows = self._query("select count(*) from outbox where episode = ? and sent_at is null and failed = 0 "
-                           "and receiver = ?", (episode, receiver))
-        return int(rows[0][0])
+        return self._waiting(receiver=receiver, episode=episode)
 
     def groups(self, rule: str | Collection[str] | None = None) -> dict[str, dict[str, GroupState]]:
         """Group states by rule name, then group: of one rule, of the named rules (a collection), or of all (None)."""
@@ -672,9 +670,7 @@ class StateStore:
 
     def earlier_unsent(self, item: OutboxItem) -> int:
         """How many older notifications of the same episode for the same receiver are still waiting (order)."""
-        rows = self._query("select count(*) from outbox where episode = ? and id < ? and sent_at is null and failed = 0 "
-                           "and receiver = ?", (item.episode, item.id, item.receiver))
-        return int(rows[0][0])
+        return self._waiting(receiver=item.receiver, episode=item.episode, before=item.id)
 
     def next_attempt_at(self, after: datetime | None = None, receiver: str | None = None) -> datetime | None:
         """The earliest moment an unsent notification is due (only those due after ``after``, and only
@@ -689,10 +685,17 @@ class StateStore:
 
     def outbox_depth(self, receiver: str | None = None) -> int:
         """Notifications waiting to be sent (to ``receiver`` only, if given)."""
-        if receiver is None:
-            return int(self._query("select count(*) from outbox where sent_at is null and failed = 0")[0][0])
-        return int(self._query("select count(*) from outbox where sent_at is null and failed = 0 and receiver = ?",
-                               (receiver,))[0][0])
+        return self._waiting(receiver=receiver)
+
+    def _waiting(self, *, receiver: str | None = None, episode: str | None = None, before: int | None = None) -> int:
+        """How many notifications wait to be sent: to ``receiver``, of ``episode``, older than id ``before``
+        (each only when given)."""
+        where = "sent_at is null and failed = 0"
+        args: list[str | int] = []
+        for clause, value in (("receiver = ?", receiver), ("episode = ?", episode), ("id < ?", before)):
+            if value is not None:
+                where, args = f"{where} and {clause}", [*args, value]
+        return int(self._query(f"select count(*) from outbox where {where}", args)[0][0])
 
     def given(self, episode: str) -> dict[str, datetime]:
         """Each receiver given a notification of ``episode`` (recorded, sent or not), and when it last was."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from watchdog.lease import Fence
 from watchdog.lifecycle import GroupState, Health, State
 from watchdog.rule import Severity
-from watchdog.state import Ack, delete_silence, insert_ack, insert_silence
-from watchdog.state_db import Deposed, StoreError
+from watchdog.state import Ack, StateStore, delete_silence, insert_ack, insert_silence
+from watchdog.state_db import Deposed, PostgresDatabase, StoreError
 
 T0 = datetime(2026, 11, 28, 2, 15, tzinfo=UTC)
 
@@ -159,3 +160,18 @@ def test_a_driver_error_is_one_store_error(new_store) -> None:
     with pytest.raises(StoreError):
         store._query("select * from no_such_table")
     assert store.outbox_depth() == 0  # the connection is still usable
+
+
+def test_a_postgres_database_without_julianday_gets_it_at_start(state_db: str) -> None:
+    """julianday() is the dialect's setup, run at every start, not a migration's: a database at any schema
+    version that lacks it (or a fresh one) has it once opened."""
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    first = StateStore(db=PostgresDatabase(state_db, schema))
+    first.db.execute("drop function julianday(text)")
+    first.close()
+    again = StateStore(db=PostgresDatabase(state_db, schema))
+    try:
+        again.add_silence("r", None, T0 + timedelta(hours=1), "", T0)
+        assert [s.rule for s in again.silences(T0)] == ["r"]  # compared with julianday()
+    finally:
+        again.close()

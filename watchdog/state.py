@@ -293,6 +293,7 @@ class StateStore:
             version = db.schema_version()
             if version > len(MIGRATIONS):
                 raise RuntimeError(f"{self.path} was written by a newer watchdog (schema {version})")
+            db.prepare()
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():

@@ -86,6 +86,9 @@ class Database(Protocol):
 
     def transaction(self) -> Any: ...
 
+    def prepare(self) -> None:
+        """The dialect's own setup, run in the migration's transaction on every start, before any migration."""
+
     def schema_version(self) -> int: ...
 
     def set_schema_version(self, version: int) -> None: ...
@@ -151,6 +154,9 @@ class SqliteDatabase:
                 self.execute("rollback")
                 raise
             self.execute("commit")
+
+    def prepare(self) -> None:
+        """Nothing: SQLite has ``julianday()`` of its own."""
 
     def schema_version(self) -> int:
         return int(self.execute("pragma user_version").fetchone()[0])
@@ -298,9 +304,13 @@ class PostgresDatabase:
             return 0
         return int(row[0])
 
-    def set_schema_version(self, version: int) -> None:
-        if version == 1:
+    def prepare(self) -> None:
+        """Create the ``julianday(text)`` function where it is missing: a database made by any version gets it
+        (it was made by migration 1 until then, so older databases have it already)."""
+        if self.execute("select to_regprocedure('julianday(text)') is null").fetchone()[0]:
             self.execute(_JULIANDAY)
+
+    def set_schema_version(self, version: int) -> None:
         self.execute("update schema_version set version = ?", (int(version),))
 
     def ddl(self, statement: str) -> str:

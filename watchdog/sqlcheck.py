@@ -159,6 +159,14 @@ def _names(parts: Any) -> list[str]:
     return [str(getattr(p, "sval", "")) for p in parts or ()]
 
 
+def _builtin_name(names: list[str]) -> str | None:
+    """The name ``names`` gives a built-in: ``[name]`` or ``["pg_catalog", name]``; None when another schema
+    qualifies it (a built-in of that name is not what it calls)."""
+    if len(names) == 1 or (len(names) == 2 and names[0] == "pg_catalog"):
+        return names[-1]
+    return None
+
+
 def function_allowed(parts: list[str], granted: Collection[str] = ()) -> bool:
     """Whether a call of the function named ``parts`` (``[name]`` or ``[schema, name]``) may run in a rule's SQL.
 
@@ -166,12 +174,13 @@ def function_allowed(parts: list[str], granted: Collection[str] = ()) -> bool:
     ``pg_catalog``; ``granted`` (the config's ``rule_sql_functions``) adds
     ``name``, ``schema.name`` and ``schema.*`` entries.
     """
+    if _builtin_name(parts) in ALLOWED_FUNCTIONS:
+        return True
     if len(parts) == 1:
-        return parts[0] in ALLOWED_FUNCTIONS or parts[0] in granted
+        return parts[0] in granted
     if len(parts) == 2:
         schema, name = parts
-        return ((schema == "pg_catalog" and name in ALLOWED_FUNCTIONS) or f"{schema}.{name}" in granted
-                or f"{schema}.*" in granted)
+        return f"{schema}.{name}" in granted or f"{schema}.*" in granted
     return False
 
 
@@ -179,8 +188,7 @@ def _function_problem(call: ast.FuncCall, granted: Collection[str]) -> str | Non
     parts = _names(call.funcname)
     if function_allowed(parts, granted):
         return None
-    name = ".".join(parts)
-    shown = parts[-1] if len(parts) == 2 and parts[0] == "pg_catalog" else name
+    shown = _builtin_name(parts) or ".".join(parts)
     if shown in ACTING_FUNCTIONS or shown.startswith(ACTING_PREFIXES):
         return f"function {shown}() has side effects or runs SQL from text; it is not allowed here"
     return (f"function {shown}() is not allowed in a rule's SQL: only built-in functions that compute a value are "
@@ -189,14 +197,14 @@ def _function_problem(call: ast.FuncCall, granted: Collection[str]) -> str | Non
 
 
 def _operator_problem(names: list[str]) -> str | None:
-    if (len(names) == 1 or (len(names) == 2 and names[0] == "pg_catalog")) and names[-1] in ALLOWED_OPERATORS:
+    if _builtin_name(names) in ALLOWED_OPERATORS:
         return None
     return f"operator {'.'.join(names)} is not a built-in operator; only built-in operators are allowed"
 
 
 def _type_problem(type_name: ast.TypeName) -> str | None:
     names = _names(type_name.names)
-    if (len(names) == 1 or (len(names) == 2 and names[0] == "pg_catalog")) and names[-1] in ALLOWED_TYPES:
+    if _builtin_name(names) in ALLOWED_TYPES:
         return None
     return (f"a cast to type {'.'.join(names)}, which is not a built-in type watchdog allows; cast to one such as "
             "text, numeric, bigint, timestamptz or date")

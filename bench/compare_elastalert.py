@@ -1,7 +1,7 @@
 """watchdog against ElastAlert2 2.19.0: same server, same data, same rules, measured side by side.
 
 Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat 1] [--steady 120] [--mix classic|ratio-spike]
-     [--burst 70] [--every 10] [--window-minutes 60] [--bursts 12] [--hog] [--separate-servers]
+     [--burst 70] [--every 10] [--window-minutes 60] [--bursts 12] [--hog] [--separate-servers] [--history-minutes M]
 
 ``--every S --window-minutes W``: every rule at ``every: S`` (ElastAlert2's
 ``run_every``), the count, flatline and metric windows W minutes (issue 29:
@@ -9,8 +9,22 @@ Run: .venv/bin/python -m bench.compare_elastalert [--sizes 10,100,500] [--repeat
 its own rule, at random moments of the steady phase (so at random phases of
 the schedule); latency median and p90 over them. ``--hog``: a busy loop
 beside both tools for the whole run (one core taken). With
-``--separate-servers`` the search server's CPU per minute is each tool's own.
-Bytes per cycle are request and response bytes through the counting proxy.
+``--separate-servers`` each tool has its own search server, and a third one,
+the control, is fed the same events by the feeder but searched by no tool:
+``server_cpu_seconds_per_minute`` is each tool's server (indexing the feeder's
+events included, the same for both), ``control_server_cpu_seconds_per_minute``
+the control's (indexing alone) and ``own_server_cpu_seconds_per_minute`` the
+difference: what the tool's searches cost the server. Bytes per cycle are
+request and response bytes through the counting proxy.
+
+History: before the tools start, every server gets ``--history-minutes`` of
+the feeder's events (one per service every 30 s; default: the longest window
+of the rule set, so every window is full from the start, as in production).
+
+Latency split (``bench/search_log.py``): for each burst rule, the first search
+the tool sent after the burst was indexed that covers the rule;
+``wait_for_schedule`` is from the injection to that search, ``processing``
+from that search to the alert (median and p90 beside the total latency).
 
 ``--burst K``: instead of a few bursts of a few rules, two error bursts that
 make K frequency/threshold rules fire at once each (the workload of issue 16:
@@ -53,6 +67,7 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 
 from bench.common import median, percentile, save
+from bench.search_log import SearchLog, split
 from tests.servers.search import CountingProxy, start_search
 from tests.servers.slack_api import SlackServer
 
@@ -60,6 +75,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EA_VENV = ROOT / "bench" / ".venv-elastalert"
 EA_VERSION = "2.19.0"
 RUN_EVERY = 10
+FEED_SECONDS = 30  # the feeder's cadence: one info event per service
 MAPPINGS = {"properties": {"@timestamp": {"type": "date"}, "service": {"type": "keyword"}, "level": {"type": "keyword"},
                            "duration_ms": {"type": "long"}, "message": {"type": "text"}}}
 
@@ -110,6 +126,16 @@ class Plan:
 
     def expected(self) -> set[str]:
         return set(self.burst) | set(self.slow) | set(self.silent)
+
+
+def longest_window(plan: Plan, window: int | None) -> int:
+    """Minutes of data the longest window of the rule set reads (a spike: its window and the baseline before it)."""
+    minutes = [window or 1] if plan.freq else []
+    minutes += [window or 2] if plan.flat else []
+    minutes += [window or 5] if plan.metric else []
+    minutes += [5] if plan.ratio else []
+    minutes += [4] if plan.spike else []
+    return max(minutes, default=0)
 
 
 def query_for(name: str) -> str:
@@ -164,7 +190,7 @@ def watchdog_rules(plan: Plan, folder: Path, every: int = RUN_EVERY, window: int
 
 
 class Feeder(threading.Thread):
-    """Keeps every non-silent service logging one info event every 30 s (so flatline rules stay quiet)."""
+    """Keeps every non-silent service logging one info event every FEED_SECONDS (so flatline rules stay quiet)."""
 
     def __init__(self, urls: list[str], plan: Plan):
         super().__init__(daemon=True)
@@ -181,8 +207,25 @@ class Feeder(threading.Thread):
         return [{"@timestamp": now_text(at), "service": s, "level": "info", "duration_ms": 100,
                  "message": f"service={s} event=request"} for s in self.plan.services]
 
+    def preload(self, now: datetime, minutes: int) -> int:
+        """Index ``minutes`` of history at the feeder's cadence into every server at once; returns events per server."""
+        events = [e for step in range(minutes * 60 // FEED_SECONDS + 1)
+                  for e in self.baseline(now - timedelta(seconds=step * FEED_SECONDS))]
+
+        def load(client: OpenSearch) -> None:
+            helpers.bulk(client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e}
+                                  for e in events), chunk_size=2000, refresh=False, request_timeout=300)
+            client.indices.refresh(index="logs-*")
+
+        loaders = [threading.Thread(target=load, args=(client,)) for client in self.clients]
+        for loader in loaders:
+            loader.start()
+        for loader in loaders:
+            loader.join()
+        return len(events)
+
     def run(self) -> None:
-        while not self.stop.wait(30):
+        while not self.stop.wait(FEED_SECONDS):
             self.index(self.baseline(datetime.now(UTC)))
 
 
@@ -245,27 +288,37 @@ def stop_both(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) 
 
 def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "classic", burst: int = 0,
              logs: Path | None = None, separate: bool = False, every: int = RUN_EVERY, window: int | None = None,
-             bursts: int = 0, hog: bool = False) -> dict[str, Any]:
+             bursts: int = 0, hog: bool = False, history: int | None = None) -> dict[str, Any]:
     plan = Plan(n, mix, burst)
+    history = longest_window(plan, window) if history is None else history
     if bursts:  # one rule per burst, at random moments: every phase of the schedule
         plan.burst = plan.freq[:: max(1, len(plan.freq) // bursts)][:bursts]
     hogging = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
     # One server for both (the default: same server, same data), or one each with the same data (--separate-servers:
-    # neither tool's searches queue behind the other's, as when each runs against its own production cluster).
-    servers = [start_search() for _ in range(2 if separate else 1)]
-    proxies = {"elastalert": CountingProxy(servers[0].url), "watchdog": CountingProxy(servers[-1].url)}
+    # neither tool's searches queue behind the other's, as when each runs against its own production cluster), and a
+    # control fed the same events but searched by nobody: what indexing alone costs.
+    servers = [start_search() for _ in range(3 if separate else 1)]
+    control = servers[2] if separate else None
+    server_of = {"elastalert": servers[0], "watchdog": servers[1] if separate else servers[0]}
+    proxies = {tool: CountingProxy(server.url) for tool, server in server_of.items()}
+    searches = {tool: SearchLog(RULE_NAME) for tool in proxies}
+    for tool, proxy in proxies.items():
+        proxy.on_request = searches[tool].record
     sink = SlackServer()
     feeder = Feeder([server.url for server in servers], plan)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         today = datetime.now(UTC)
+        days = {f"logs-{today + timedelta(minutes=m):%Y.%m.%d}" for m in range(-history - 1, int(warmup + steady) // 60 + 30, 30)}
         for server in servers:
             client = OpenSearch(hosts=[server.url], timeout=60)
-            for day in {today, today + timedelta(minutes=30 + steady / 60)}:
-                name = f"logs-{day:%Y.%m.%d}"
+            for name in sorted(days):
                 if not client.indices.exists(index=name):
                     client.indices.create(index=name, body={"mappings": MAPPINGS})
-        feeder.index([e for minutes in range(0, 7) for e in feeder.baseline(today - timedelta(minutes=minutes))])
+        loaded = time.monotonic()
+        per_server = feeder.preload(today, history)
+        print(f"{n:>4} history: {history} min, {per_server} events per server, loaded in {time.monotonic() - loaded:.0f} s",
+              flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             port = sink.base_url.split(":")[2].split("/")[0]
@@ -297,9 +350,9 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
             procs["watchdog"] = subprocess.Popen([sys.executable, "-m", "watchdog", "run", "-c", str(wd_dir / "watchdog.yaml")],
                                                  cwd=ROOT, stdout=outputs["watchdog"], stderr=subprocess.STDOUT)
             time.sleep(warmup)
-            server_of = {"elastalert": servers[0], "watchdog": servers[-1]}
             base = {tool: (cpu_seconds(p.pid), proxies[tool].total(), cpu_seconds(server_of[tool].pid), proxies[tool].bytes)
                     for tool, p in procs.items()}
+            control0 = cpu_seconds(control.pid) if control is not None else 0.0
             samples: dict[str, list[int]] = {tool: [] for tool in procs}
             steady_start = time.monotonic()
             steady_wall = time.time()
@@ -333,6 +386,7 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
             time.sleep(every + 5)  # let the last bursts be detected
             ended = {tool: (cpu_seconds(p.pid), proxies[tool].total(), cpu_seconds(server_of[tool].pid), proxies[tool].bytes)
                      for tool, p in procs.items()}
+            control_cpu = (cpu_seconds(control.pid) - control0) / minutes if control is not None else None
             stopped = stop_both(procs)
             for tool in procs:
                 cpu0, req0, server0, bytes0 = base[tool]
@@ -342,6 +396,9 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                 for name, _ in got:
                     counts[name] = counts.get(name, 0) + 1
                 latencies = [at - injected[name] for name, at in got if name in injected]
+                parts = split(searches[tool], injected, got)
+                waits = [p.wait_for_schedule for p in parts if p.wait_for_schedule is not None]
+                processing = [p.processing for p in parts if p.processing is not None]
                 by_burst: dict[float, list[float]] = {}
                 for name, at in got:
                     if name in injected:
@@ -355,10 +412,20 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                     "requests_per_cycle": (req1 - req0) / (minutes * 60 / every),
                     "kib_per_cycle": (bytes1 - bytes0) / 1024 / (minutes * 60 / every),
                     "server_cpu_seconds_per_minute": (server1 - server0) / minutes,
+                    "control_server_cpu_seconds_per_minute": control_cpu,
+                    "own_server_cpu_seconds_per_minute": ((server1 - server0) / minutes - control_cpu
+                                                          if control_cpu is not None else None),
                     "seconds_to_first_query": (first - started) if first else None,
                     "detection_latency_median": median(latencies) if latencies else None,
                     "detection_latency_p90": percentile(latencies, 90) if latencies else None,
                     "detection_latency_max": max(latencies) if latencies else None,
+                    "wait_for_schedule_median": median(waits) if waits else None,
+                    "wait_for_schedule_p90": percentile(waits, 90) if waits else None,
+                    "processing_median": median(processing) if processing else None,
+                    "processing_p90": percentile(processing, 90) if processing else None,
+                    "latency_split": {p.rule: [round(p.total, 2), None if p.wait_for_schedule is None
+                                               else round(p.wait_for_schedule, 2),
+                                               None if p.processing is None else round(p.processing, 2)] for p in parts},
                     "messages": sum(1 for r in sink.calls("webhook")
                                     if f"/services/{'EA' if tool == 'elastalert' else 'WD'}/" in r.path),
                     "stop_seconds": stopped[tool],
@@ -366,6 +433,7 @@ def run_size(n: int, ea_bin: Path, steady: float, warmup: float, mix: str = "cla
                                           for at, v in sorted(by_burst.items())},
                     "expected_alerted_once": sum(1 for name in expected if counts.get(name) == 1),
                     "expected": len(expected),
+                    "history_minutes": history,
                     "duplicates": sum(c - 1 for c in counts.values() if c > 1),
                     "duplicated": sorted(name for name, c in counts.items() if c > 1),
                     "latencies": {name: round(at - injected[name], 1) for name, at in got if name in injected},
@@ -412,6 +480,8 @@ def main() -> None:
     parser.add_argument("--window-minutes", type=int, default=None, help="count, flatline and metric windows")
     parser.add_argument("--bursts", type=int, default=0, help="this many one-rule bursts at random moments")
     parser.add_argument("--hog", action="store_true", help="a busy loop beside both tools (one core taken)")
+    parser.add_argument("--history-minutes", type=int, default=None,
+                        help="minutes of the feeder's events loaded before the start (default: the longest window)")
     parser.add_argument("--burst", type=int, default=0,
                         help="two error bursts of this many rules each, all firing at once (issue 16: 70)")
     args = parser.parse_args()
@@ -421,12 +491,16 @@ def main() -> None:
     for _ in range(args.repeat):
         for n in sizes:
             runs[n].append(run_size(n, ea_bin, args.steady, args.warmup, args.mix, args.burst, args.logs,
-                                    args.separate_servers, args.every, args.window_minutes, args.bursts, args.hog))
+                                    args.separate_servers, args.every, args.window_minutes, args.bursts, args.hog,
+                                    args.history_minutes))
     keys = ["rss_mib_median", "rss_growth_mib", "cpu_seconds_per_minute", "server_cpu_seconds_per_minute",
+            "control_server_cpu_seconds_per_minute", "own_server_cpu_seconds_per_minute",
             "requests_per_cycle", "kib_per_cycle", "seconds_to_first_query",
-            "detection_latency_median", "detection_latency_p90", "detection_latency_max", "messages", "stop_seconds"]
+            "detection_latency_median", "detection_latency_p90", "detection_latency_max",
+            "wait_for_schedule_median", "wait_for_schedule_p90", "processing_median", "processing_p90",
+            "messages", "stop_seconds"]
     table: dict[str, Any] = {}
-    print(f"{'N':>4} {'metric':<26} {'watchdog':>18} {'ElastAlert2':>18} {'ratio':>7}")
+    print(f"{'N':>4} {'metric':<37} {'watchdog':>18} {'ElastAlert2':>18} {'ratio':>7}")
     for n in sizes:
         table[str(n)] = {}
         for key in keys:
@@ -444,7 +518,7 @@ def main() -> None:
                     return "-"
                 spread = f" [{r['min']:.1f}-{r['max']:.1f}]" if args.repeat > 1 else ""
                 return f"{r['median']:.2f}{spread}"
-            print(f"{n:>4} {key:<26} {cell(row['watchdog']):>18} {cell(row['elastalert']):>18} {fmt(row['ratio'], '.3f'):>7}")
+            print(f"{n:>4} {key:<37} {cell(row['watchdog']):>18} {cell(row['elastalert']):>18} {fmt(row['ratio'], '.3f'):>7}")
         for tool in ("watchdog", "elastalert"):
             last = runs[n][-1][tool]
             print(f"{n:>4} correctness {tool:<14} {last['expected_alerted_once']}/{last['expected']} alerted once, "
@@ -462,6 +536,7 @@ def main() -> None:
     save(name, {"mix": args.mix, "burst": args.burst, "separate_servers": args.separate_servers, "sizes": sizes,
                 "repeat": args.repeat, "steady_seconds": args.steady, "run_every": args.every,
                 "window_minutes": args.window_minutes, "bursts": args.bursts, "hog": args.hog,
+                "history_minutes": args.history_minutes,
                 "load": os.getloadavg(), "table": table,
                 "runs": {str(n): r for n, r in runs.items()}})
 

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from osmem_server import OsmemServer
@@ -36,6 +37,9 @@ class CountingProxy:
         self.peak_in_flight = 0  # the most _msearch requests held or forwarded at once
         self.bodies: list[bytes] = []  # the _msearch bodies since the last reset
         self.bytes = 0  # request and response bytes through the proxy (benchmarks: bytes per cycle)
+        # Called with (time.time(), method, path, body) as each request arrives, before it is held or forwarded
+        # (benchmarks: when each search went out and which rules it covers).
+        self.on_request: Callable[[float, str, str, bytes], None] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +51,8 @@ class CountingProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.on_request is not None:
+                    proxy.on_request(time.time(), self.command, self.path, body or b"")
                 with proxy.lock:
                     proxy.counts[f"{self.command} {self.path.split('?')[0]}"] += 1
                     proxy.paths.append(f"{self.command} {self.path}")

@@ -48,9 +48,9 @@ logger = logging.getLogger("watchdog.daemon")
 
 RELOAD_CHECK_SECONDS = 10.0
 # A stop takes at most STOP_SECONDS: searches in flight are abandoned at once (they only read; their results
-# are discarded and the rules run again after the next start), evaluations that may write from their thread (acting
-# rules, learned baselines) get STOP_GRACE_SECONDS to finish (their results are recorded), then what is due is
-# delivered until the budget is spent; the rest stays in the outbox.
+# are discarded and the rules run again after the next start), the other evaluations (a remediation writes its
+# journal from its thread; SQL and AWS calls end by their own timeouts) get STOP_GRACE_SECONDS to finish (their
+# results are recorded), then what is due is delivered until the budget is spent; the rest stays in the outbox.
 STOP_SECONDS = 4.0
 STOP_GRACE_SECONDS = 3.0
 FLUSH_SECONDS = 30.0  # ``run --once``: nothing else to do, so wait longer for Slack

@@ -28,8 +28,8 @@ class Batch:
     work: Callable[[], Outcome]
     planned: Any = None  # passed back untouched (the engine's bookkeeping)
     # False: the work only reads (a search), so a stop may abandon it mid-flight; nothing of it reaches the state
-    # unless its result is collected. True: it may write from its thread (an acting rule's journal, learned
-    # baselines), so a stop lets it finish.
+    # unless its result is collected. True: a stop lets it finish (an acting rule writes its journal from its
+    # thread).
     writes: bool = True
     started: float = 0.0
     deadline: float = 0.0

@@ -27,16 +27,16 @@ from watchdog.lifecycle import Kind, Notice
 from watchdog.loader import LoadResult, find_rule_files, load_rules
 from watchdog.logfmt import log
 from watchdog.notify import build_notifier, build_receivers, build_router
-from watchdog.notify.base import Notification, Notifier
+from watchdog.notify.base import Notification
 from watchdog.notify.console import ConsoleNotifier
-from watchdog.notify.delivery import Receivers
+from watchdog.notify.delivery import OutboxThread, Receivers
 from watchdog.notify.outbox import REFUSED_RETRY, Outbox
 from watchdog.notify.render import render
 from watchdog.problems import Problem
 from watchdog.rule import Rule, Severity
 from watchdog.sources import Sources
 from watchdog.state import StateStore
-from watchdog.state_db import Deposed, StoreError
+from watchdog.state_db import StoreError
 from watchdog.storage import Opened, open_configured, open_store, storage_fault, write_marker
 from watchdog.storage import describe as describe_storage_error
 from watchdog.times import to_text, utcnow
@@ -208,20 +208,14 @@ def refusal_text(name: str, error: str) -> str:
             "in the config and restart watchdog")
 
 
-class Delivery(threading.Thread):
-    """Sends from the outbox in its own thread (and its own database connection)."""
+class Delivery(OutboxThread):
+    """Sends from the outbox to the main notifier in its own thread (and its own database connection)."""
 
     def __init__(self, config: Config, stop: threading.Event, socket: SocketHealth | None = None,
                  fence: Fence | None = None):
-        super().__init__(name="delivery", daemon=True)
+        super().__init__("delivery", stop, fence)
         self.config = config
-        self.fence = fence  # several instances: only the leader delivers
-        self.stop = stop
         self.socket = socket
-        self.wake = threading.Event()
-        self.quiet_until: Callable[[], datetime | None] | None = None  # the engine's (see Outbox)
-        self.deadline = 0.0  # monotonic: set with ``stop``, when the last flush must end
-        self.failing = ""  # the last storage error, logged once
         # Messages about the state database itself, which cannot go through the outbox it holds.
         self.direct: queue.Queue[Notification] = queue.Queue(maxsize=100)
         # The receiver's refusal of watchdog's credentials while it lasts (read by the loop for the self-alert),
@@ -243,15 +237,17 @@ class Delivery(threading.Thread):
             self.direct.put_nowait(no_leader_notice(self.config, instance, error, since, utcnow()))
         self.wake.set()
 
-    def _send_direct(self, notifier: Notifier) -> None:
+    def _between(self) -> None:
+        """Send the notices about the state itself (they need no state: they say it cannot be reached)."""
         while not self.direct.empty():
             note = self.direct.get_nowait()
-            result = notifier.send(note, None)
+            result = self.notifier.send(note, None)
             log(logger, logging.INFO if result.ok else logging.WARNING, "storage notice sent" if result.ok
                 else "storage notice not sent", kind=note.kind, error=result.error)
 
-    def _follow_refusal(self, notifier: Notifier, refused: str | None) -> None:
+    def _passed(self, outbox: Outbox) -> None:
         """Say on the console when the receiver starts or stops refusing the credentials; tell the loop."""
+        refused, notifier = outbox.refused, self.notifier
         if refused == (self.refusal[1] if self.refusal else None):
             return
         now = utcnow()
@@ -262,66 +258,19 @@ class Delivery(threading.Thread):
             self.console.send(refusal_notice(self.config, notifier.name, refused, self.refused_since, now), None)
         self.on_refused()
 
-    def leading(self) -> bool:
-        return self.fence is None or self.fence.leading()
+    def _standby_seconds(self) -> float:
+        return max(0.5, self.config.ha.lease.total_seconds() / 3)
 
     def _retry_seconds(self) -> float:
         # A shared state is retried within the lease (a lost session is opened again at once); a full disk slower.
         return self.config.ha.lease.total_seconds() / 3 if self.config.state.shared else STORAGE_RETRY_SECONDS
 
-    def _open(self, notifier: Notifier) -> Outbox | None:
-        """The outbox on this thread's own connection; None (logged once) while the state cannot be opened."""
-        try:
-            store = open_store(self.config.state, self.fence, timeout=_statement_timeout(self.config))
-        except (StoreError, OSError) as exc:
-            if self.failing != str(exc):
-                self.failing = str(exc)
-                log(logger, logging.ERROR, "outbox cannot be opened; retrying", error=self.failing)
-            return None
-        return Outbox(store, notifier, quiet_until=self.quiet_until, may_act=self.leading)
+    def _open_store(self) -> StateStore:
+        return open_store(self.config.state, self.fence, timeout=_statement_timeout(self.config))
 
     def run(self) -> None:
-        notifier = build_notifier(self.config, self.socket)
-        outbox: Outbox | None = None
-        self.failing = ""
-        try:
-            while not self.stop.is_set():
-                self.wake.clear()
-                self._send_direct(notifier)  # (these need no state: they say it cannot be reached)
-                if not self.leading():  # a standby: the leader delivers; woken when this instance leads
-                    self.wake.wait(max(0.5, self.config.ha.lease.total_seconds() / 3))
-                    continue
-                outbox = outbox or self._open(notifier)
-                if outbox is None:
-                    self.wake.wait(self._retry_seconds())
-                    continue
-                try:
-                    outbox.deliver_due(self.stop)
-                    due = outbox.wake_at
-                    self.failing = ""
-                    self._follow_refusal(notifier, outbox.refused)
-                except Deposed:  # deposed mid-pass: the new leader resumes the outbox where it is
-                    continue
-                except StoreError as exc:  # a full disk: retry, never end the thread (the engine alerts)
-                    if self.failing != str(exc):
-                        self.failing = str(exc)
-                        log(logger, logging.ERROR, "outbox cannot be read or written; retrying", error=self.failing)
-                    due = utcnow() + timedelta(seconds=self._retry_seconds())
-                wait = 3600.0 if due is None else max(0.01, (due - utcnow()).total_seconds())
-                self.wake.wait(wait)
-            self._send_direct(notifier)
-            try:
-                if outbox is None or not self.leading():
-                    pass
-                elif not outbox.flush(self.deadline):
-                    log(logger, logging.WARNING, "notifications kept in the outbox for the next start",
-                        pending=outbox.store.outbox_depth())
-            except StoreError as exc:
-                log(logger, logging.ERROR, "outbox cannot be read or written; notifications kept for the next start",
-                    error=str(exc))
-        finally:
-            if outbox is not None:
-                outbox.store.close()
+        self.notifier = build_notifier(self.config, self.socket)
+        super().run()
 
 
 def _statement_timeout(config: Config) -> float:

@@ -62,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,16 @@ class Feeder(threading.Thread):
         self.stop = threading.Event()
 
     def index(self, events: list[dict[str, Any]]) -> None:
-        for client in self.clients:
-            helpers.bulk(client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}", "_source": e} for e in events),
-                         refresh=True)
+        """Index ``events`` into every server at once (so no tool's server sees a burst before the other's)."""
+        self._each(lambda client: helpers.bulk(client, ({"_index": f"logs-{e['@timestamp'][:10].replace('-', '.')}",
+                                                         "_source": e} for e in events), refresh=True))
+
+    def _each(self, load: Callable[[OpenSearch], object]) -> None:
+        loaders = [threading.Thread(target=load, args=(client,)) for client in self.clients]
+        for loader in loaders:
+            loader.start()
+        for loader in loaders:
+            loader.join()
 
     def baseline(self, at: datetime) -> list[dict[str, Any]]:
         return [{"@timestamp": now_text(at), "service": s, "level": "info", "duration_ms": 100,
@@ -220,11 +228,7 @@ class Feeder(threading.Thread):
                                   for e in events), chunk_size=2000, refresh=False, request_timeout=300)
             client.indices.refresh(index="logs-*")
 
-        loaders = [threading.Thread(target=load, args=(client,)) for client in self.clients]
-        for loader in loaders:
-            loader.start()
-        for loader in loaders:
-            loader.join()
+        self._each(load)
         return len(events)
 
     def run(self) -> None:

@@ -23,7 +23,6 @@ from watchdog.rule import Rule
 from watchdog.ruletypes import freshness
 from watchdog.ruletypes.base import Evaluation, Finding, Observation
 from watchdog.ruletypes.freshness_options import FreshnessCheck, FreshnessOptions
-from watchdog.ruletypes.freshness_sql import column_or_expression
 from watchdog.ruletypes.learned import HISTORY_CAP
 
 # Rows one replay's history query may return (distinct load minutes): a month of minutely loads and more.
@@ -37,27 +36,11 @@ def replayable(rule: Rule) -> bool:
             and all(c.learn is not None and c.table is not None for c in options.checks))
 
 
-def statement(check: FreshnessCheck, start: datetime, end: datetime) -> pgsql.Composed:
-    """The distinct load minutes of a table check in [start, end], by group, capped at REPLAY_ROWS (newest kept)."""
-    assert check.table is not None and check.loaded_at is not None
-    t = column_or_expression(check.loaded_at)
-    group = pgsql.SQL("({})::text").format(column_or_expression(check.group_by)) if check.group_by else pgsql.SQL("null::text")
-    where = pgsql.SQL(" and ({})").format(pgsql.SQL(check.filter)) if check.filter else pgsql.SQL("")
-    return pgsql.SQL("select {group}, date_trunc('minute', {t}) from {table} where {t} >= {start} and {t} <= {end}{where} "
-                     "group by 1, 2 order by 2 desc limit {rows}").format(
-        group=group, t=t, table=pgsql.Identifier(*check.table), start=pgsql.Literal(start), end=pgsql.Literal(end),
-        where=where, rows=pgsql.Literal(REPLAY_ROWS))
-
-
 def loads_of(check: FreshnessCheck, source: Any, start: datetime, end: datetime) -> dict[str | None, list[datetime]]:
-    """Each key's load times, ascending; raises QueryError."""
+    """Each key's load times in [start - history, end], ascending (at most REPLAY_ROWS, the newest kept);
+    raises QueryError."""
     assert check.learn is not None
-    out: dict[str | None, list[datetime]] = {}
-    for key, value in source.query(statement(check, start - check.learn.history, end)):
-        when = freshness._as_datetime(value, check)
-        if when is not None:
-            name = None if check.group_by is None else (freshness.NULL_GROUP if key is None else str(key))
-            out.setdefault(name, []).append(when)
+    out = freshness.history(check, source, pgsql.Literal(start - check.learn.history), pgsql.Literal(end), REPLAY_ROWS)
     for times in out.values():
         times.sort()
     return out

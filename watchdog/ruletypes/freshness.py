@@ -298,15 +298,19 @@ class _Result:
             self.present.append(fresh_now(check, key, last, now, model))
 
 
-def history(check: FreshnessCheck, source: Any) -> dict[str | None, list[datetime]]:
-    """A table check's distinct load minutes within its ``learn.history``, by group key (None: ungrouped).
+def history(check: FreshnessCheck, source: Any, since: pgsql.Composable | None = None,
+            until: pgsql.Composable = learned.DB_NOW, limit: int = learned.HISTORY_ROWS
+            ) -> dict[str | None, list[datetime]]:
+    """A table check's distinct load minutes in [``since``, ``until``] (default: within its ``learn.history``
+    before the database's now()), by group key (None: ungrouped), newest first.
 
-    One bounded query (HISTORY_ROWS rows, the source's statement timeout); raises QueryError or CheckError.
+    One bounded query (``limit`` rows, the source's statement timeout); raises QueryError or CheckError.
     """
     assert check.learn is not None and check.table is not None and check.loaded_at is not None
     group = column_or_expression(check.group_by) if check.group_by is not None else None
-    rows = source.query(learned.history_statement(check.table, column_or_expression(check.loaded_at), group,
-                                                  check.filter, check.learn.history))
+    rows = source.query(learned.history_statement(
+        check.table, column_or_expression(check.loaded_at), group, check.filter,
+        learned.before_now(check.learn.history) if since is None else since, until, limit))
     out: dict[str | None, list[datetime]] = {}
     for key, value in rows:
         when = _as_datetime(value, check)

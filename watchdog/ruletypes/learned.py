@@ -202,20 +202,29 @@ def cadence(book: Book, item: str, last: datetime, now: datetime, learn: Learn, 
     return model
 
 
+DB_NOW = pgsql.SQL("now()")  # the database's clock: a table's history ends there
+
+
 def history_statement(table: tuple[str, ...], loaded_at: pgsql.Composable, group_by: pgsql.Composable | None,
-                      filter_: str | None, history: timedelta) -> pgsql.Composed:
-    """Distinct load minutes of a table within ``history`` before the database's now(), newest first, capped.
+                      filter_: str | None, since: pgsql.Composable, until: pgsql.Composable = DB_NOW,
+                      rows: int = HISTORY_ROWS) -> pgsql.Composed:
+    """Distinct load minutes of a table in [``since``, ``until``] (SQL moments), by group as text (null when
+    ungrouped), newest first, at most ``rows``.
 
     A bare ``loaded_at`` column is compared as is, so an index on it serves the range.
     """
     where = pgsql.SQL(" and ({})").format(pgsql.SQL(filter_)) if filter_ else pgsql.SQL("")
-    seconds = pgsql.Literal(f"{int(history.total_seconds())} seconds")
     group = pgsql.SQL("({})::text").format(group_by) if group_by is not None else pgsql.SQL("null::text")
     return pgsql.SQL(
-        "select {group}, date_trunc('minute', {t}) from {table} where {t} >= now() - {seconds}::interval "
-        "and {t} <= now(){where} group by 1, 2 order by 2 desc limit {rows}").format(
-        group=group, t=loaded_at, table=pgsql.Identifier(*table), seconds=seconds, where=where,
-        rows=pgsql.Literal(HISTORY_ROWS))
+        "select {group}, date_trunc('minute', {t}) from {table} where {t} >= {since} "
+        "and {t} <= {until}{where} group by 1, 2 order by 2 desc limit {rows}").format(
+        group=group, t=loaded_at, table=pgsql.Identifier(*table), since=since, until=until, where=where,
+        rows=pgsql.Literal(rows))
+
+
+def before_now(history: timedelta) -> pgsql.Composed:
+    """The database's now() less ``history``: where a learning check's history starts."""
+    return pgsql.SQL("now() - {}::interval").format(pgsql.Literal(f"{int(history.total_seconds())} seconds"))
 
 
 # --- sql_value: usual values --------------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ def test_validate_of_a_single_file_refuses_a_name_the_rules_directory_uses(tmp_p
     assert _validate(tmp_path, str(tmp_path / "rules" / "app.yaml"), capsys=capsys)[0] == 0  # itself is no duplicate
 
 
-@pytest.mark.parametrize(("query", "column"), [('"level:(error"', 21), ("'foo:bar)'", 16)])
+@pytest.mark.parametrize(("query", "column"), [('"level:(error"', 21), ("'foo:bar)'", 16), ("foo:bar)", 15)])
 def test_a_lucene_syntax_error_is_named_with_file_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   query: str, column: int) -> None:
     _search_project(tmp_path)

@@ -57,19 +57,8 @@ def query_problems(doc: Document) -> list[Problem]:
         pos = doc.position(path)
         column = pos.column
         if offset is not None and "\n" not in value:
-            column += offset + _quote_width(doc, pos.line, pos.column)
+            column += offset + (path in doc.quoted)  # a quoted value's first character is one column further
         found.append(Problem(doc.filename, pos.line, column, ".".join(map(str, path)),
                              f"not a valid Lucene query: {message} (in {value[:80]!r})"))
     return found
 
-
-def _quote_width(doc: Document, line: int, column: int) -> int:
-    """1 when the scalar at (line, column) starts with a quote (its first character is then one further)."""
-    try:
-        with open(doc.filename, encoding="utf-8", errors="replace") as fh:
-            for number, text in enumerate(fh, start=1):
-                if number == line:
-                    return 1 if text[column - 1:column] in ("'", '"') else 0
-    except OSError:
-        pass
-    return 0

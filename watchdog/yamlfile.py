@@ -38,6 +38,7 @@ class Document:
     data: Any
     values: dict[Path, Position] = field(default_factory=dict)
     keys: dict[Path, Position] = field(default_factory=dict)
+    quoted: set[Path] = field(default_factory=set)  # values written in quotes: their text starts a column further
 
     def position(self, path: Path, *, key: bool = False) -> Position:
         """Where ``path`` stands, or its nearest ancestor when it does not exist."""
@@ -192,6 +193,8 @@ class _Composer:
 
     def scalar(self, event: Any, path: Path) -> Any:
         text: str = event.value
+        if event.style in ("'", '"'):
+            self.doc.quoted.add(path)
         if not event.implicit[0]:  # quoted: always a string
             return text
         tag = self.loader.resolve(yaml.ScalarNode, text, (True, False))

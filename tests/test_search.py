@@ -152,8 +152,9 @@ def test_date_pattern_searches_across_midnight(tmp_path: Path, search: CountingP
 
 
 def test_many_rules_go_out_in_one_msearch_per_chunk(tmp_path: Path, logs: CountingProxy) -> None:
-    rules = {f"r{i}": rule(f"r{i}", f"type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {{above: {1000 + i}}}\n")
-             for i in range(150)}
+    # (each its own window: searches of different time ranges are not packed, see test_packing)
+    rules = {f"r{i}": rule(f"r{i}", f"type: threshold\nquery: 'level:error'\nwindow: {30 + i}m\n"
+                                    f"threshold: {{above: {1000 + i}}}\n") for i in range(150)}
     engine = engine_for(project(tmp_path, logs.url, rules), Clock(NOW))
     assert len(set(engine.next_run.values())) == 1  # rules on one source share a schedule phase, so they come due together
     evaluate_now(engine)
@@ -225,7 +226,8 @@ def test_elasticsearch_client_path(tmp_path: Path, logs: CountingProxy) -> None:
 def test_a_cycles_msearch_calls_go_out_at_once(tmp_path: Path, search: CountingProxy) -> None:
     """250 rules are three _msearch calls: sent together (a slow cluster holds each 1 s), not one after another."""
     load(search.url, [event(1), event(2)])
-    rules = {f"r{i}": rule(f"r{i}", "type: threshold\nquery: 'level:error'\nwindow: 30m\nthreshold: {above: 1}\n"
+    # (each its own window: searches of one time range would be packed into a few, see test_packing)
+    rules = {f"r{i}": rule(f"r{i}", f"type: threshold\nquery: 'level:error'\nwindow: {30 + i}m\nthreshold: {{above: 1}}\n"
                                      "sample: 0\n") for i in range(250)}
     config = write_project(tmp_path, f"""\
         rules_dir: rules

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from watchdog.config import SearchSource as SearchConfig
 from watchdog.logfmt import log
 from watchdog.redact import cut_body, redact
 from watchdog.ruletypes.base import RuleError, SourceUnavailable
+from watchdog.sources import packing
 
 logger = logging.getLogger("watchdog.search")
 
@@ -127,6 +128,7 @@ class SearchSource:
         self.flavor: str | None = None
         self.version: str | None = None
         self.lock = threading.Lock()
+        self.refusals = packing.Refusals()  # searches sent alone: they failed when their pack was refused
 
     # --- clients ---------------------------------------------------------------------
 
@@ -229,6 +231,46 @@ class SearchSource:
     # --- searching ------------------------------------------------------------------------
 
     def msearch(self, requests: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:
+        """Run every request; returns one response or SearchError per request, in order.
+
+        Searches that read the same time ranges of the same indices go as one
+        packed search (see ``packing``); a packed search the cluster refuses is
+        sent again unpacked, so one bad search fails only itself. Raises
+        SearchError when the cluster cannot be reached at all.
+        """
+        packs = packing.pack(requests, self.refusals)
+        answers = self._send([replace(requests[p.members[0]], body=p.body) for p in packs])
+        out: list[Mapping[str, Any] | SearchError | None] = [None] * len(requests)
+        again: list[tuple[int, ...]] = []
+        for packed, answer in zip(packs, answers, strict=True):
+            if len(packed.members) == 1 or isinstance(answer, SearchError):
+                if len(packed.members) == 1:
+                    out[packed.members[0]] = answer
+                else:
+                    again.append(packed.members)
+                continue
+            try:
+                for member, response in zip(packed.members, packing.unpack(packed, answer), strict=True):
+                    out[member] = response
+            except (KeyError, TypeError, ValueError):  # an answer without a member's part: ask each alone
+                again.append(packed.members)
+        if again:
+            alone = [member for members in again for member in members]
+            answered = dict(zip(alone, self._send([requests[m] for m in alone]), strict=True))
+            for members in again:
+                failed = [m for m in members if isinstance(answered[m], SearchError)]
+                # What failed alone goes alone from now on; a pack refused though each of its searches is fine
+                # (a limit of the cluster's) is not made again either.
+                for member in failed or members:
+                    self.refusals.add(requests[member])
+                if not failed:
+                    log(logger, logging.INFO, "packed search refused, its searches go alone", source=self.config.name,
+                        searches=len(members))
+            for member, alone_answer in answered.items():
+                out[member] = alone_answer
+        return [SearchError("no answer") if response is None else response for response in out]  # (every one has one)
+
+    def _send(self, requests: Sequence[SearchRequest]) -> list[Mapping[str, Any] | SearchError]:
         """Run every request, ``MSEARCH_CHUNK`` per ``_msearch`` call, the calls at once (at most ``POOL_SIZE``).
 
         Sent together, every search of a cycle sees the same events: one after

@@ -88,7 +88,11 @@ class Refusals:
 
     def __contains__(self, request: Request) -> bool:
         with self._lock:
-            return self.fingerprint(request) in self._seen
+            if not self._seen:  # (the usual case: no fingerprint to compute)
+                return False
+        fingerprint = self.fingerprint(request)
+        with self._lock:
+            return fingerprint in self._seen
 
 
 def pack(requests: Sequence[Request], refused: Refusals | None = None) -> list[Pack]:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from watchdog.lease import Fence
 from watchdog.lifecycle import GroupState, Health, State
 from watchdog.rule import Severity
-from watchdog.state import Ack, StateStore, delete_silence, insert_ack, insert_silence
+from watchdog.state import StateStore
+from watchdog.state_actions import Ack, delete_silence, insert_ack, insert_silence
 from watchdog.state_db import Deposed, PostgresDatabase, StoreError
 
 T0 = datetime(2026, 11, 28, 2, 15, tzinfo=UTC)

@@ -31,7 +31,8 @@ from watchdog.logfmt import log
 from watchdog.state_db import Database, Deposed, StoreError
 
 if TYPE_CHECKING:
-    from watchdog.state import LeaseView, StateStore
+    from watchdog.state import StateStore
+    from watchdog.state_lease import LeaseView
 
 logger = logging.getLogger("watchdog.lease")
 

@@ -1,9 +1,10 @@
 """The state store: SQLite (standard library, WAL) at ``state_path``, or PostgreSQL (``state: {type: postgres}``).
 
 It keeps each rule's runs and health, each group's lifecycle state, silences,
-the notification outbox and an audit log. A transition and the notifications
-it causes are written in one transaction, so after ``kill -9`` nothing
-notified is notified again and nothing decided is lost. Its SQL is written
+the notification outbox and an audit log (``StateStore``, made of parts: see
+``state_base``). A transition and the notifications it causes are written in
+one transaction, so after ``kill -9`` nothing notified is notified again and
+nothing decided is lost. Its SQL is written
 once for both databases (``state_db`` runs it); with several instances on one
 PostgreSQL state, the leader's writes are fenced by its lease (``lease``).
 """
@@ -13,17 +14,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from watchdog.baseline import Baseline
 from watchdog.dependencies import Explanation, Phase
 from watchdog.lifecycle import GroupState, Health, State
 from watchdog.rule import Severity
-from watchdog.state_db import Database, Row, SqliteDatabase
+from watchdog.state_actions import ActionRecords
+from watchdog.state_base import json_text
+from watchdog.state_db import Database, SqliteDatabase
+from watchdog.state_lease import LeaseRecords
+from watchdog.state_outbox import OutboxRecords
 from watchdog.times import from_text, to_text
 
 if TYPE_CHECKING:
@@ -127,19 +131,12 @@ MIGRATIONS: tuple[str, ...] = (
     "create index outbox_episode on outbox (episode, receiver)",
 )
 
-# Names bound per ``in (...)`` list: well under SQLite's and PostgreSQL's limits on parameters.
-_IN_CHUNK = 500
-
 # A state copied to another database leaves these behind: they belong to the database (its schema version) or to
 # the instances running on it (the lease).
 _NOT_COPIED = frozenset({"schema_version", "ha_lease", "ha_instances"})
 
 # Sent notifications, threads and audit rows older than this are pruned.
 RETENTION = timedelta(days=30)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str, sort_keys=True)
 
 
 # The state holds alert texts and remediation records: only its owner may read it.
@@ -175,78 +172,17 @@ class RuleRecord:
     facts: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Silence:
-    id: int
-    rule: str
-    group: str | None
-    until: datetime
-    reason: str
-    created: datetime
-
-    episode: str | None = None  # "until resolved": covers only this firing episode
-    created_by: str = ""  # a Slack user id when silenced from Slack
-
-    def covers(self, rule: str, group: str, now: datetime, episode: str | None = None) -> bool:
-        if self.episode is not None and episode != self.episode:
-            return False
-        return self.rule == rule and self.group in (None, group) and self.until > now
-
-
-@dataclass(frozen=True)
-class Ack:
-    """An acknowledged firing episode: no repeats until it resolves or its severity rises above ``severity``."""
-
-    episode: str
-    rule: str
-    group: str
-    by: str  # Slack user id
-    at: datetime
-    severity: Severity
-
-
-@dataclass(frozen=True)
-class LeaseView:
-    """The lease as one attempt left it: who holds it, at which epoch, and for how long yet (database clock)."""
-
-    holder: str
-    epoch: int
-    remaining: float  # seconds; negative: expired
-
-
-@dataclass(frozen=True)
-class Instance:
-    """An instance that shares this state, as it last reported itself."""
-
-    instance: str
-    leading: bool
-    started: datetime
-    last_seen: datetime
-    seen_ago: float  # seconds before the database's clock now
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    created: datetime
-    rule: str
-    group: str
-    kind: str
-    episode: str
-    payload: Mapping[str, Any]
-    attempts: int
-    message: str | None = None  # the message of its first attempt: a retry sends that message again, as it was
-    receiver: str = ""  # '' is the main notifier (Slack, else the console)
-
-
-class StateStore:
+class StateStore(LeaseRecords, OutboxRecords, ActionRecords):
     """The state: SQLite at ``path`` (the default), or the ``db`` given (``open_store``: PostgreSQL).
 
     One instance may be shared by threads (its database serializes them).
     ``fence``, when set, makes every write of the leader's (evaluations,
     outbox claims and marks, journal steps) check in its own transaction that
     this instance still holds the lease: a deposed leader's write raises
-    ``Deposed`` and changes nothing.
+    ``Deposed`` and changes nothing. Its parts, one concept each, are the
+    lease (``state_lease``), the outbox (``state_outbox``) and what people and
+    remediations decide (``state_actions``); rules, groups, evaluations,
+    baselines, audit and retention are here.
     """
 
     def __init__(self, path: str | None = None, *, db: Database | None = None, fence: Fence | None = None):
@@ -299,97 +235,6 @@ class StateStore:
                     if statement.strip():
                         db.execute(db.ddl(statement))
                 db.set_schema_version(number)
-
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        """Rows of one read; serialized with writes, since worker threads share this connection."""
-        with self.lock:
-            return self.db.execute(sql, args).fetchall()
-
-    def _rows(self, table: str, rule: str | Collection[str] | None) -> list[Row]:
-        """The rows of ``table`` (``rules`` or ``groups``) of one rule, of the named rules, or of all (None).
-
-        A dispatch reads only its batch's rules, so its cost does not grow with the rule set.
-        """
-        if rule is None:
-            return self._query(f"select * from {table}")
-        names = [rule] if isinstance(rule, str) else sorted(set(rule))
-        rows: list[Row] = []
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = names[start:start + _IN_CHUNK]
-            rows.extend(self._query(f"select * from {table} where rule in ({', '.join('?' * len(chunk))})", chunk))
-        return rows
-
-    @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        """A transaction (SQLite: ``begin immediate``); for writes anyone may make (silences, Slack actions)."""
-        with self.db.transaction() as db:
-            yield db
-
-    @contextmanager
-    def leader_transaction(self) -> Iterator[Database]:
-        """A transaction that first checks the fence (see the class); raises Deposed when it no longer holds."""
-        with self.db.transaction() as db:
-            if self.fence is not None:
-                self.fence.check(db)
-            yield db
-
-    # --- the leader lease (see ``lease``) ---------------------------------------------------
-
-    def claim_lease(self, instance: str, epoch: int, lease_seconds: float) -> LeaseView:
-        """Renew the lease (``instance`` holds it at ``epoch``), or take it over when it has expired (or was held by
-        an earlier process of the same name, when ``epoch`` is 0), incrementing the epoch; note the instance seen.
-        Returns the lease as it stands afterwards."""
-        clock = self.db.clock_sql
-        lease = f"holder, epoch, expires_at - {clock}"
-        with self.lock:  # one connection: no other thread's statement runs between these
-            # A renewal (the holder, every third of the lease) is two statements, each its own transaction: the
-            # update is conditional on holder and epoch, so it extends only a lease still held at this epoch.
-            rows = self.db.execute(
-                f"update ha_lease set expires_at = {clock} + ? where name = 'leader' and holder = ? and epoch = ? "
-                f"returning {lease}", (lease_seconds, instance, epoch)).fetchall() if epoch > 0 else []
-            if rows:
-                view = _lease(rows[0])
-                self._seen(self.db, instance, leading=True)
-                return view
-            with self.transaction() as db:
-                rows = db.execute(
-                    f"""update ha_lease set holder = ?, epoch = epoch + 1, expires_at = {clock} + ?
-                        where name = 'leader' and (expires_at < {clock} or (holder = ? and ? = 0)) returning {lease}""",
-                    (instance, lease_seconds, instance, epoch)).fetchall()
-                if not rows:
-                    db.execute(f"insert into ha_lease (name, holder, epoch, expires_at) values ('leader', ?, 1, {clock} + ?) "
-                               "on conflict do nothing", (instance, lease_seconds))
-                    rows = db.execute(f"select {lease} from ha_lease where name = 'leader'").fetchall()
-                view = _lease(rows[0])
-                self._seen(db, instance, leading=view.holder == instance)
-                return view
-
-    def _seen(self, db: Database, instance: str, *, leading: bool) -> None:
-        """Note ``instance`` seen now (and whether it leads), for ``instances``."""
-        clock = self.db.clock_sql
-        db.execute(f"""insert into ha_instances (instance, started, last_seen, is_leader) values (?, {clock}, {clock}, ?)
-                       on conflict (instance) do update set last_seen = excluded.last_seen, is_leader = excluded.is_leader""",
-                   (instance, int(leading)))
-
-    def release_lease(self, instance: str, epoch: int) -> None:
-        """End ``instance``'s lease now (a clean stop): the next attempt of another instance takes it over."""
-        with self.transaction() as db:
-            db.execute(f"update ha_lease set expires_at = {self.db.clock_sql} - 1 where name = 'leader' and holder = ? "
-                       "and epoch = ?", (instance, epoch))
-            db.execute("update ha_instances set is_leader = 0 where instance = ?", (instance,))
-
-    def lease(self) -> LeaseView | None:
-        """The lease as it stands (None: no instance ever took it)."""
-        rows = self._query(f"select holder, epoch, expires_at - {self.db.clock_sql} from ha_lease where name = 'leader'")
-        return _lease(rows[0]) if rows else None
-
-    def instances(self) -> list[Instance]:
-        """The instances that reported themselves, most recently seen first."""
-        clock = self.db.clock_sql
-        rows = self._query(f"select instance, is_leader, started, last_seen, {clock} - last_seen from ha_instances "
-                           "order by last_seen desc")
-        return [Instance(instance=str(r[0]), leading=bool(r[1]), started=_moment(r[2]), last_seen=_moment(r[3]),
-                         seen_ago=float(r[4])) for r in rows]
 
     # --- copying a whole state (``watchdog state migrate``) ------------------------------------------
 
@@ -457,10 +302,6 @@ class StateStore:
                 resolved_at=from_text(row["resolved_at"]), evaluations=row["evaluations"])
         return out
 
-    def unsent(self, episode: str, receiver: str = "") -> int:
-        """How many notifications of ``episode`` are still waiting to be sent to ``receiver``."""
-        return self._waiting(receiver=receiver, episode=episode)
-
     def groups(self, rule: str | Collection[str] | None = None) -> dict[str, dict[str, GroupState]]:
         """Group states by rule name, then group: of one rule, of the named rules (a collection), or of all (None)."""
         out: dict[str, dict[str, GroupState]] = {}
@@ -499,7 +340,7 @@ class StateStore:
                        error_episode = excluded.error_episode, facts = coalesce(?, rules.facts)""",
                 (rule, to_text(ran_at), to_text(next_run), duration, health.errors, health.last_error,
                  to_text(health.error_since), int(health.notified), health.episode,
-                 _json(facts) if facts is not None else None, _json(facts) if facts is not None else None))
+                 json_text(facts) if facts is not None else None, json_text(facts) if facts is not None else None))
             for group, state in states.items():
                 if state is None:
                     db.execute("delete from groups where rule = ? and grp = ?", (rule, group))
@@ -512,7 +353,7 @@ class StateStore:
                            details = excluded.details, episode = excluded.episode, notified_at = excluded.notified_at,
                            firing_since = excluded.firing_since, clear_since = excluded.clear_since""",
                     (rule, group, state.state.value, state.severity.value, to_text(state.since),
-                     None if state.value is None else _json(state.value), state.summary, _json(dict(state.details)),
+                     None if state.value is None else json_text(state.value), state.summary, json_text(dict(state.details)),
                      state.episode, to_text(state.notified_at), to_text(state.firing_since), to_text(state.clear_since)))
             for group, explanation in (explanations or {}).items():
                 if explanation is None:
@@ -531,42 +372,16 @@ class StateStore:
             for group, kind, episode, payload, *receiver in notifications:
                 db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
                               values (?, ?, ?, ?, ?, ?, ?, ?)""",
-                           (created, rule, group, kind, episode, _json(payload), created, receiver[0] if receiver else ""))
+                           (created, rule, group, kind, episode, json_text(payload), created, receiver[0] if receiver else ""))
             for group, action, detail in audit:
                 db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
-                           (to_text(ran_at), rule, group, action, _json(detail)))
+                           (to_text(ran_at), rule, group, action, json_text(detail)))
             for item, baseline in (baselines or {}).items():
                 db.execute(
                     """insert into baselines (rule, item, model, history, fetched_at, updated) values (?, ?, ?, ?, ?, ?)
                        on conflict (rule, item) do update set model = excluded.model, history = excluded.history,
                            fetched_at = excluded.fetched_at, updated = excluded.updated""",
-                    (rule, item, _json(dict(baseline.model)), baseline.history, to_text(baseline.fetched_at), created))
-
-    # --- silences ----------------------------------------------------------------
-
-    def add_silence(self, rule: str, group: str | None, until: datetime, reason: str, now: datetime) -> int:
-        with self.transaction() as db:
-            return _insert_silence(db, rule, group, until, reason, now)
-
-    def remove_silence(self, silence_id: int) -> bool:
-        with self.transaction() as db:
-            return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0
-
-    def silences(self, now: datetime) -> list[Silence]:
-        rows = self._query("select * from silences where julianday(until) > julianday(?) order by id", (to_text(now),))
-        return [_silence(r) for r in rows]
-
-    def silence(self, silence_id: int) -> Silence | None:
-        rows = self._query("select * from silences where id = ?", (silence_id,))
-        return _silence(rows[0]) if rows else None
-
-    # --- Slack actions -------------------------------------------------------------
-
-    def acks(self, rule: str) -> dict[str, Ack]:
-        """The acknowledgements of ``rule``'s episodes, by group."""
-        rows = self._query("select * from acks where rule = ?", (rule,))
-        return {r["grp"]: Ack(episode=r["episode"], rule=r["rule"], group=r["grp"], by=r["by_user"],
-                              at=from_text(r["at"]), severity=Severity(r["severity"])) for r in rows}  # type: ignore[arg-type]
+                    (rule, item, json_text(dict(baseline.model)), baseline.history, to_text(baseline.fetched_at), created))
 
     def episode_group(self, episode: str) -> tuple[str, str, GroupState] | None:
         """The (rule, group, state) whose current firing episode is ``episode``, if it still fires."""
@@ -577,258 +392,9 @@ class StateStore:
         state = self.groups(rule).get(rule, {}).get(group)
         return (rule, group, state) if state is not None else None
 
-    def action_outcome(self, key: str) -> str | None:
-        """What an already handled click did (None: not handled yet)."""
-        rows = self._query("select outcome from slack_actions where key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    def act(self, key: str, now: datetime, *, rule: str, group: str, action: str, detail: Mapping[str, Any],
-            effect: Callable[[Database], str], episode: str = "",
-            notification: tuple[str, Mapping[str, Any]] | None = None,
-            forward: Sequence[tuple[str, str, Mapping[str, Any]]] = ()) -> str | None:
-        """Apply one Slack action exactly once: its effect, its audit row and its notification, atomically.
-
-        ``effect`` runs inside the transaction and returns the outcome text;
-        ``notification`` is (kind, payload) for the outbox; ``forward`` are
-        (receiver, kind, payload) rows for other receivers (an acknowledgement
-        passed on to PagerDuty). Returns the outcome, or None when ``key`` was
-        handled before (a redelivery).
-        """
-        at = to_text(now)
-        with self.transaction() as db:
-            if db.execute("select 1 from slack_actions where key = ?", (key,)).fetchone():
-                return None
-            outcome = effect(db)
-            db.execute("insert into slack_actions (key, at, outcome) values (?, ?, ?)", (key, at, outcome))
-            db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
-                       (at, rule, group, action, _json({**detail, "outcome": outcome})))
-            if notification is not None:
-                kind, payload = notification
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt)
-                              values (?, ?, ?, ?, ?, ?, ?)""", (at, rule, group, kind, episode, _json(payload), at))
-            for receiver, kind, payload in forward:
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
-                              values (?, ?, ?, ?, ?, ?, ?, ?)""",
-                           (at, rule, group, kind, episode, _json(payload), at, receiver))
-            return outcome
-
-    # --- approvals (dms_remediate approve: true) ------------------------------------------
-
-    def approval(self, episode: str) -> dict[str, Any] | None:
-        """The approval request of a remediation episode: decision (None while waiting), by, decided."""
-        rows = self._query("select * from approvals where episode = ?", (episode,))
-        if not rows:
-            return None
-        r = rows[0]
-        return {"rule": r["rule"], "task": r["task"], "requested": from_text(r["requested"]), "decision": r["decision"],
-                "by": r["by_user"], "decided": from_text(r["decided"])}
-
-    def approval_payload(self, episode: str) -> dict[str, Any] | None:
-        """The notification payload that asked for the approval (to redraw its message)."""
-        rows = self._query("select payload from approvals where episode = ?", (episode,))
-        return json.loads(rows[0][0]) if rows else None
-
-    def decide_remediation(self, key: str, episode: str, *, approve: bool, user: str,
-                           now: datetime) -> tuple[str | None, str | None] | None:
-        """Record the first decision on a waiting remediation, with its audit row, atomically.
-
-        Returns None for a click handled before (a redelivery); else
-        (decision, None) when this click decided, (None, earlier decision)
-        when someone decided first, or (None, None) when nothing waits.
-        """
-        at = to_text(now)
-        decision = "approved" if approve else "declined"
-        with self.transaction() as db:
-            if db.execute("select 1 from slack_actions where key = ?", (key,)).fetchone():
-                return None
-            row = db.execute("select * from approvals where episode = ?", (episode,)).fetchone()
-            if row is None:
-                result: tuple[str | None, str | None] = (None, None)
-            elif row["decision"] is not None:
-                result = (None, f"{row['decision']} by <@{row['by_user']}> at {row['decided']}")
-            else:
-                db.execute("update approvals set decision = ?, by_user = ?, decided = ? where episode = ?",
-                           (decision, user, at, episode))
-                db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
-                           (at, row["rule"], row["task"], f"remediation {decision}", _json({"user": user, "episode": episode})))
-                result = (decision, None)
-            db.execute("insert into slack_actions (key, at, outcome) values (?, ?, ?)",
-                       (key, at, result[0] or "no effect"))
-            return result
-
-    # --- outbox --------------------------------------------------------------------
-
-    def pending(self, now: datetime, limit: int = 100, receiver: str = "") -> list[OutboxItem]:
-        """Unsent notifications for ``receiver`` due for an attempt, oldest first."""
-        rows = self._query(
-            # Moments are compared as moments: as text, "02:15:00Z" sorts after "02:15:00.500Z" (see times.to_text).
-            """select * from outbox where sent_at is null and failed = 0 and receiver = ?
-               and julianday(next_attempt) <= julianday(?) order by id limit ?""",
-            (receiver, to_text(now), limit))
-        return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
-                           episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"],
-                           message=r["message"], receiver=r["receiver"]) for r in rows]
-
-    def earlier_unsent(self, item: OutboxItem) -> int:
-        """How many older notifications of the same episode for the same receiver are still waiting (order)."""
-        return self._waiting(receiver=item.receiver, episode=item.episode, before=item.id)
-
-    def next_attempt_at(self, after: datetime | None = None, receiver: str | None = None) -> datetime | None:
-        """The earliest moment an unsent notification is due (only those due after ``after``, and only
-        ``receiver``'s, if given)."""
-        where, args = "sent_at is null and failed = 0", []
-        if after is not None:
-            where, args = where + " and julianday(next_attempt) > julianday(?)", [to_text(after)]
-        if receiver is not None:
-            where, args = where + " and receiver = ?", args + [receiver]
-        rows = self._query(f"select next_attempt from outbox where {where} order by julianday(next_attempt) limit 1", args)
-        return from_text(rows[0][0]) if rows else None
-
-    def outbox_depth(self, receiver: str | None = None) -> int:
-        """Notifications waiting to be sent (to ``receiver`` only, if given)."""
-        return self._waiting(receiver=receiver)
-
-    def _waiting(self, *, receiver: str | None = None, episode: str | None = None, before: int | None = None) -> int:
-        """How many notifications wait to be sent: to ``receiver``, of ``episode``, older than id ``before``
-        (each only when given)."""
-        where = "sent_at is null and failed = 0"
-        args: list[str | int] = []
-        for clause, value in (("receiver = ?", receiver), ("episode = ?", episode), ("id < ?", before)):
-            if value is not None:
-                where, args = f"{where} and {clause}", [*args, value]
-        return int(self._query(f"select count(*) from outbox where {where}", args)[0][0])
-
-    def given(self, episode: str) -> dict[str, datetime]:
-        """Each receiver given a notification of ``episode`` (recorded, sent or not), and when it last was."""
-        rows = self._query("select receiver, max(created) from outbox where episode = ? group by receiver", (episode,))
-        return {str(row[0]): when for row in rows if (when := from_text(row[1])) is not None}
-
-    def receivers_of(self, episode: str) -> set[str]:
-        """The receivers given any notification of ``episode``."""
-        return set(self.given(episode))
-
-    def mark_attempt(self, items: Sequence[OutboxItem], message: str) -> None:
-        """Count an attempt before it is made, and fix the entries' message at their first attempt.
-
-        After a crash or a lost answer, ``attempts > 0`` tells the outbox that
-        the receiver may already hold the message (so it asks before sending
-        again), and ``message`` keeps the retry to the same entries.
-        """
-        with self.leader_transaction() as db:
-            for item in items:
-                db.execute("update outbox set attempts = attempts + 1, message = coalesce(message, ?) where id = ?",
-                           (message, item.id))
-
-    def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None,
-                  follow_ups: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:
-        """Record ``item`` as delivered, its thread's ref, and any follow-up (kind, payload) as new outbox entries,
-        in one transaction."""
-        with self.leader_transaction() as db:
-            db.execute("update outbox set sent_at = ?, last_error = null where id = ?", (to_text(now), item.id))
-            if ref is not None:
-                db.execute("insert into threads (episode, notifier, ref, created) values (?, ?, ?, ?) on conflict do nothing",
-                           (item.episode, notifier, _json(ref), to_text(now)))
-            for kind, payload in follow_ups:
-                db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
-                              values (?, ?, ?, ?, ?, ?, ?, ?)""",
-                           (to_text(now), item.rule, item.group, kind, item.episode, _json(payload), to_text(now),
-                            item.receiver))
-
-    def mark_retry(self, item: OutboxItem, error: str, next_attempt: datetime) -> None:
-        with self.leader_transaction() as db:
-            db.execute("update outbox set last_error = ?, next_attempt = ? where id = ?",
-                       (error, to_text(next_attempt), item.id))
-
-    def shift_retries(self, step: timedelta, now: datetime) -> None:
-        """Move unsent notifications' next attempts by a wall-clock ``step`` (never before ``now``)."""
-        with self.leader_transaction() as db:
-            for row in db.execute("select id, next_attempt from outbox where sent_at is null and failed = 0").fetchall():
-                planned = from_text(row["next_attempt"])
-                if planned is not None:
-                    db.execute("update outbox set next_attempt = ? where id = ?",
-                               (to_text(max(now, planned + step)), row["id"]))
-
-    def mark_failed(self, item: OutboxItem, error: str) -> None:
-        with self.leader_transaction() as db:
-            db.execute("update outbox set last_error = ?, failed = 1 where id = ?", (error, item.id))
-
-    def acknowledge_failed(self) -> int:
-        """Hide the failed notifications listed so far from status (they stay until pruned); returns how many."""
-        with self.transaction() as db:
-            return db.execute("update outbox set failed = 2 where failed = 1").rowcount
-
-    def failed_notifications(self, receiver: str | None = None) -> list[dict[str, Any]]:
-        """Notifications that failed for good and were not acknowledged (kept until pruned), newest first: the 100
-        newest, of ``receiver`` alone when given."""
-        only = "and receiver = ? " if receiver is not None else ""
-        rows = self._query(f"""select id, created, rule, grp, kind, attempts, last_error, receiver from outbox
-                               where failed = 1 {only}order by id desc limit 100""",
-                           (receiver,) if receiver is not None else ())
-        return [dict(r) for r in rows]
-
     def firing_count(self) -> int:
         """How many alert groups are firing now (one count, no group decoded)."""
         return int(self._query("select count(*) from groups where state = 'firing'")[0][0])
-
-    def thread_ref(self, episode: str, notifier: str) -> dict[str, Any] | None:
-        rows = self._query("select ref from threads where episode = ? and notifier = ?", (episode, notifier))
-        return json.loads(rows[0][0]) if rows else None
-
-    def thread_refs_of(self, rule: str, group: str, notifier: str) -> list[dict[str, Any]]:
-        """The threads ``notifier`` holds for any episode of ``rule``'s ``group`` still in the outbox (newest first)."""
-        rows = self._query("select t.ref from threads t where t.notifier = ? and t.episode in "
-                           "(select o.episode from outbox o where o.rule = ? and o.grp = ?) order by t.created desc",
-                           (notifier, rule, group))
-        return [json.loads(row[0]) for row in rows]
-
-    def set_notifier_status(self, name: str, error: str | None, now: datetime, *, refused: bool = False) -> None:
-        """Record a receiver's last outcome: ok (``error`` None), failing, or refusing watchdog's credentials."""
-        with self.transaction() as db:
-            db.execute("""insert into notifier_status (name, ok, error, at, refused) values (?, ?, ?, ?, ?)
-                          on conflict (name) do update set ok = excluded.ok, error = excluded.error, at = excluded.at,
-                              refused = excluded.refused""",
-                       (name, int(error is None), error, to_text(now), int(refused)))
-
-    def notifier_status(self) -> dict[str, dict[str, Any]]:
-        """Each receiver's last outcome: ok, error, at, refused (its credentials refused)."""
-        return {r["name"]: {"ok": bool(r["ok"]), "error": r["error"], "at": r["at"], "refused": bool(r["refused"])}
-                for r in self._query("select * from notifier_status")}
-
-    # --- remediation journal -------------------------------------------------------------
-
-    def remediations(self, rule: str) -> dict[str, dict[str, Any]]:
-        rows = self._query("select task, record from remediations where rule = ?", (rule,))
-        return {r["task"]: json.loads(r["record"]) for r in rows}
-
-    def record_step(self, rule: str, task: str, record: Mapping[str, Any], now: datetime,
-                    notification: tuple[str, str, Mapping[str, Any]] | None, audit: tuple[str, Mapping[str, Any]] | None,
-                    *, approval: bool = False, receivers: Sequence[tuple[str, Mapping[str, Any]]] | None = None) -> None:
-        """Save a remediation record with the notification and audit row of its step, atomically.
-
-        ``notification`` is (kind, episode, payload); ``audit`` is (action, detail);
-        ``approval`` opens an approval request for the record's episode;
-        ``receivers`` are (receiver, payload) rows of the notification (default:
-        the main notifier's only).
-        """
-        at = to_text(now)
-        with self.leader_transaction() as db:
-            db.execute("insert into remediations (rule, task, record, updated) values (?, ?, ?, ?) on conflict (rule, task) "
-                       "do update set record = excluded.record, updated = excluded.updated",
-                       (rule, task, _json(record), at))
-            if notification is not None:
-                kind, episode, payload = notification
-                for receiver, routed in receivers if receivers is not None else [("", payload)]:
-                    db.execute("""insert into outbox (created, rule, grp, kind, episode, payload, next_attempt, receiver)
-                                  values (?, ?, ?, ?, ?, ?, ?, ?)""",
-                               (at, rule, task, kind, episode, _json(routed), at, receiver))
-            if audit is not None:
-                db.execute("insert into audit (at, rule, grp, action, detail) values (?, ?, ?, ?, ?)",
-                           (at, rule, task, audit[0], _json(audit[1])))
-            if approval and record.get("episode"):
-                payload = notification[2] if notification is not None else {}
-                db.execute("insert into approvals (episode, rule, task, requested, payload) values (?, ?, ?, ?, ?) "
-                           "on conflict do nothing",
-                           (record["episode"], rule, task, at, _json(payload)))
 
     # --- learned baselines ---------------------------------------------------------------
 
@@ -855,45 +421,3 @@ class StateStore:
             db.execute("delete from acks where episode not in (select episode from groups)")
             db.execute("delete from slack_actions where at < ?", (cutoff,))
             db.execute("delete from approvals where requested < ?", (cutoff,))
-
-
-def _lease(row: Row) -> LeaseView:
-    """The lease of a (holder, epoch, seconds remaining) row."""
-    return LeaseView(holder=str(row[0]), epoch=int(row[1]), remaining=float(row[2]))
-
-
-def _moment(seconds: float) -> datetime:
-    return datetime.fromtimestamp(float(seconds), tz=UTC)
-
-
-def _silence(row: Row) -> Silence:
-    return Silence(id=row["id"], rule=row["rule"], group=row["grp"], until=from_text(row["until"]),  # type: ignore[arg-type]
-                   reason=row["reason"], created=from_text(row["created"]), episode=row["episode"],  # type: ignore[arg-type]
-                   created_by=row["created_by"])
-
-
-def _insert_silence(db: Database, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
-                    episode: str | None = None, created_by: str = "") -> int:
-    cur = db.execute("insert into silences (rule, grp, until, reason, created, episode, created_by) "
-                     "values (?, ?, ?, ?, ?, ?, ?) returning id",
-                     (rule, group, to_text(until), reason, to_text(now), episode, created_by))
-    return int(cur.fetchone()[0])
-
-
-def insert_ack(db: Database, ack: Ack) -> None:
-    """Record an acknowledgement inside a transaction of ``StateStore.act``."""
-    db.execute("insert into acks (episode, rule, grp, by_user, at, severity) values (?, ?, ?, ?, ?, ?) "
-               "on conflict (episode) do update set rule = excluded.rule, grp = excluded.grp, by_user = excluded.by_user, "
-               "at = excluded.at, severity = excluded.severity",
-               (ack.episode, ack.rule, ack.group, ack.by, to_text(ack.at), ack.severity.value))
-
-
-def insert_silence(db: Database, rule: str, group: str | None, until: datetime, reason: str, now: datetime,
-                   episode: str | None, created_by: str) -> int:
-    """Create a silence inside a transaction of ``StateStore.act``; returns its id."""
-    return _insert_silence(db, rule, group, until, reason, now, episode, created_by)
-
-
-def delete_silence(db: Database, silence_id: int) -> bool:
-    """Remove a silence inside a transaction of ``StateStore.act``."""
-    return db.execute("delete from silences where id = ?", (silence_id,)).rowcount > 0

@@ -17,7 +17,8 @@ from watchdog.escape import terminal
 from watchdog.loader import load_rules
 from watchdog.notify.render import format_value
 from watchdog.silences import parse_silence_duration, parse_target
-from watchdog.state import Ack, StateStore
+from watchdog.state import StateStore
+from watchdog.state_actions import Ack
 from watchdog.state_db import StoreError
 from watchdog.storage import open_store
 from watchdog.times import to_text

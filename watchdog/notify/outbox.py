@@ -53,8 +53,9 @@ from watchdog.logfmt import log
 from watchdog.notify.base import Delivery, Notification, Notifier
 from watchdog.notify.digest import MAX_ENTRIES, digest
 from watchdog.notify.render import EXPLAINED_KINDS
-from watchdog.state import OutboxItem, StateStore
+from watchdog.state import StateStore
 from watchdog.state_db import Deposed
+from watchdog.state_outbox import OutboxItem
 from watchdog.times import utcnow
 
 logger = logging.getLogger("watchdog.outbox")

@@ -30,7 +30,8 @@ from watchdog.config import SlackConfig, StateConfig
 from watchdog.logfmt import log
 from watchdog.notify import actions as act
 from watchdog.notify.slack_blocks import message_blocks
-from watchdog.state import Ack, StateStore, delete_silence, insert_ack, insert_silence
+from watchdog.state import StateStore
+from watchdog.state_actions import Ack, delete_silence, insert_ack, insert_silence
 from watchdog.state_db import Database, StoreError
 from watchdog.storage import open_store
 from watchdog.times import to_text, utcnow

@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import secrets
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,11 +59,12 @@ _METRIC_AGGS = {"m_sum": "sum", "m_min": "min", "m_max": "max", "m_count": "valu
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass
 class Buckets:
-    """One rule's counts: bucket start (on the grid) -> group -> events; the newest bucket may end at ``end``."""
+    """One window's counts: group -> counter -> grid step -> value; the newest step may end at ``end``."""
 
     grid: timedelta
     window: timedelta
@@ -70,10 +72,10 @@ class Buckets:
     shift: timedelta = timedelta(0)  # a spike's baseline: the window this much earlier
     lookback: timedelta | None = None  # a grouped flatline: how long a quiet group is still reported
     token: str = field(default_factory=lambda: secrets.token_hex(6))
-    # Per bucket and group, the counters: "" the events, a ratio's "numerator" and "denominator", a metric's
-    # "m_sum", "m_count" (values of the field), "m_min", "m_max" (absent where no event had the field).
-    counts: dict[datetime, dict[str, dict[str, float]]] = field(default_factory=dict)
-    head: dict[str, dict[str, float]] = field(default_factory=dict)  # the window's first, partial, grid step
+    # Per group, its counters in each grid step with events (the step's start in ms since the epoch, oldest first:
+    # each evaluation drops steps at the front and replaces those at the back), in the order of ``layout``.
+    series: dict[str, dict[int, tuple[float, ...]]] = field(default_factory=dict)
+    head: dict[str, tuple[float, ...]] = field(default_factory=dict)  # the window's first, partial, grid step
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> its field values
     dropped: int = 0  # groups dropped over the cap since the last rebuild
     seen: dict[str, datetime] = field(default_factory=dict)  # a flatline's groups: the newest event's time
@@ -238,7 +240,15 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
     with _lock:
         cached = None if plan.full else _cache.get(plan.key)
     state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift, lookback=plan.lookback)
-    state.counts = {lo: groups for lo, groups in state.counts.items() if plan.cut <= lo < plan.lo}
+    cut, lo = millis(plan.cut), millis(plan.lo)
+    for label, steps in list(state.series.items()):
+        keys = list(steps)
+        first, last = bisect_left(keys, cut), bisect_left(keys, lo)
+        if first >= last:
+            del state.series[label]
+            continue
+        for key in keys[:first] + keys[last:]:  # out of the window, or searched again
+            del steps[key]
     state.head = {}
     aggs = response.get("aggregations", {})
     sides: list[tuple[str, tuple[str, ...], Mapping[str, Any]]]
@@ -246,30 +256,28 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
         sides = group_buckets(options, aggs)
     else:
         sides = [("", (), aggs)]
+    subs = layout(options)[1:]
     for label, parts, bucket in sides:
         state.parts[label] = parts
-        last = bucket.get("last", {}).get("value")
-        if last is not None:
-            at = EPOCH + timedelta(milliseconds=float(last))
+        last_seen = bucket.get("last", {}).get("value")
+        if last_seen is not None:
+            at = EPOCH + timedelta(milliseconds=float(last_seen))
             state.seen[label] = max(at, state.seen.get(label, at))
-        slices = bucket.get("window", bucket).get("slices", {})
-        for part in slices.get("buckets") or ():
-            count = int(part.get("doc_count", 0))
+        mine = state.series.get(label)
+        for part in bucket.get("window", bucket).get("slices", {}).get("buckets") or ():
+            count = part.get("doc_count")
             if not count:
                 continue
-            counters: dict[str, float] = {"": count}
-            for name, sub in part.items():
-                if name in ("numerator", "denominator") and isinstance(sub, Mapping):
-                    counters[name] = int(sub.get("doc_count", 0))
-                elif name in _METRIC_AGGS and isinstance(sub, Mapping) and sub.get("value") is not None:
-                    counters[name] = float(sub["value"])
-            lo = EPOCH + timedelta(milliseconds=int(part["key"]))
-            if lo < plan.cut:  # the step the window's start cuts: only its head piece was read
+            counters = (count, *[_number(part.get(name), value, empty) for name, value, _, empty in subs])
+            key = part["key"]
+            if key < cut:  # the step the window's start cuts: only its head piece was read
                 state.head[label] = counters
+            elif mine is None:
+                mine = state.series[label] = {key: counters}
             else:
-                state.counts.setdefault(lo, {})[label] = counters
+                mine[key] = counters
     state.end = plan.end
-    _cap(state, options.max_groups * GROUP_CAP)
+    _cap(state, options.max_groups * GROUP_CAP, layout(options))
     with _lock:
         _cache[plan.key] = state
         _cache.move_to_end(plan.key)
@@ -278,21 +286,51 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
     return state
 
 
-def _totals(state: Buckets) -> dict[str, dict[str, float]]:
-    totals: dict[str, dict[str, float]] = {}
-    for groups in (state.head, *state.counts.values()):
-        for label, counters in groups.items():
-            total = totals.setdefault(label, {})
-            for name, count in counters.items():
-                if name not in total:
-                    total[name] = count
-                elif name == "m_min":
-                    total[name] = min(total[name], count)
-                elif name == "m_max":
-                    total[name] = max(total[name], count)
-                else:
-                    total[name] = total[name] + count
+def millis(moment: datetime) -> int:
+    """A grid step's start as a date histogram's bucket key: milliseconds since the epoch."""
+    return (moment - EPOCH) // _MILLISECOND
+
+
+Counter = tuple[str, str, Callable[[Iterable[float]], float], float]
+
+
+def layout(options: Any) -> tuple[Counter, ...]:
+    """The counters kept per step: (sub-aggregation, the key holding its number, how steps combine, the number when
+    absent). The first is the events; a ratio's "numerator" and "denominator"; a metric's parts: "m_sum", "m_count"
+    (values of the field), "m_min", "m_max" (infinite where no event had the field)."""
+    events: Counter = ("", "doc_count", sum, 0)
+    if options.metric is not None:
+        return (events, *[(name, "value", *_PARTS[name]) for name in DECOMPOSABLE[options.metric.agg]])
+    if options.fraction is not None:
+        return events, ("numerator", "doc_count", sum, 0), ("denominator", "doc_count", sum, 0)
+    return (events,)
+
+
+_PARTS: dict[str, tuple[Callable[[Iterable[float]], float], float]] = {
+    "m_sum": (sum, 0), "m_count": (sum, 0), "m_min": (min, math.inf), "m_max": (max, -math.inf)}
+
+
+def _number(sub: Any, key: str, empty: float) -> float:
+    value = sub.get(key) if isinstance(sub, Mapping) else None
+    return empty if value is None else value
+
+
+def _totals(state: Buckets, counters: Sequence[Counter]) -> dict[str, dict[str, float]]:
+    """Per group, the window's counters (a min or max of no value left out, as the server leaves it null)."""
+    totals = {}
+    for label, steps in state.series.items():
+        rows = [*steps.values(), state.head[label]] if label in state.head else steps.values()
+        totals[label] = _named(counters, [combine(column) for (_, _, combine, _), column
+                                          in zip(counters, zip(*rows, strict=True), strict=True)])
+    for label, head in state.head.items():
+        if label not in totals:
+            totals[label] = _named(counters, head)
     return totals
+
+
+def _named(counters: Sequence[Counter], numbers: Sequence[float]) -> dict[str, float]:
+    return {name: number for (name, _, _, empty), number in zip(counters, numbers, strict=True)
+            if not (number == empty and math.isinf(empty))}
 
 
 def metric_value(total: Mapping[str, float], agg: str) -> float | None:
@@ -304,13 +342,13 @@ def metric_value(total: Mapping[str, float], agg: str) -> float | None:
     return total.get(f"m_{agg}")
 
 
-def _cap(state: Buckets, cap: int) -> None:
+def _cap(state: Buckets, cap: int, counters: Sequence[Counter]) -> None:
     """Keep the ``cap`` groups with the most events in the window (then the latest seen); count the others dropped.
 
     Leaves the window's totals per group in ``state.totals``; a flatline's groups last seen before its lookback are
     forgotten, as its full search would no longer find them.
     """
-    totals = _totals(state)
+    totals = _totals(state, counters)
     if state.lookback is not None:
         since = state.end - state.lookback
         state.seen = {label: at for label, at in state.seen.items() if at >= since}
@@ -320,7 +358,7 @@ def _cap(state: Buckets, cap: int) -> None:
     if len(totals) > cap:
         keep = set(_ranked(state, totals)[:cap])
         state.dropped += len(totals) - len(keep)
-        for groups in (*state.counts.values(), state.head):
+        for groups in (state.series, state.head):
             for label in [g for g in groups if g not in keep]:
                 del groups[label]
         state.parts = {label: parts for label, parts in state.parts.items() if label in keep}

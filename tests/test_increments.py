@@ -23,7 +23,7 @@ from tests.helpers import Clock, engine_for, evaluate_now, write_project
 from tests.servers.search import CountingProxy
 from tests.test_search import NOW, event, firing, load, project, rule
 from watchdog.rule import Rule, Schedule
-from watchdog.ruletypes import increments
+from watchdog.ruletypes import incremental_search, increments
 from watchdog.ruletypes import search as search_rules
 from watchdog.ruletypes.base import EvalContext
 from watchdog.ruletypes.metric import MetricRule
@@ -51,7 +51,7 @@ Event = tuple[datetime, datetime, str, float | None]  # timestamp, searchable fr
 
 
 def metric_parts(values: list[float | None]) -> dict[str, object]:
-    """The sub-aggregations of ``increments.slices_agg`` for a metric, as a server answers them for ``values``."""
+    """The sub-aggregations of ``incremental_search.slices_agg`` for a metric, as a server answers them for ``values``."""
     present = [v for v in values if v is not None]
     return {"m_sum": {"value": float(sum(present))}, "m_count": {"value": len(present)},
             "m_min": {"value": min(present) if present else None}, "m_max": {"value": max(present) if present else None}}
@@ -72,7 +72,7 @@ def millis(moment: datetime) -> float:
 
 
 def answer(plan: increments.Plan, grouped: bool, events: list[Event], now: datetime) -> dict[str, object]:
-    """What a search server answers to ``increments.body(plan)`` at ``now``: only events searchable by then.
+    """What a search server answers to ``incremental_search.body(plan)`` at ``now``: only events searchable by then.
 
     The query reads the plan's spans; the date histogram puts each event of the window's pieces in its grid step
     (epoch-aligned, empty steps left out). Group "a" events are errors (a ratio's numerator, ``level:error``). A
@@ -108,7 +108,7 @@ def check(rule: Rule, plan: increments.Plan, state: increments.Buckets, events: 
     """The plan's window read back from the buckets equals a full search of it over the events searchable at ``now``."""
     options = rule.options
     grouped, metric, ratio = bool(options.group_by), options.metric, options.fraction is not None
-    got = increments.response(state, options)
+    got = incremental_search.response(state, options)
     start = plan.end - options.window
     full: dict[str, tuple[int, int]] = {}
     values: dict[str, list[float | None]] = {}

@@ -13,6 +13,9 @@ full search of [now - delay - window, now - delay) for any ``now``. Events
 that become searchable later than ``settle`` after their timestamp are not
 counted, as with ``delay``.
 
+What an incremental evaluation sends, and how its buckets read back as a full search's answer, is in
+``incremental_search``.
+
 A ``spike`` rule (a count, or a metric as above) keeps both its windows so:
 its current one and its baseline, ``offset`` earlier (that plan's ``shift``),
 each its own buckets, searched as two pieces in the same ``_msearch``.
@@ -55,7 +58,6 @@ FACT = "window"  # the rule's fact that stamps which cached buckets its last eva
 # A metric whose window value follows from its steps' values: an avg is kept as its sum and count of values.
 # (Percentiles and cardinality do not combine: those rules search their whole windows.)
 DECOMPOSABLE = {"sum": ("m_sum",), "min": ("m_min",), "max": ("m_max",), "avg": ("m_sum", "m_count")}
-_METRIC_AGGS = {"m_sum": "sum", "m_min": "min", "m_max": "max", "m_count": "value_count"}
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -197,42 +199,6 @@ def stamp(states: Sequence[Buckets]) -> str:
     return " ".join(state.stamp() for state in states)
 
 
-def slices_agg(options: Any, plan: Plan) -> dict[str, Any]:
-    """A date histogram at the grid's step over what the search reads: the head piece and the buckets searched again.
-
-    The search's query reads only those ranges, so the histogram's first bucket (before ``cut``) holds the head
-    piece alone and each later one a grid step (the last cut at ``end``); one aggregation, however many steps.
-    """
-    agg: dict[str, Any] = {"date_histogram": {"field": options.timestamp_field,
-                                              "fixed_interval": f"{int(plan.grid.total_seconds())}s", "min_doc_count": 1}}
-    if options.fraction is not None:  # a ratio counts its numerator (and denominator) in each piece too
-        from watchdog.ruletypes.ratio import split_aggs
-
-        agg["aggs"] = split_aggs(options)
-    if options.metric is not None:  # a metric's parts in each piece (an avg's sum and count of values)
-        agg["aggs"] = {name: {_METRIC_AGGS[name]: {"field": options.metric.field}}
-                       for name in DECOMPOSABLE[options.metric.agg]}
-    return agg
-
-
-def body(options: Any, plan: Plan, multi_terms: bool = True) -> dict[str, Any]:
-    """The search of the plan's pieces: per group (``group_by``) or overall; reads only those time ranges."""
-    from watchdog.ruletypes.search import groups_agg, time_range
-
-    def within(spans: Sequence[tuple[datetime, datetime]]) -> dict[str, Any]:
-        ranges = [time_range(options, lo, hi) for lo, hi in spans if lo < hi]
-        return {"bool": {"should": ranges, "minimum_should_match": 1}}
-
-    slices: dict[str, Any] = {"slices": slices_agg(options, plan)}
-    if plan.lookback is not None:  # a flatline: when each group was last seen; counted in the window's pieces only
-        if plan.spans() != plan.pieces():
-            slices = {"window": {"filter": within(plan.pieces()), "aggs": slices}}
-        slices["last"] = {"max": {"field": options.timestamp_field}}
-    aggs = {"groups": groups_agg(options, slices, multi_terms)} if options.group_by else slices
-    return {"size": 0, "query": {"bool": {"filter": [within(plan.spans()), *options.selector.clauses()]}},
-            "aggs": aggs}
-
-
 def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
     """Replace the plan's buckets and head with the response's, drop those out of the window; returns the buckets."""
     from watchdog.ruletypes.search import group_buckets
@@ -333,15 +299,6 @@ def _named(counters: Sequence[Counter], numbers: Sequence[float]) -> dict[str, f
             if not (number == empty and math.isinf(empty))}
 
 
-def metric_value(total: Mapping[str, float], agg: str) -> float | None:
-    """A metric over the window from its steps' parts (None, as the server says, for a min, max or avg of nothing)."""
-    if agg == "sum":
-        return total.get("m_sum", 0.0)
-    if agg == "avg":
-        return total["m_sum"] / total["m_count"] if total.get("m_count") else None
-    return total.get(f"m_{agg}")
-
-
 def _cap(state: Buckets, cap: int, counters: Sequence[Counter]) -> None:
     """Keep the ``cap`` groups with the most events in the window (then the latest seen); count the others dropped.
 
@@ -356,7 +313,7 @@ def _cap(state: Buckets, cap: int, counters: Sequence[Counter]) -> None:
             totals.setdefault(label, {"": 0})
     state.parts = {label: parts for label, parts in state.parts.items() if label in totals or label == ""}
     if len(totals) > cap:
-        keep = set(_ranked(state, totals)[:cap])
+        keep = set(ranked(state, totals)[:cap])
         state.dropped += len(totals) - len(keep)
         for groups in (state.series, state.head):
             for label in [g for g in groups if g not in keep]:
@@ -367,7 +324,7 @@ def _cap(state: Buckets, cap: int, counters: Sequence[Counter]) -> None:
     state.totals = totals
 
 
-def _ranked(state: Buckets, totals: Mapping[str, Mapping[str, float]]) -> list[str]:
+def ranked(state: Buckets, totals: Mapping[str, Mapping[str, float]]) -> list[str]:
     """The groups, busiest in the window first, then the latest seen (a quiet flatline group)."""
     never = EPOCH
 
@@ -375,30 +332,6 @@ def _ranked(state: Buckets, totals: Mapping[str, Mapping[str, float]]) -> list[s
         return -totals[label][""], -(state.seen.get(label, never) - never).total_seconds(), label
 
     return sorted(totals, key=rank)
-
-
-def response(state: Buckets, options: Any) -> dict[str, Any]:
-    """The window's counts as a full search's response (what the rule type's ``readings`` reads)."""
-    totals = state.totals
-
-    def subs(total: Mapping[str, float]) -> dict[str, Any]:
-        if options.metric is not None:
-            return {"metric": {"value": metric_value(total, options.metric.agg)}}
-        if options.fraction is None:
-            return {}
-        names = ["numerator"] + (["denominator"] if options.fraction.denominator.clauses() else [])
-        return {name: {"doc_count": int(total.get(name, 0))} for name in names}
-
-    if not options.group_by:
-        whole = totals.get("", {})
-        return {"hits": {"total": {"value": int(whole.get("", 0))}}, "aggregations": subs(whole)}
-    buckets = []
-    for label in _ranked(state, totals)[:options.max_groups]:
-        parts = state.parts.get(label, (label,))
-        buckets.append({"key": parts[0] if len(parts) == 1 else list(parts), "doc_count": int(totals[label][""]),
-                        **subs(totals[label])})
-    return {"hits": {"total": {"value": int(sum(t[""] for t in totals.values()))}},
-            "aggregations": {"groups": {"buckets": buckets}}}
 
 
 def forget(keys: Sequence[tuple[str, str]] | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from watchdog.durations import format_duration
 from watchdog.rule import Rule
-from watchdog.ruletypes import increments
+from watchdog.ruletypes import incremental_search, increments
 from watchdog.ruletypes.base import NO_GRANTS, EvalContext, Evaluation, Finding, Grants, Observation, RuleType
 from watchdog.ruletypes.search_options import SearchOptions
 from watchdog.times import to_text
@@ -363,7 +363,7 @@ def requests(rule: Rule, now: datetime, multi_terms: bool = True) -> list[Any]:
 def _incremental(rule: Rule, plans: Sequence[increments.Plan], multi_terms: bool) -> list[Any]:
     """The SearchRequests of an incremental evaluation: each plan's pieces (a spike's current window, then baseline)."""
     options: SearchOptions = rule.options
-    return [_request(options, plan.spans(), increments.body(options, plan, multi_terms)) for plan in plans]
+    return [_request(options, plan.spans(), incremental_search.body(options, plan, multi_terms)) for plan in plans]
 
 
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
@@ -384,7 +384,7 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
             elif planned is not None:
                 states = [increments.absorb(plan, rule.options, one) for plan, one in zip(planned, answered, strict=True)]
                 # A spike's windows (current, baseline) read back as its two plain searches' answers.
-                responses.append(kind(rule).combine(rule.options, [increments.response(s, rule.options) for s in states]))
+                responses.append(kind(rule).combine(rule.options, [incremental_search.response(s, rule.options) for s in states]))
                 dropped = max(state.dropped for state in states)
                 stamps[rule.name] = {increments.FACT: increments.stamp(states),
                                      **({"groups_dropped": dropped} if dropped else {})}

@@ -11,6 +11,7 @@ path against osmem-server.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest.mock import patch
@@ -330,6 +331,22 @@ def test_a_spike_rule_keeps_both_its_windows(tmp_path: Path, search: CountingPro
     clock.now = NOW + timedelta(minutes=21)  # 4 now (10, 20, 30 minutes before NOW and the new one) against 2 (130, 150)
     evaluate_now(engine)
     assert engine.store.groups()["s"][""].value == 2
+
+
+def test_a_rule_reloaded_with_another_query_rebuilds() -> None:
+    """Regression: a reload that changed the query (not the window) kept counting the old query's buckets."""
+    increments.forget()
+    rule = make_rule("r", 3600, 60, True)
+    (first,) = increments.plans(rule, EvalContext(now=T0), timedelta(minutes=2)) or ()
+    state = increments.absorb(first, rule.options, {"aggregations": {"groups": {"buckets": []}}})
+    facts = {"r": {increments.FACT: state.stamp()}}
+    later = T0 + timedelta(minutes=1)
+    reloaded = make_rule("r", 3600, 60, True)  # the same rule parsed again: its buckets serve
+    (same,) = increments.plans(reloaded, EvalContext(now=later, facts=facts), timedelta(minutes=2)) or ()
+    assert not same.full
+    edited = replace(rule, options=replace(rule.options, query="level:error"))
+    (other,) = increments.plans(edited, EvalContext(now=later, facts=facts), timedelta(minutes=2)) or ()
+    assert other.full
 
 
 def test_a_grouped_flatline_reads_its_lookback_once_then_a_few_minutes(tmp_path: Path, search: CountingProxy) -> None:

@@ -25,9 +25,11 @@ every group seen within its lookback (``search.lookback``), a quiet one as
 zero or no value: it also keeps, per group, the time of its newest event (a
 ``max`` of the timestamp in each search), and forgets a group once that is
 older than the lookback. Its rebuild searches the whole lookback once.
+(Beyond ``max_groups`` groups it reports the busiest in the window, then the
+latest seen; a search of the whole lookback, the busiest over the lookback.)
 
-One full search rebuilds the buckets after a start, after a change of the
-rule's window or interval, after a gap as long as the window or a clock set
+One full search rebuilds the buckets after a start, after any change of the
+rule's search (its window, query, filters, groups, metric...) or interval, after a gap as long as the window or a clock set
 back, and whenever the stamp in the rule's stored facts is not the cache's
 (another instance evaluated the rule meanwhile, or the state was restored):
 no other component needs to tell this cache anything. Memory is bounded: at
@@ -73,6 +75,7 @@ class Buckets:
     end: datetime
     shift: timedelta = timedelta(0)  # a spike's baseline: the window this much earlier
     lookback: timedelta | None = None  # a grouped flatline: how long a quiet group is still reported
+    options: Any = None  # the rule's options the buckets count for (any change, a new query say, rebuilds)
     token: str = field(default_factory=lambda: secrets.token_hex(6))
     # Per group, its counters in each grid step with events (the step's start in ms since the epoch, oldest first:
     # each evaluation drops steps at the front and replaces those at the back), in the order of ``layout``.
@@ -183,7 +186,8 @@ def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:
                  shift=shift, lookback=back, reach=None if back is None else end - shift - back)
             for key, shift in zip(keys, shifts, strict=True)]
     stamp = ctx.facts.get(rule.name, {}).get(FACT)
-    if any(c is None or c.grid != step or c.window != options.window or c.lookback != back for c in cached):
+    if any(c is None or c.grid != step or c.lookback != back or (c.options is not options and c.options != options)
+           for c in cached):
         return full
     olds = [c for c in cached if c is not None]
     if stamp != " ".join(c.stamp() for c in olds):
@@ -205,7 +209,9 @@ def absorb(plan: Plan, options: Any, response: Mapping[str, Any]) -> Buckets:
 
     with _lock:
         cached = None if plan.full else _cache.get(plan.key)
-    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift, lookback=plan.lookback)
+    state = cached or Buckets(grid=plan.grid, window=plan.window, end=plan.end, shift=plan.shift, lookback=plan.lookback,
+                              options=options)
+    state.options = options  # (equal to the cached buckets' options: ``plans`` checked)
     cut, lo = millis(plan.cut), millis(plan.lo)
     for label, steps in list(state.series.items()):
         keys = list(steps)

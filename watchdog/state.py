@@ -129,6 +129,9 @@ MIGRATIONS: tuple[str, ...] = (
     # Threads, digests, links and acknowledgements look entries up by episode: without an index each lookup
     # scans the outbox, which grows over its 30 days of retention.
     "create index outbox_episode on outbox (episode, receiver)",
+    # When an outbox entry was first attempted (wall clock): a lost answer is looked for among the receiver's
+    # messages since then (a bound in time, where a count of recent messages misses in a busy channel).
+    "alter table outbox add column first_attempt text",
 )
 
 # A state copied to another database leaves these behind: they belong to the database (its schema version) or to

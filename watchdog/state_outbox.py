@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from watchdog.state_base import StoreBase, json_text
-from watchdog.times import from_text, to_text
+from watchdog.times import from_text, to_text, utcnow
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class OutboxItem:
     attempts: int
     message: str | None = None  # the message of its first attempt: a retry sends that message again, as it was
     receiver: str = ""  # '' is the main notifier (Slack, else the console)
+    first_attempt: datetime | None = None  # (wall clock) when it was first attempted; None: never
 
 
 class OutboxRecords(StoreBase):
@@ -47,7 +48,8 @@ class OutboxRecords(StoreBase):
             (receiver, to_text(now), limit))
         return [OutboxItem(id=r["id"], created=from_text(r["created"]), rule=r["rule"], group=r["grp"], kind=r["kind"],  # type: ignore[arg-type]
                            episode=r["episode"], payload=json.loads(r["payload"]), attempts=r["attempts"],
-                           message=r["message"], receiver=r["receiver"]) for r in rows]
+                           message=r["message"], receiver=r["receiver"], first_attempt=from_text(r["first_attempt"]))
+                for r in rows]
 
     def earlier_unsent(self, item: OutboxItem) -> int:
         """How many older notifications of the same episode for the same receiver are still waiting (order)."""
@@ -87,17 +89,21 @@ class OutboxRecords(StoreBase):
         """The receivers given any notification of ``episode``."""
         return set(self.given(episode))
 
-    def mark_attempt(self, items: Sequence[OutboxItem], message: str) -> None:
-        """Count an attempt before it is made, and fix the entries' message at their first attempt.
+    def mark_attempt(self, items: Sequence[OutboxItem], message: str, at: datetime | None = None) -> None:
+        """Count an attempt before it is made, and fix the entries' message and first attempt's moment ``at``
+        (default: the wall clock now) at their first attempt.
 
         After a crash or a lost answer, ``attempts > 0`` tells the outbox that
         the receiver may already hold the message (so it asks before sending
-        again), and ``message`` keeps the retry to the same entries.
+        again, among what the receiver got since ``first_attempt``), and
+        ``message`` keeps the retry to the same entries.
         """
+        moment = to_text(at if at is not None else utcnow())
         with self.leader_transaction() as db:
             for item in items:
-                db.execute("update outbox set attempts = attempts + 1, message = coalesce(message, ?) where id = ?",
-                           (message, item.id))
+                db.execute("""update outbox set attempts = attempts + 1, message = coalesce(message, ?),
+                              first_attempt = coalesce(first_attempt, ?) where id = ?""",
+                           (message, moment, item.id))
 
     def mark_sent(self, item: OutboxItem, now: datetime, notifier: str, ref: Mapping[str, Any] | None,
                   follow_ups: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> None:

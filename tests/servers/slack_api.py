@@ -4,13 +4,15 @@ It records every request and can be told to answer the next requests with
 429 and Retry-After, a 500, or ``{"ok": false, "error": ...}``, and to answer
 a method late (``delays``: the call takes effect, the answer is held). Posts
 keep their message metadata, which ``conversations.history`` and
-``conversations.replies`` return with ``include_all_metadata``. Tests drive it
+``conversations.replies`` return with ``include_all_metadata``, paged and
+bounded in time as Slack's (``oldest``, ``latest``, ``inclusive``, ``limit``,
+``cursor``); ``post`` adds someone else's message. Tests drive it
 in-process; a daemon under test reaches it over HTTP.
 """
 
 from __future__ import annotations
 
-import itertools
+import base64
 import json
 import threading
 import time
@@ -34,7 +36,7 @@ class SlackServer:
         self.failures: list[dict[str, Any]] = []  # scripted answers for the next requests
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> latest message
         self.lock = threading.Lock()
-        self._ts = itertools.count(1)
+        self._last_us = 0
         self.socket_url = ""  # apps.connections.open answers this (a local Socket Mode server)
         self.usergroups: dict[str, list[str]] = {}  # usergroups.users.list: group id -> user ids
         self.delays: dict[str, float] = {}  # method -> seconds its answer is held after the call took effect
@@ -115,22 +117,12 @@ class SlackServer:
         if method == "webhook":
             return 200, {}, "ok"
         if method == "chat.postMessage":
-            ts = f"{int(time.time())}.{next(self._ts):06d}"
+            ts = self._next_ts()
             channel = body.get("channel", "")
             self.messages[(channel, ts)] = dict(body)
             return 200, {}, {"ok": True, "channel": channel, "ts": ts, "message": {"text": body.get("text", "")}}
         if method in ("conversations.history", "conversations.replies"):
-            channel = str(body.get("channel", ""))
-            parent = str(body.get("ts", ""))
-            found = [{"ts": ts, "text": m.get("text", ""), **({"thread_ts": m["thread_ts"]} if "thread_ts" in m else {}),
-                      **({"metadata": m["metadata"]} if "metadata" in m and str(body.get("include_all_metadata")).lower()
-                         in ("true", "1") else {})}
-                     for (c, ts), m in self.messages.items() if c == channel
-                     and (m.get("thread_ts") == parent or ts == parent if method == "conversations.replies"
-                          else "thread_ts" not in m)]
-            if method == "conversations.history":
-                found.reverse()  # newest first, as Slack answers
-            return 200, {}, {"ok": True, "messages": found[:int(body.get("limit") or 100)], "has_more": False}
+            return 200, {}, self._conversation(method, body)
         if method == "chat.update":
             key = (body.get("channel", ""), body.get("ts", ""))
             if key not in self.messages:
@@ -144,7 +136,7 @@ class SlackServer:
                 return 200, {}, {"ok": False, "error": "socket_mode_not_enabled"}
             return 200, {}, {"ok": True, "url": self.socket_url}
         if method == "chat.postEphemeral":
-            return 200, {}, {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+            return 200, {}, {"ok": True, "message_ts": self._next_ts()}
         if method == "usergroups.users.list":
             users = self.usergroups.get(str(body.get("usergroup", "")))
             if users is None:
@@ -159,6 +151,41 @@ class SlackServer:
             return 200, {}, {"ok": True, "channel": key[0],
                              "permalink": f"https://test.slack.com/archives/{key[0]}/p{key[1].replace('.', '')}"}
         return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def _conversation(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A page of conversations.history (newest first) or .replies (oldest first), as Slack answers: only
+        messages between ``oldest`` and ``latest`` (each excluded unless ``inclusive``), at most ``limit`` (default
+        100, at most 999) of them, and ``response_metadata.next_cursor`` while more are left ('' at the end)."""
+        channel = str(body.get("channel", ""))
+        parent = str(body.get("ts", ""))
+        inclusive = str(body.get("inclusive")).lower() in ("true", "1")
+        oldest, latest = float(body.get("oldest") or 0), float(body.get("latest") or time.time() + 1)
+        history = method == "conversations.history"
+        cursor = base64.b64decode(str(body["cursor"])).decode() if body.get("cursor") else None  # the last ts given
+        found = [{"ts": ts, "text": m.get("text", ""), **({"thread_ts": m["thread_ts"]} if "thread_ts" in m else {}),
+                  **({"metadata": m["metadata"]} if "metadata" in m and str(body.get("include_all_metadata")).lower()
+                     in ("true", "1") else {})}
+                 for (c, ts), m in sorted(self.messages.items(), key=lambda kv: float(kv[0][1]), reverse=history)
+                 if c == channel
+                 and (m.get("thread_ts") == parent or ts == parent if not history else "thread_ts" not in m)
+                 and (oldest <= float(ts) <= latest if inclusive else oldest < float(ts) < latest)
+                 and (cursor is None or (float(ts) < float(cursor) if history else float(ts) > float(cursor)))]
+        limit = min(int(body.get("limit") or 100), 999)
+        page, more = found[:limit], len(found) > limit
+        next_cursor = base64.b64encode(page[-1]["ts"].encode()).decode() if more else ""
+        return {"ok": True, "messages": page, "has_more": more, "response_metadata": {"next_cursor": next_cursor}}
+
+    def post(self, channel: str, text: str = "chatter", **fields: Any) -> str:
+        """A message someone else posts in ``channel`` (no watchdog metadata); returns its ts."""
+        with self.lock:
+            ts = self._next_ts()
+            self.messages[(channel, ts)] = {"channel": channel, "text": text, **fields}
+            return ts
+
+    def _next_ts(self) -> str:
+        """A message ts as Slack's: the wall clock's seconds to the microsecond, unique and increasing."""
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        return f"{self._last_us // 10**6}.{self._last_us % 10**6:06d}"
 
     def calls(self, method: str | None = None) -> list[SlackRequest]:
         with self.lock:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -47,6 +47,8 @@ class Notification:
     attempts: int = 0
     ids: tuple[int, ...] = ()  # every outbox entry this message carries (a digest carries several)
     parts: tuple[Notification, ...] = ()  # a digest's notifications, one each (empty for a single one)
+    # (wall clock) No earlier than its first attempt: the receiver cannot hold it from before (``held`` looks since).
+    since: datetime | None = None
 
     @property
     def text(self) -> str:

@@ -94,12 +94,18 @@ class Message:
             return parts[0]
         return Notification(id=first.id, rule="", group="", kind="digest", episode=first.episode,
                             payload=digest([{**i.payload, "episode": i.episode} for i in self.items]),
-                            attempts=attempts, ids=ids, parts=parts)
+                            attempts=attempts, ids=ids, parts=parts, since=min(_since(i) for i in self.items))
 
 
 def _single(item: OutboxItem) -> Notification:
     return Notification(id=item.id, rule=item.rule, group=item.group, kind=item.kind, episode=item.episode,
-                        payload=item.payload, attempts=item.attempts, ids=(item.id,))
+                        payload=item.payload, attempts=item.attempts, ids=(item.id,), since=_since(item))
+
+
+def _since(item: OutboxItem) -> datetime:
+    """The earliest moment the receiver can hold ``item``: its first attempt (entries attempted before that was
+    recorded: their creation, an earlier bound)."""
+    return item.first_attempt if item.first_attempt is not None else item.created
 
 
 class Outbox:
@@ -291,7 +297,8 @@ class Outbox:
     def _send(self, message: Message, blocked: set[str]) -> int:
         """Attempt ``message`` once and record the outcome; returns how many notifications were sent."""
         items = message.items
-        self.store.mark_attempt(items, f"{self.notifier.name}:{items[0].id}")  # (a deposed leader's raises Deposed)
+        # (the wall clock, not the outbox's: the receiver's messages carry wall-clock times)
+        self.store.mark_attempt(items, f"{self.notifier.name}:{items[0].id}", utcnow())  # (a deposed leader's raises Deposed)
         if not self.may_act():  # the lease ran out (a freeze) since: the new leader asks the receiver and sends
             raise Deposed(f"{self.notifier.name}: this instance no longer leads; not sent")
         result = self._attempt(message)

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
@@ -65,7 +66,12 @@ PERMANENT_ERRORS = frozenset({
 MIN_SECONDS_BETWEEN_POSTS = 1.0  # per channel, as Slack asks
 TIMEOUT_SECONDS = 10
 METADATA_EVENT = "watchdog_notification"  # message metadata type: event_payload {"ids": [outbox ids]}
-LOOKBACK_MESSAGES = 200  # how many recent messages a lost post is looked for among
+# A lost post is looked for among the messages since its first attempt (less a margin for the two clocks'
+# skew), page after page of LOOKUP_PAGE_SIZE, at most LOOKUP_MAX_PAGES pages (Slack rates conversations.history
+# per minute); beyond that nothing more is found and the message is posted: at least once.
+LOOKBACK_MARGIN = timedelta(minutes=5)
+LOOKUP_PAGE_SIZE = 200
+LOOKUP_MAX_PAGES = 25
 DEFAULT_RETRY_AFTER = 30.0  # a 429 without Retry-After pauses this long
 
 
@@ -176,20 +182,14 @@ class SlackNotifier(Notifier):
         if not channel:
             return {}
         try:
-            if reply:
-                assert thread is not None
-                answer = self.client.conversations_replies(channel=channel, ts=str(thread["ts"]),
-                                                           include_all_metadata=True, limit=LOOKBACK_MESSAGES)
-            else:
-                answer = self.client.conversations_history(channel=channel, include_all_metadata=True,
-                                                           limit=LOOKBACK_MESSAGES)
+            messages = self._messages_since(note, channel, str(thread["ts"]) if reply and thread is not None else None)
         except (SlackApiError, SlackClientError, OSError) as exc:
             log(logger, logging.WARNING, "cannot check whether Slack already holds a notification", id=note.id,
                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return {}
         parts = {p.id: p for p in note.parts} or {note.id: note}
         out: dict[int, Delivery] = {}
-        for wanted, (ts, carried) in find_held(answer.get("messages"), note.ids or (note.id,)).items():
+        for wanted, (ts, carried) in find_held(messages, note.ids or (note.id,)).items():
             part = parts.get(wanted, note)
             if reply:
                 assert thread is not None
@@ -198,6 +198,29 @@ class SlackNotifier(Notifier):
                 first = {"kind": "digest"} if carried > 1 else dict(part.payload)  # (a digest's is never rewritten)
                 out[wanted] = Delivery.sent({"channel": channel, "ts": ts, "first": first})
         return out
+
+    def _messages_since(self, note: Notification, channel: str, thread_ts: str | None) -> list[Any]:
+        """The messages of ``channel`` (or of the thread ``thread_ts``) since shortly before ``note``'s first
+        attempt, every page of them up to LOOKUP_MAX_PAGES; raises what the Slack client raises."""
+        assert self.client is not None
+        since = note.since - LOOKBACK_MARGIN if note.since is not None else None
+        oldest = f"{since.timestamp():.6f}" if since is not None else None
+        found: list[Any] = []
+        cursor: str | None = None
+        for _ in range(LOOKUP_MAX_PAGES):
+            args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": LOOKUP_PAGE_SIZE,
+                                    **({"oldest": oldest} if oldest else {}), **({"cursor": cursor} if cursor else {})}
+            answer = (self.client.conversations_replies(ts=thread_ts, **args) if thread_ts is not None
+                      else self.client.conversations_history(**args))
+            page = answer.get("messages")
+            found.extend(page if isinstance(page, list) else ())
+            meta = answer.get("response_metadata")
+            cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+            if not (isinstance(cursor, str) and cursor):
+                return found
+        log(logger, logging.WARNING, "lookup of a lost Slack post stopped at its page limit; older messages unread",
+            id=note.id, channel=channel, pages=LOOKUP_MAX_PAGES, messages=len(found))
+        return found
 
     def paced_until(self, destination: str) -> float:
         return self.last_post.get(destination, 0.0) + MIN_SECONDS_BETWEEN_POSTS

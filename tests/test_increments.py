@@ -376,3 +376,16 @@ def test_a_grouped_flatline_reads_its_lookback_once_then_a_few_minutes(tmp_path:
     clock.now = NOW + timedelta(minutes=26)  # team-b's event (5 minutes before NOW) has left the window: it fires
     evaluate_now(engine)
     assert firing(engine, "f") == {"team-b": 0}
+
+
+@pytest.mark.parametrize(("window_s", "every_s", "settle_s", "below", "kept"), [
+    (300, 60, 120, False, False),  # 5m at every 1m with a 2m settle: about 4 of its 5 minutes read anyway
+    (480, 60, 120, False, True),  # 8m: twice the 4m a step reads
+    (3600, 60, 120, False, True),
+    (120, 10, 0, False, True),
+    (300, 60, 120, True, True),  # a grouped flatline's whole search reads its lookback (20m), not its window
+])
+def test_a_window_is_kept_in_buckets_only_where_it_pays(window_s: int, every_s: int, settle_s: int, below: bool,
+                                                       kept: bool) -> None:
+    rule = make_rule("r", window_s, every_s, grouped=True, below=below)
+    assert increments.pays(rule, timedelta(seconds=settle_s)) is kept

@@ -13,6 +13,10 @@ full search of [now - delay - window, now - delay) for any ``now``. Events
 that become searchable later than ``settle`` after their timestamp are not
 counted, as with ``delay``.
 
+Only where it pays (``pays``): a window kept in buckets must be at least
+PAYS times what one incremental evaluation reads (two grid steps and
+``settle``); shorter ones are searched whole, as before.
+
 What an incremental evaluation sends, and how its buckets read back as a full search's answer, is in
 ``incremental_search``.
 
@@ -53,6 +57,7 @@ from watchdog.rule import Rule
 from watchdog.ruletypes.base import EvalContext
 from watchdog.times import to_text
 
+PAYS = 2  # a window is kept in buckets only when a whole search reads at least this many times what a step reads
 MAX_BUCKETS = 720  # per rule: a window longer than this many grid steps is searched whole each time
 GROUP_CAP = 4  # groups kept per rule, in multiples of its max_groups
 MAX_RULES = 5000  # rules whose buckets are kept (least recently evaluated dropped first)
@@ -163,6 +168,24 @@ def grid(rule: Rule) -> timedelta | None:
         return None
     seconds = max(math.ceil(every.total_seconds()), math.ceil(options.window.total_seconds() / MAX_BUCKETS), 1)
     return timedelta(seconds=seconds)
+
+
+def pays(rule: Rule, settle: timedelta) -> bool:
+    """Whether keeping ``rule``'s window in buckets is worth it: a whole search reads at least PAYS times as much.
+
+    An incremental evaluation reads about two grid steps (the new one, the
+    window's cut first one) plus ``settle``; a whole one reads the window (a
+    grouped flatline, its lookback). A 5m window at ``every: 1m`` with the
+    default 2m settle would read most of its window anyway, and pay for its
+    buckets in memory and in larger answers: it is searched whole.
+    """
+    from watchdog.ruletypes.search import lookback, looks_back
+
+    step = grid(rule)
+    if step is None:
+        return False
+    whole = lookback(rule.options) if looks_back(rule.options) else rule.options.window
+    return whole >= PAYS * (2 * step + settle)
 
 
 def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:

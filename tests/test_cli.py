@@ -91,6 +91,60 @@ def test_read_only_commands_never_create_a_state_file(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists() and sorted(os.listdir(tmp_path)) == ["rules", "watchdog.yaml"]
 
 
+UNSET_DURATIONS = """\
+    rules_dir: rules
+    state_path: state.db
+    sources:
+      logs: {type: search, hosts: ["${ES_URL}"], timeout: "${SEARCH_TIMEOUT}"}
+      warehouse: {type: postgres, dsn: "${WAREHOUSE_DSN}", connect_timeout: "${PG_CONNECT}", statement_timeout: "${PG_STATEMENT}"}
+    slack: {token: "${SLACK_TOKEN}", channel: "#alerts", group_wait: "${GROUP_WAIT}"}
+    """
+UNSET_NAMES = ("ES_URL", "SEARCH_TIMEOUT", "WAREHOUSE_DSN", "PG_CONNECT", "PG_STATEMENT", "SLACK_TOKEN", "GROUP_WAIT")
+
+
+def write_unset_project(directory: Path) -> str:
+    (directory / "rules").mkdir(exist_ok=True)
+    (directory / "watchdog.yaml").write_text(textwrap.dedent(UNSET_DURATIONS))
+    (directory / "rules" / "fresh.yaml").write_text(textwrap.dedent(FRESH_RULE))
+    return str(directory / "watchdog.yaml")
+
+
+def test_status_and_silences_need_no_duration_of_a_source_from_the_service_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: an unset ${VAR} as a source's (or Slack's) duration made status and silence fail from a plain
+    shell (its typed parse raised); run and validate still say where it is unset."""
+    config = write_unset_project(tmp_path)
+    for name in UNSET_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["status", "-c", config]) == 0
+    assert main(["silence", "fresh", "--for", "1h", "-c", config]) == 0
+    assert main(["unsilence", "1", "-c", config]) == 0
+    capsys.readouterr()
+    assert main(["validate", "-c", config]) == 1
+    said = capsys.readouterr().out
+    assert f"{config}:4:" in said and f"{config}:6:" in said
+    for key, name in (("sources.logs.timeout", "SEARCH_TIMEOUT"), ("sources.warehouse.connect_timeout", "PG_CONNECT"),
+                      ("slack.group_wait", "GROUP_WAIT")):
+        assert f"{key}: environment variable '{name}' is not set" in said
+    with pytest.raises(SystemExit) as run:
+        main(["run", "--once", "-c", config])
+    assert run.value.code == 2 and "sources.logs.timeout: environment variable 'SEARCH_TIMEOUT' is not set" in capsys.readouterr().err
+
+
+@settings(max_examples=20, deadline=None)
+@given(unset=st.sets(st.sampled_from(UNSET_NAMES)))
+def test_any_set_of_unset_variables_leaves_the_state_commands_a_config(unset: set[str]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        write_unset_project(Path(directory))
+        environ = {"ES_URL": "http://es:9200", "SEARCH_TIMEOUT": "7s", "WAREHOUSE_DSN": "host=db", "PG_CONNECT": "3s",
+                   "PG_STATEMENT": "9s", "SLACK_TOKEN": "xoxb-1", "GROUP_WAIT": "4s"}
+        config = load_config(str(Path(directory) / "watchdog.yaml"), {k: v for k, v in environ.items() if k not in unset},
+                             secrets=False)
+        timeout = config.sources["logs"].timeout  # type: ignore[union-attr]
+        assert (timeout == timedelta(seconds=7)) == ("SEARCH_TIMEOUT" not in unset)
+        assert config.slack is not None and (config.slack.group_wait == timedelta(seconds=4)) == ("GROUP_WAIT" not in unset)
+
+
 def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     """``watchdog ARGS`` as an unprivileged user, with a Python that user can run (the venv's may live under /root)."""
     python = "/usr/bin/python3"

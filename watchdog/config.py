@@ -20,7 +20,7 @@ from watchdog.interpolation import interpolate
 from watchdog.notify.receivers import BUILTIN_RECEIVERS, Receiver, parse_receiver, receiver_secrets
 from watchdog.notify.routing import Route, parse_route
 from watchdog.notify.time_intervals import TimeInterval, parse_interval
-from watchdog.problems import InvalidFileError, Problem, display_path
+from watchdog.problems import InvalidFileError, Problem, display_path, format_path
 from watchdog.rule import DEFAULT_REPEAT_EVERY, DEFAULT_SCHEDULE, DEFAULT_SETTLE, DEFAULT_SEVERITY, Schedule, Severity
 from watchdog.sqlcheck import RefreshGrant, refresh_entry_problem
 from watchdog.textfile import MAX_FILE_BYTES, UnreadableFile, read_bytes, read_text
@@ -265,6 +265,23 @@ def _reaches_out(path: str) -> bool:
     return path.startswith(("sources.", "slack.", "slack[")) or path in ("slack", "self_monitoring.heartbeat_url")
 
 
+def _drop_paths(data: Any, path: tuple[str | int, ...], wanted: set[str]) -> None:
+    """Remove from ``data`` (found at ``path``) every value whose key path (as Problem.path says it) is ``wanted``;
+    a source's ``type`` stays (it says which kind of source it is)."""
+    if isinstance(data, dict):
+        for key in list(data):
+            if format_path((*path, key)) in wanted and not (len(path) == 2 and path[0] == "sources" and key == "type"):
+                del data[key]
+            else:
+                _drop_paths(data[key], (*path, key), wanted)
+    elif isinstance(data, list):
+        for index in reversed(range(len(data))):
+            if format_path((*path, index)) in wanted:
+                del data[index]
+            else:
+                _drop_paths(data[index], (*path, index), wanted)
+
+
 def _drop_secret_files(data: Any) -> None:
     """Remove every ``X_file`` key, unread (for commands that need no secret)."""
     if isinstance(data, dict):
@@ -464,6 +481,11 @@ def load_config(path: str, environ: Mapping[str, str] | None = None, *, secrets:
     problems = [p for p in problems if p not in unresolved]  # (their values stay as written, never used)
     problems += schema.problems(doc, "config.schema.json",
                                 skip=[p.path for p in problems + unresolved])  # unset ${VAR}: said once
+    if unresolved and not problems:
+        # A value the schema refuses as written (a duration, a number) would fail its typed parse below: it is
+        # dropped (its default stands in; these commands never use it).
+        refused = {p.path for p in schema.problems(doc, "config.schema.json")}
+        _drop_paths(doc.data, (), {p.path for p in unresolved if p.path in refused})
     base_dir = os.path.dirname(os.path.abspath(path))
     warnings: list[str] = []
     if not problems:

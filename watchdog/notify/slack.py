@@ -201,10 +201,12 @@ class SlackNotifier(Notifier):
 
     def _messages_since(self, note: Notification, channel: str, thread_ts: str | None) -> list[Any]:
         """The messages of ``channel`` (or of the thread ``thread_ts``) since shortly before ``note``'s first
-        attempt, every page of them up to LOOKUP_MAX_PAGES; raises what the Slack client raises."""
+        attempt, page after page until every id of ``note`` is found or the last page, at most LOOKUP_MAX_PAGES;
+        raises what the Slack client raises."""
         assert self.client is not None
         since = note.since - LOOKBACK_MARGIN if note.since is not None else None
         oldest = f"{since.timestamp():.6f}" if since is not None else None
+        wanted = note.ids or (note.id,)
         found: list[Any] = []
         cursor: str | None = None
         for _ in range(LOOKUP_MAX_PAGES):
@@ -216,8 +218,8 @@ class SlackNotifier(Notifier):
             found.extend(page if isinstance(page, list) else ())
             meta = answer.get("response_metadata")
             cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
-            if not (isinstance(cursor, str) and cursor):
-                return found
+            if not (isinstance(cursor, str) and cursor) or len(find_held(found, wanted)) == len(set(wanted)):
+                return found  # (the last page, or every id found: no further call, none to be rate limited)
         log(logger, logging.WARNING, "lookup of a lost Slack post stopped at its page limit; older messages unread",
             id=note.id, channel=channel, pages=LOOKUP_MAX_PAGES, messages=len(found))
         return found

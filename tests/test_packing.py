@@ -17,7 +17,7 @@ from tests.servers.search import CountingProxy
 from tests.test_search import NOW, event, firing, load, project, rule
 from watchdog.config import SearchSource as SearchConfig
 from watchdog.sources import packing
-from watchdog.sources.search import SearchError, SearchRequest, SearchSource
+from watchdog.sources.search import SearchError, SearchRequest, SearchSource, _checked
 from watchdog.times import to_text
 
 
@@ -132,3 +132,49 @@ def test_rules_due_together_share_one_search(tmp_path: Path, cluster: CountingPr
     fired = {name: firing(engine, name) for name in rules}
     assert fired == {name: firing(alone, name) for name in rules}
     assert 0 < sum(1 for groups in fired.values() if groups) < 20
+
+
+def test_a_search_refused_alone_is_not_packed_at_its_later_evaluations(cluster: CountingProxy) -> None:
+    """Remembered without its time: the next evaluation (a minute later) sends it alone, with no refused pack first."""
+    def batch(back: int) -> list[SearchRequest]:
+        return [SearchRequest("app-logs-*", {"size": 0, "query": {"bool": {"filter": [time_clause(30, back), selector]}},
+                                             "aggs": {"slices": SLICES}})
+                for selector in ({"term": {"level": "error"}}, {"term": {"team": "team-b"}}, BAD)]
+
+    source = source_for(cluster)
+    try:
+        cluster.reset()
+        first = source.msearch(batch(0))
+        assert [len(body.splitlines()) // 2 for body in cluster.bodies] == [1, 3]  # refused as a pack, then each alone
+        cluster.reset()
+        later = source.msearch(batch(1))
+        assert [len(body.splitlines()) // 2 for body in cluster.bodies] == [2]  # the two packed, the bad one alone
+    finally:
+        source.close()
+    assert [isinstance(a, SearchError) for a in first] == [isinstance(a, SearchError) for a in later] == [False, False, True]
+
+
+def test_a_composite_aggregation_is_never_packed() -> None:
+    composite = {"groups": {"composite": {"size": 10, "sources": [{"team": {"terms": {"field": "team"}}}]}}}
+    requests = [SearchRequest("logs-*", {"size": 0, "query": {"bool": {"filter": [time_clause(30), {"term": {"a": i}}]}},
+                                         "aggs": composite}) for i in range(3)]
+    assert [p.members for p in packing.pack(requests)] == [(0,), (1,), (2,)]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(response=JSON | st.fixed_dictionaries({"_shards": st.fixed_dictionaries(
+    {"total": st.integers(1, 5), "failed": st.integers(0, 5)}, optional={"failures": JSON})}, optional={
+    "timed_out": st.booleans(), "error": JSON, "status": JSON, "aggregations": JSON}))
+def test_any_answer_is_a_response_or_that_searchs_error(response: Any) -> None:
+    """What the cluster says of one search never raises: a refusal, a timeout or failed shards are its error."""
+    checked = _checked(response)
+    partial = isinstance(response, dict) and (response.get("timed_out") is True or "error" in response or (
+        isinstance(response.get("_shards"), dict) and response["_shards"].get("failed", 0) > 0))
+    assert isinstance(checked, SearchError) == (partial or not isinstance(response, dict))
+    if isinstance(checked, SearchError):
+        assert str(checked)

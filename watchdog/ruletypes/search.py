@@ -391,12 +391,13 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
             else:
                 responses.append(kind(rule).combine(rule.options, answered))
         except Exception as exc:  # answers this rule cannot read are this rule's error
+            if planned is not None:  # (its buckets may hold part of what it could not read: rebuilt next time)
+                increments.forget([(rule.source, rule.name)])
             responses.append(exc)
     dashboards = getattr(getattr(source, "config", None), "dashboards_url", None)
     out: dict[str, Evaluation | Exception] = {}
     wanted: list[tuple[str, Finding, Any]] = []
-    for rule, mine, response in zip(rules, searches, responses, strict=True):
-        sent = mine[0]
+    for rule, response in zip(rules, responses, strict=True):
         if isinstance(response, Exception):
             out[rule.name] = response
             continue
@@ -415,8 +416,9 @@ def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, 
                 parts = _finding_parts(rule.options, finding)
                 if parts is None:
                     continue
-                wanted.append((rule.name, finding, type(sent)(sent.index, sample_request(
-                    rule.options, start, end, parts), sent.ignore_unavailable)))
+                # (the indices of the whole window: an incremental search read only its last steps')
+                wanted.append((rule.name, finding, _request(rule.options, [(start, end)],
+                                                            sample_request(rule.options, start, end, parts))))
     if 0 < len(wanted) <= MAX_SAMPLE_SEARCHES:
         _attach_samples(out, wanted, source)
     return out

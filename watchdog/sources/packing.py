@@ -12,9 +12,14 @@ one, 7 ms packed, the same buckets.)
 
 ``pack`` groups the searches; ``unpack`` gives each original search the
 response it would have had alone (``hits.total`` is the filter's exact
-``doc_count``). A packed search the cluster refuses is sent again unpacked by
-the caller, so one rule's bad query fails only that rule; a search that then
-fails alone is not packed again (``Refusals``). Limits keep a pack far from
+``doc_count``). A packed search the cluster refuses for what it holds (HTTP
+400: a query it cannot parse, one of its limits) is sent again unpacked by the
+caller, so one rule's bad query fails only that rule; a search that then fails
+alone is not packed again at its later evaluations (``Refusals`` remembers it
+without its time). A busy or failing cluster's error (429, 5xx, a timeout) is
+every member's: splitting would only ask it 50 times more. A ``composite``
+aggregation (multi-field ``group_by`` on older clusters) is never packed, as
+the cluster refuses it under another aggregation. Limits keep a pack far from
 the cluster's own: at most PACK_MAX searches, an estimate of the buckets they
 make within BUCKET_BUDGET (the cluster refuses more than ``search.max_buckets``,
 65,535 by default), and their selectors within SELECTOR_CHARS (a query's
@@ -66,6 +71,7 @@ class _Shape:
     aggs: Mapping[str, Any]
     buckets: int
     chars: int
+    fingerprint: str  # the search but its time (and so its dated indices): the same at every evaluation of a rule
 
 
 class Refusals:
@@ -76,23 +82,18 @@ class Refusals:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def fingerprint(request: Request) -> str:
-        return json.dumps([request.index, request.body], sort_keys=True, default=str)
-
     def add(self, request: Request) -> None:
+        shape = _shape(request)
+        if shape is None:
+            return
         with self._lock:
-            self._seen[self.fingerprint(request)] = None
+            self._seen[shape.fingerprint] = None
             while len(self._seen) > self.kept:
                 self._seen.popitem(last=False)
 
-    def __contains__(self, request: Request) -> bool:
+    def __contains__(self, shape: object) -> bool:
         with self._lock:
-            if not self._seen:  # (the usual case: no fingerprint to compute)
-                return False
-        fingerprint = self.fingerprint(request)
-        with self._lock:
-            return fingerprint in self._seen
+            return isinstance(shape, _Shape) and shape.fingerprint in self._seen
 
 
 def pack(requests: Sequence[Request], refused: Refusals | None = None) -> list[Pack]:
@@ -101,8 +102,8 @@ def pack(requests: Sequence[Request], refused: Refusals | None = None) -> list[P
     open_: dict[str, tuple[list[int], list[int]]] = {}  # key -> (members, [buckets, chars])
     shapes: dict[int, _Shape] = {}
     for position, request in enumerate(requests):
-        shape = None if refused is not None and request in refused else _shape(request)
-        if shape is None:
+        shape = _shape(request)
+        if shape is None or (refused is not None and shape in refused):
             packs.append([position])
             continue
         shapes[position] = shape
@@ -125,8 +126,8 @@ def pack(requests: Sequence[Request], refused: Refusals | None = None) -> list[P
 def unpack(packed: Pack, answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """Each member's response from the packed search's ``answer`` (a member alone gets the answer as it is).
 
-    Raises KeyError or TypeError when the answer lacks a member's part (the
-    caller sends the members again, alone).
+    Raises KeyError, TypeError or ValueError when the answer lacks a member's
+    part or it is malformed (the caller sends the members again, alone).
     """
     if len(packed.members) == 1:
         return [answer]
@@ -178,8 +179,10 @@ def _shape(request: Request) -> _Shape | None:
         return None
     time_text = json.dumps(filters[0], sort_keys=True, default=str)
     selector = list(filters[1:])
+    selector_text = json.dumps(selector, sort_keys=True, default=str)
     return _Shape(key=json.dumps([request.index, bool(request.ignore_unavailable), time_text]), selector=selector,
-                  aggs=aggs, buckets=buckets, chars=len(json.dumps(selector, default=str)))
+                  aggs=aggs, buckets=buckets, chars=len(selector_text),
+                  fingerprint=selector_text + json.dumps(aggs, sort_keys=True, default=str))
 
 
 def _span_seconds(clause: Any) -> float | None:
@@ -208,7 +211,9 @@ def _buckets(aggs: Mapping[str, Any], span: float | None) -> int | None:
         if not isinstance(agg, Mapping):
             return None
         here: int | None = 1
-        for kind in ("terms", "multi_terms", "composite"):
+        if "composite" in agg:  # (the cluster refuses a composite aggregation under another: never packed)
+            return None
+        for kind in ("terms", "multi_terms"):
             if kind in agg:
                 here = int(agg[kind].get("size", 10)) if isinstance(agg[kind], Mapping) else None
         if "date_histogram" in agg:

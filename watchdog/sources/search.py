@@ -26,12 +26,17 @@ logger = logging.getLogger("watchdog.search")
 MSEARCH_CHUNK = 100  # searches per _msearch request
 # What no rule reads, left out of every _msearch answer (less to send and to parse): each incremental window's
 # histogram buckets as dates (their keys are the same in milliseconds) and a flatline's newest event as a date.
+# (``_shards`` and ``timed_out`` stay: an answer some shards failed to give is that search's error.)
 FILTER_PATH = ",".join(f"-responses.{path}" for path in (
-    "took", "_shards", "**.slices.buckets.key_as_string", "**.last.value_as_string"))
+    "took", "**.slices.buckets.key_as_string", "**.last.value_as_string"))
 
 
 class SearchError(RuleError):
-    """A search failed; the message carries the server's reason."""
+    """A search failed; the message carries the server's reason, ``status`` its HTTP status when it gave one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class SearchUnavailable(SearchError, SourceUnavailable):
@@ -75,6 +80,33 @@ def _reason(error: Any) -> str:
         node = node.get("caused_by")
     reasons = [r for r in reasons if r != "all shards failed"] or reasons
     return ": ".join(reasons[:3]) or str(error.get("type") or "unknown error")
+
+
+def _checked(response: Any) -> Mapping[str, Any] | SearchError:
+    """One search's part of an ``_msearch`` answer, or its error: refused, timed out, or some shards not answering.
+
+    A partial answer would count too few events (and, kept in an incremental
+    window's buckets, for as long as the window): it is an error, so the rule
+    says it could not check and the next evaluation reads that time again.
+    """
+    if not isinstance(response, Mapping):
+        return SearchError("the cluster's answer to this search is not an object")
+    if "error" in response:
+        status = response.get("status")
+        return SearchError(_reason(response["error"]), status if isinstance(status, int) else None)
+    if response.get("timed_out") is True:
+        return SearchError("the search timed out on the cluster (a partial answer)")
+    shards = response.get("_shards")
+    if not isinstance(shards, Mapping):
+        return response
+    failed = shards.get("failed")
+    if isinstance(failed, int) and failed > 0:
+        failures = shards.get("failures")
+        first = failures[0].get("reason") if isinstance(failures, list) and failures and isinstance(failures[0], Mapping) \
+            else None
+        reason = f": {_reason(first)}" if first is not None else ""
+        return SearchError(f"{failed} of {shards.get('total', '?')} shards failed (a partial answer){reason}")
+    return response
 
 
 def _version_tuple(number: str) -> tuple[int, ...]:
@@ -248,10 +280,11 @@ class SearchSource:
         again: list[tuple[int, ...]] = []
         for packed, answer in zip(packs, answers, strict=True):
             if len(packed.members) == 1 or isinstance(answer, SearchError):
-                if len(packed.members) == 1:
-                    out[packed.members[0]] = answer
-                else:
-                    again.append(packed.members)
+                if len(packed.members) > 1 and isinstance(answer, SearchError) and answer.status in (None, 400):
+                    again.append(packed.members)  # refused for what it holds (a bad query, a limit): each alone
+                else:  # (alone; or a busy, failing or timed-out cluster: asking 50 times more would not help)
+                    for member in packed.members:
+                        out[member] = answer
                 continue
             try:
                 for member, response in zip(packed.members, packing.unpack(packed, answer), strict=True):
@@ -320,9 +353,9 @@ class SearchSource:
             error = SearchUnavailable if _unanswered(exc) else SearchError
             raise error(f"search failed: {redact(self._describe(exc))}") from None
         body = answer.body if hasattr(answer, "body") else answer
-        for response in body.get("responses", []):
-            if "error" in response:
-                out.append(SearchError(_reason(response["error"])))
-            else:
-                out.append(response)
+        responses = body.get("responses") if isinstance(body, Mapping) else None
+        for response in (responses if isinstance(responses, list) else [])[:len(chunk)]:
+            out.append(_checked(response))
+        # (an answer with fewer responses than searches: the missing ones are their searches' errors)
+        out += [SearchError("the cluster gave no answer to this search")] * (len(chunk) - len(out))
         return out

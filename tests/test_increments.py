@@ -389,3 +389,24 @@ def test_a_window_is_kept_in_buckets_only_where_it_pays(window_s: int, every_s: 
                                                        kept: bool) -> None:
     rule = make_rule("r", window_s, every_s, grouped=True, below=below)
     assert increments.pays(rule, timedelta(seconds=settle_s)) is kept
+
+
+def test_at_most_a_batchs_worth_of_rules_rebuild_at_once() -> None:
+    """After a start, 250 rules rebuild 100 at a time (the others search whole windows); incremental ones go on."""
+    increments.forget()
+    rules = [make_rule(f"r{i:03d}", 3600, 60, grouped=False) for i in range(250)]
+    kept = [increments.plans(rule, EvalContext(now=T0), timedelta(minutes=2)) for rule in rules]
+    assert all(mine is not None and mine[0].full for mine in kept)
+    paced = increments.pace_rebuilds([*kept, None])
+    assert [mine is not None for mine in paced] == [True] * increments.REBUILDS_AT_ONCE + [False] * 151
+    facts = {}
+    for rule, mine in zip(rules, paced, strict=False):
+        if mine is not None:
+            states = [increments.absorb(plan, rule.options, {"aggregations": {"slices": {"buckets": []}}}) for plan in mine]
+            facts[rule.name] = {increments.FACT: increments.stamp(states)}
+    later = [increments.plans(rule, EvalContext(now=T0 + timedelta(minutes=1), facts=facts), timedelta(minutes=2))
+             for rule in rules]
+    again = increments.pace_rebuilds(later)
+    assert sum(1 for mine in again if mine is not None and not mine[0].full) == 100  # the first hundred go on
+    assert sum(1 for mine in again if mine is not None and mine[0].full) == 100  # the next hundred rebuild
+    assert sum(1 for mine in again if mine is None) == 50

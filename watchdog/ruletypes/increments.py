@@ -58,6 +58,7 @@ from watchdog.ruletypes.base import EvalContext
 from watchdog.times import to_text
 
 PAYS = 2  # a window is kept in buckets only when a whole search reads at least this many times what a step reads
+REBUILDS_AT_ONCE = 100  # rules of one batch that rebuild their buckets in the same evaluation
 MAX_BUCKETS = 720  # per rule: a window longer than this many grid steps is searched whole each time
 GROUP_CAP = 4  # groups kept per rule, in multiples of its max_groups
 MAX_RULES = 5000  # rules whose buckets are kept (least recently evaluated dropped first)
@@ -186,6 +187,27 @@ def pays(rule: Rule, settle: timedelta) -> bool:
         return False
     whole = lookback(rule.options) if looks_back(rule.options) else rule.options.window
     return whole >= PAYS * (2 * step + settle)
+
+
+def pace_rebuilds(planned: Sequence[list[Plan] | None]) -> list[list[Plan] | None]:
+    """At most REBUILDS_AT_ONCE of one batch's rules rebuild their buckets; the others search whole windows this time.
+
+    A rebuild's answer holds a bucket per step of the window for each group
+    (60 for a 1h window at ``every: 1m``): after a start, 500 of them parsed at
+    once made the daemon's memory peak (and stay, as freed memory is seldom
+    given back) where a whole-window count is one number. Those left out
+    rebuild at their next evaluations, a batch's worth at a time.
+    """
+    out: list[list[Plan] | None] = []
+    rebuilding = 0
+    for mine in planned:
+        if mine is not None and any(plan.full for plan in mine):
+            rebuilding += 1
+            if rebuilding > REBUILDS_AT_ONCE:
+                out.append(None)
+                continue
+        out.append(mine)
+    return out
 
 
 def plans(rule: Rule, ctx: EvalContext, settle: timedelta) -> list[Plan] | None:

@@ -369,7 +369,8 @@ def _incremental(rule: Rule, plans: Sequence[increments.Plan], multi_terms: bool
 def evaluate(rules: Sequence[Rule], source: Any, ctx: EvalContext) -> dict[str, Evaluation | Exception]:
     """Evaluate search rules (of any search type) sharing one source: one ``_msearch`` for all, one more for samples."""
     multi_terms = bool(getattr(source, "multi_terms", lambda: True)())
-    plans = [increments.plans(rule, ctx, rule.settle) if increments.pays(rule, rule.settle) else None for rule in rules]
+    plans = increments.pace_rebuilds([increments.plans(rule, ctx, rule.settle) if increments.pays(rule, rule.settle)
+                                      else None for rule in rules])
     searches = [requests(rule, ctx.now, multi_terms) if mine is None else _incremental(rule, mine, multi_terms)
                 for rule, mine in zip(rules, plans, strict=True)]
     answers = iter(source.msearch([one for mine in searches for one in mine]))

@@ -50,6 +50,7 @@ SELECTORS = st.lists(st.sampled_from([
 ]), max_size=2)
 SLICES = {"date_histogram": {"field": "@timestamp", "fixed_interval": "300s", "min_doc_count": 1}}
 AGGS = st.sampled_from([
+    {},  # a count: hits.total alone
     {"slices": SLICES},
     {"slices": {**SLICES, "aggs": {"m_sum": {"sum": {"field": "duration_ms"}}, "m_max": {"max": {"field": "duration_ms"}},
                                    "m_count": {"value_count": {"field": "duration_ms"}}}}},
@@ -75,7 +76,8 @@ def test_packed_answers_equal_each_search_alone(cluster: CountingProxy, searches
     requests = []
     for (minutes, back), selector, aggs, bad in searches:
         clauses = [time_clause(minutes, back), *selector, *([BAD] if bad else [])]
-        requests.append(SearchRequest("app-logs-*", {"size": 0, "query": {"bool": {"filter": clauses}}, "aggs": aggs}))
+        body = {"size": 0, "track_total_hits": True, "query": {"bool": {"filter": clauses}}}
+        requests.append(SearchRequest("app-logs-*", {**body, "aggs": aggs} if aggs else body))
     source = source_for(cluster)
     try:
         packed = source.msearch(requests)

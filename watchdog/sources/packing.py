@@ -149,7 +149,7 @@ def _packed_body(first: Request, shapes: Sequence[_Shape]) -> dict[str, Any]:
     return {
         "size": 0,
         "query": {"bool": {"filter": [time_clause, {"bool": {"should": selectors, "minimum_should_match": 1}}]}},
-        "aggs": {f"p{number}": {"filter": selector, "aggs": shape.aggs}
+        "aggs": {f"p{number}": {"filter": selector, **({"aggs": shape.aggs} if shape.aggs else {})}
                  for number, (selector, shape) in enumerate(zip(selectors, shapes, strict=True))},
     }
 
@@ -157,15 +157,15 @@ def _packed_body(first: Request, shapes: Sequence[_Shape]) -> dict[str, Any]:
 def _shape(request: Request) -> _Shape | None:
     """What a packable search shares and brings (None: it goes alone).
 
-    Packable: ``size: 0``, nothing but a query and aggregations, the query a
-    ``bool`` of ``filter`` clauses only, whose first clause (the time) the
-    pack's members share.
+    Packable: ``size: 0``, nothing but a query and aggregations (or none: a
+    count), the query a ``bool`` of ``filter`` clauses only, whose first
+    clause (the time) the pack's members share.
     """
     body = request.body
     if not isinstance(body, Mapping) or set(body) - _BODY_KEYS or body.get("size") != 0:
         return None
-    query, aggs = body.get("query"), body.get("aggs")
-    if not isinstance(aggs, Mapping) or not aggs or not isinstance(query, Mapping) or set(query) != {"bool"}:
+    query, aggs = body.get("query"), body.get("aggs", {})  # (no aggregations: a count, the filter's doc_count)
+    if not isinstance(aggs, Mapping) or not isinstance(query, Mapping) or set(query) != {"bool"}:
         return None
     clauses = query["bool"]
     if not isinstance(clauses, Mapping) or set(clauses) != {"filter"}:

@@ -93,7 +93,8 @@ def _checked(response: Any) -> Mapping[str, Any] | SearchError:
         return SearchError("the cluster's answer to this search is not an object")
     if "error" in response:
         status = response.get("status")
-        return SearchError(_reason(response["error"]), status if isinstance(status, int) else None)
+        return SearchError(_reason(response["error"]) or "the cluster refused the search (no reason given)",
+                           status if isinstance(status, int) else None)
     if response.get("timed_out") is True:
         return SearchError("the search timed out on the cluster (a partial answer)")
     shards = response.get("_shards")

@@ -71,7 +71,12 @@ class _Shape:
     aggs: Mapping[str, Any]
     buckets: int
     chars: int
-    fingerprint: str  # the search but its time (and so its dated indices): the same at every evaluation of a rule
+    selector_text: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The search but its time (and so its dated indices): the same at every evaluation of a rule."""
+        return self.selector_text + json.dumps(self.aggs, sort_keys=True, default=str)
 
 
 class Refusals:
@@ -92,8 +97,11 @@ class Refusals:
                 self._seen.popitem(last=False)
 
     def __contains__(self, shape: object) -> bool:
+        if not self._seen or not isinstance(shape, _Shape):  # (the usual case: nothing to compute)
+            return False
+        fingerprint = shape.fingerprint
         with self._lock:
-            return isinstance(shape, _Shape) and shape.fingerprint in self._seen
+            return fingerprint in self._seen
 
 
 def pack(requests: Sequence[Request], refused: Refusals | None = None) -> list[Pack]:
@@ -181,8 +189,7 @@ def _shape(request: Request) -> _Shape | None:
     selector = list(filters[1:])
     selector_text = json.dumps(selector, sort_keys=True, default=str)
     return _Shape(key=json.dumps([request.index, bool(request.ignore_unavailable), time_text]), selector=selector,
-                  aggs=aggs, buckets=buckets, chars=len(selector_text),
-                  fingerprint=selector_text + json.dumps(aggs, sort_keys=True, default=str))
+                  aggs=aggs, buckets=buckets, chars=len(selector_text), selector_text=selector_text)
 
 
 def _span_seconds(clause: Any) -> float | None:

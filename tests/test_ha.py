@@ -155,11 +155,16 @@ def episodes_settled(dsn: str, count: int) -> bool:
     return kinds["firing"] >= count and kinds["resolved"] >= count and all(sent for *_, sent in rows)
 
 
-def test_two_daemons_speak_once_through_kills_freezes_and_lost_sessions(tmp_path: Path, pg_db: str, slack: SlackServer,
-                                                                        cluster: Cluster) -> None:
+def tank_project(tmp_path: Path, pg_db: str, slack: SlackServer, cluster: Cluster) -> None:
+    """The tank's level table and one rule on it, configured for the cluster's daemons."""
     execute(pg_db, "create table levels (name text, value int); insert into levels values ('tank', 0)")
     write_project(tmp_path, base_config(tmp_path, pg_db, slack), {"level": LEVEL})
     cluster.configure((tmp_path / "watchdog.yaml").read_text())
+
+
+def test_two_daemons_speak_once_through_kills_freezes_and_lost_sessions(tmp_path: Path, pg_db: str, slack: SlackServer,
+                                                                        cluster: Cluster) -> None:
+    tank_project(tmp_path, pg_db, slack, cluster)
     cluster.start("a")
     cluster.start("b")
     failovers: list[float] = []
@@ -299,9 +304,7 @@ def test_state_migrate_copies_a_sqlite_state_once(tmp_path: Path, pg_db: str, ca
 def test_an_instance_cut_off_from_the_state_says_so_directly(tmp_path: Path, pg_db: str, slack: SlackServer,
                                                               cluster: Cluster) -> None:
     """No leader seen for two leases (the state unreachable): one direct message to the ops channel, then its end."""
-    execute(pg_db, "create table levels (name text, value int); insert into levels values ('tank', 0)")
-    write_project(tmp_path, base_config(tmp_path, pg_db, slack), {"level": LEVEL})
-    cluster.configure((tmp_path / "watchdog.yaml").read_text())
+    tank_project(tmp_path, pg_db, slack, cluster)
     cluster.start("a")
     cluster.leader()
     dbname = pg_db.split("dbname=")[1].split()[0]
